@@ -1,0 +1,37 @@
+# The study's entry points. Each target creates the virtual environment on first use.
+#   make setup                 create .venv and install the pinned dependencies (requirements.txt)
+#   make book                  run the study (PROFILE=demo by default) and build the book into _build/html
+#   make test                  unit tests + the end-to-end smoke run (every notebook, then the book)
+# Variables: PROFILE=smoke|demo|paper  DATA_DIR=/path/to/C-NMC_Leukemia  SET="epochs=3 batch_size=16"
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= demo
+DATA_DIR ?=
+SET ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: setup book test unit clean-book
+
+setup: $(STAMP)
+
+# Re-installs whenever the lock or the project metadata is newer than the last install.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+book: $(STAMP)
+	$(PY) -m alllib study --profile $(PROFILE) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(foreach s,$(SET),--set $(s))
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+unit: $(STAMP)
+	$(PY) -m pytest tests -m "not e2e"
+
+clean-book:
+	rm -rf _build book/_generated
