@@ -1,0 +1,294 @@
+"""Section 4.2: the training policy, and one training run with its artifacts.
+
+Adamax (beta_1 0.9, beta_2 0.999), categorical cross-entropy, accuracy, batch size 8, at most
+200 epochs, a triangular2 cyclic learning rate between 1e-7 and 2e-3 with step size
+6 x iterations per epoch (Eq. 5), and early stopping with patience 20 that restores the best
+epoch's weights. The paper names 2e-4 as Adamax's initial rate; as in Smith's reference
+implementation the cyclic schedule sets the rate from the first step, so the trace starts at
+the base rate. Both are recorded with every run.
+
+CPU profiles (random initialisation, few steps) add one step the paper does not have: after each
+epoch the BatchNorm moving statistics are re-estimated on training images (`recalibrate_batchnorm`,
+"precise BN"). Without it, MobileNet, Xception and InceptionResNet-V2 score at chance in inference
+mode after a few epochs from scratch although they fit the training data: their moving averages
+(momentum 0.99) have not caught up with the weights. The paper profile keeps the paper's protocol.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import io
+from .config import fingerprint, input_pixels
+from .errors import ConfigError
+
+
+def triangular2(step, base_lr: float, max_lr: float, step_size: float):
+    """Closed form of Smith's triangular2 policy: a triangle wave between base_lr and max_lr whose
+    amplitude halves after every full cycle (2 x step_size iterations)."""
+    step = np.asarray(step, dtype=np.float64)
+    cycle = np.floor(1 + step / (2 * step_size))
+    x = np.abs(step / step_size - 2 * cycle + 1)
+    return base_lr + (max_lr - base_lr) * np.maximum(0.0, 1 - x) / 2 ** (cycle - 1)
+
+
+def _schedule_class():
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="alllib")
+    class CyclicLR(keras.optimizers.schedules.LearningRateSchedule):
+        """triangular2 cyclic learning rate (Smith 2017) as a Keras schedule."""
+
+        def __init__(self, base_lr, max_lr, step_size):
+            self.base_lr, self.max_lr, self.step_size = float(base_lr), float(max_lr), float(step_size)
+
+        def __call__(self, step):
+            step = ops.cast(step, "float32")
+            cycle = ops.floor(1 + step / (2 * self.step_size))
+            x = ops.abs(step / self.step_size - 2 * cycle + 1)
+            scale = ops.power(2.0, cycle - 1)
+            return self.base_lr + (self.max_lr - self.base_lr) * ops.maximum(0.0, 1 - x) / scale
+
+        def get_config(self):
+            return {"base_lr": self.base_lr, "max_lr": self.max_lr, "step_size": self.step_size}
+
+    return CyclicLR
+
+
+_CYCLIC = None
+
+
+def cyclic_lr(base_lr: float, max_lr: float, step_size: float):
+    global _CYCLIC
+    if _CYCLIC is None:
+        _CYCLIC = _schedule_class()
+    if step_size <= 0:
+        raise ConfigError(f"cyclic learning rate step size must be > 0, got {step_size}")
+    return _CYCLIC(base_lr, max_lr, step_size)
+
+
+def make_optimizer(tr: dict, steps_per_epoch: int):
+    """Adamax driven by the triangular2 schedule (step size = clr_step_epochs x iterations per epoch)."""
+    import keras
+
+    schedule = cyclic_lr(tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps_per_epoch)
+    return keras.optimizers.Adamax(learning_rate=schedule, beta_1=tr["beta_1"], beta_2=tr["beta_2"])
+
+
+def recalibrate_batchnorm(model, dataset) -> int:
+    """Re-estimate every BatchNorm layer's moving mean and variance as the plain average of the
+    batch statistics over `dataset` (images only, or (images, labels) pairs), computed in training
+    mode with the current weights. Returns the number of batches used."""
+    import keras
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not bns:
+        return 0
+    momenta = [layer.momentum for layer in bns]
+    for layer in bns:
+        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, "float32"))
+        layer.moving_variance.assign(np.ones(layer.moving_variance.shape, "float32"))
+    n = 0
+    try:
+        for batch in dataset:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            for layer in bns:  # momentum n/(n+1): the running value becomes the mean of all batches so far
+                layer.momentum = n / (n + 1)
+            model(images, training=True)
+            n += 1
+    finally:
+        for layer, m in zip(bns, momenta):
+            layer.momentum = m
+    return n
+
+
+def cross_entropy(y: np.ndarray, p_all: np.ndarray) -> float:
+    p = np.clip(np.where(y == 1, p_all, 1 - p_all), 1e-7, 1.0)
+    return float(-np.log(p).mean())
+
+
+def predict_table(model, table: pd.DataFrame, size: int, scale: float, batch_size: int = 32) -> pd.DataFrame:
+    """Per-image class probabilities with image id, subject and true label."""
+    from .preprocessing import make_dataset
+
+    ds, _ = make_dataset(table, size, scale, batch_size)
+    probs = model.predict(ds, verbose=0) if len(table) else np.zeros((0, 2))
+    out = table[["split", "image_id", "subject", "label", "y"]].reset_index(drop=True).copy()
+    out["p_hem"], out["p_all"] = probs[:, 0].astype(float), probs[:, 1].astype(float)
+    return out
+
+
+def _callbacks(val_table, size, scale, tr, recal_ds, schedule_fn, steps_per_epoch):
+    import keras
+
+    class EpochValidation(keras.callbacks.Callback):
+        """Validation at every epoch end (after re-estimating BatchNorm statistics where the profile
+        asks for it), written into the logs before early stopping reads them."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            if recal_ds is not None:
+                recalibrate_batchnorm(self.model, recal_ds)
+            pred = predict_table(self.model, val_table, size, scale)
+            y = pred["y"].to_numpy(int)
+            logs["val_loss"] = cross_entropy(y, pred["p_all"].to_numpy())
+            logs["val_accuracy"] = float(((pred["p_all"].to_numpy() >= 0.5) == y).mean())
+            logs["lr_end"] = float(schedule_fn((epoch + 1) * steps_per_epoch - 1))
+
+    return [EpochValidation(),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=tr["patience"], restore_best_weights=True,
+                                          verbose=1)]
+
+
+def run_key(cfg: dict, backbone: str, size: int, seed: int, data_fingerprint: str) -> dict:
+    """Everything that determines a training run's result; its hash names the run."""
+    return {"backbone": backbone, "input_size": size, "seed": seed, "input_scale": cfg["input_scale"],
+            "weights": str(cfg["weights"]), "training": cfg["training"], "augment": cfg["augment"],
+            "data": data_fingerprint}
+
+
+def run_id(key: dict) -> str:
+    return f"{key['backbone']}_{key['input_size']}px_seed{key['seed']}_{fingerprint(key)}"
+
+
+def is_complete(run_dir) -> bool:
+    return (Path(run_dir) / "run.json").is_file()
+
+
+def environment() -> dict:
+    import keras
+    import tensorflow as tf
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
+    except Exception:
+        commit = "unknown"
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__, "git_commit": commit, "machine": platform.machine(),
+            "cpus": os.cpu_count(), "gpus": gpus or ["none (CPU)"]}
+
+
+def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out_dir: Path,
+        data_info: dict, verbose: int = 2) -> dict:
+    """Train one model and write model.keras, history.csv, predictions.csv and run.json to out_dir."""
+    import keras
+    import tensorflow as tf
+
+    from .models import build_model, count_batchnorm, get_backbone
+    from .preprocessing import make_dataset, subject_split
+
+    tr, scale = cfg["training"], cfg["input_scale"]
+    keras.utils.set_random_seed(seed)
+    if tr.get("deterministic"):
+        tf.config.experimental.enable_op_determinism()
+    if tr.get("mixed_precision"):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    split = subject_split(table, seed)
+    train = split[split["split"] == "train"]
+    if tr.get("max_train_images") and len(train) > tr["max_train_images"]:
+        train = train.groupby("label", group_keys=False).apply(
+            lambda g: g.sample(frac=tr["max_train_images"] / len(train), random_state=seed))
+    val = split[split["split"] == "validation"]
+    test = split[split["split"] == "preliminary_test"]
+    ds, n_epoch = make_dataset(train, size, scale, tr["batch_size"], seed=seed, training=True,
+                               augment_cfg=cfg["augment"])
+    steps = math.ceil(n_epoch / tr["batch_size"])
+    px = input_pixels(size, scale)
+    model = build_model(backbone, px, cfg["weights"])
+    optimizer = make_optimizer(tr, steps)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=bool(tr.get("xla")))
+    recal = None
+    if tr.get("recalibrate_batchnorm") and count_batchnorm(model):
+        sub = train.sample(n=min(len(train), tr.get("bn_recalibration_images", 256)), random_state=seed)
+        recal = make_dataset(sub, size, scale, 32)[0]
+    def schedule_fn(step):
+        return float(triangular2(step, tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps))
+
+    t0 = time.time()
+    hist = model.fit(ds, epochs=tr["epochs"], steps_per_epoch=steps, verbose=verbose,
+                     callbacks=_callbacks(val, size, scale, tr, recal, schedule_fn, steps))
+    train_seconds = time.time() - t0
+    history = pd.DataFrame(hist.history)
+    history.insert(0, "epoch", np.arange(1, len(history) + 1))
+    best_epoch = int(history["val_loss"].idxmin()) + 1
+    t1 = time.time()
+    pred = pd.concat([predict_table(model, val, size, scale), predict_table(model, test, size, scale)],
+                     ignore_index=True)
+    predict_seconds = time.time() - t1
+    epochs_run = len(history)
+    model.save(out_dir / "model.keras")
+    io.write_csv(out_dir / "history.csv", history)
+    io.write_csv(out_dir / "predictions.csv", pred)
+    bb = get_backbone(backbone)
+    info = {
+        "backbone": bb.key, "display": bb.display, "input_size": size, "input_px": px, "seed": seed,
+        "weights": str(cfg["weights"]), "profile": cfg["name"], "steps_per_epoch": steps,
+        "train_images": len(train), "train_images_oversampled": n_epoch, "validation_images": len(val),
+        "test_images": len(test), "epochs_run": epochs_run, "best_epoch": best_epoch,
+        "val_accuracy": float(history["val_accuracy"].iloc[best_epoch - 1]),
+        "test_accuracy": float(((pred.loc[pred.split == "preliminary_test", "p_all"] >= 0.5).astype(int)
+                                == pred.loc[pred.split == "preliminary_test", "y"]).mean()),
+        "train_seconds": train_seconds, "predict_seconds": predict_seconds,
+        "images_per_second": epochs_run * steps * tr["batch_size"] / train_seconds,
+        "batchnorm_layers": count_batchnorm(model), "batchnorm_recalibrated": recal is not None,
+        "training": tr, "augment": cfg["augment"], "input_scale": scale, "data": data_info,
+        "environment": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if tr.get("mixed_precision"):
+        keras.mixed_precision.set_global_policy("float32")
+    return info
+
+
+def train_or_load(cfg: dict, backbone: str, size: int, seed: int, runs_dir, data_root, verbose: int = 2) -> Path:
+    """The run directory of (backbone, size, seed) under this profile: reused when a finished run
+    with the same key exists, trained otherwise. The run is written to a temporary directory that
+    replaces the final one only when complete, so a killed run is redone, never half-reused."""
+    from .dataset import data_fingerprint, is_synthetic, read_cnmc
+    from .models import get_backbone
+
+    backbone = get_backbone(backbone).key
+    table = read_cnmc(data_root)
+    data_info = {"root": str(data_root), "fingerprint": data_fingerprint(table, data_root),
+                 "synthetic": is_synthetic(data_root)}
+    key = run_key(cfg, backbone, size, seed, data_info["fingerprint"])
+    run_dir = Path(runs_dir) / run_id(key)
+    if is_complete(run_dir):
+        return run_dir
+    with io.atomic_dir(run_dir) as tmp:
+        info = fit(cfg, backbone, size, seed, table, tmp, data_info, verbose=verbose)
+        info["key"], info["run_id"] = key, run_dir.name
+        io.write_json(tmp / "run.json", info)
+    return run_dir
+
+
+def load_run(run_dir) -> dict:
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    info["history"] = pd.read_csv(run_dir / "history.csv")
+    info["predictions"] = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
+    info["dir"] = str(run_dir)
+    return info
+
+
+def load_runs(runs_dir) -> list[dict]:
+    """Every finished run under runs_dir (unfinished temporary directories are ignored)."""
+    runs_dir = Path(runs_dir)
+    return [load_run(d) for d in sorted(runs_dir.iterdir()) if d.is_dir() and is_complete(d)] if runs_dir.is_dir() else []
+
+
+def runs_table(runs: list[dict]) -> pd.DataFrame:
+    cols = ["display", "input_size", "input_px", "seed", "epochs_run", "best_epoch", "val_accuracy", "test_accuracy",
+            "images_per_second", "train_seconds"]
+    return pd.DataFrame([{c: r[c] for c in cols} for r in runs]).rename(columns={"display": "backbone"})
