@@ -27,9 +27,15 @@ def profile_path(name: str) -> Path:
 
 def _parse_value(text: str):
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"cannot parse override value {text!r}: {exc}") from None
+    if isinstance(value, str):  # YAML 1.1 reads 1e-8 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _leaf_paths(tree, prefix=()):

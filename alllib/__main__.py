@@ -1,0 +1,61 @@
+"""Command line: `python -m alllib study|verify|synthesize|bench ...` (see --help)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import StudyError
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="alllib", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("study", help="run the study and build the book")
+    s.add_argument("--profile", default="demo", help="smoke | demo | paper | path to a profile .yml")
+    s.add_argument("--data-dir", help="the real data: path to C-NMC_Leukemia/ (default: synthetic)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. epochs=3")
+    s.add_argument("--results", help="results folder (default: results/ in the project)")
+    s.add_argument("--root", help="project root with _config.yml, _toc.yml, book/ and notebooks/")
+    s.add_argument("--gpus", default="", help="comma-separated GPU ids: one training run per GPU side by side")
+    s.add_argument("--no-book", action="store_true", help="run the notebooks but do not build the HTML")
+    v = sub.add_parser("verify", help="check a data root against the official C-NMC-2019 manifest")
+    v.add_argument("root", help="path to C-NMC_Leukemia/")
+    v.add_argument("--full", action="store_true", help="compare sha256 (slow) instead of file sizes")
+    g = sub.add_parser("synthesize", help="write a synthetic C-NMC-like data set")
+    g.add_argument("out", help="output folder (C-NMC_Leukemia/ and masks/ are created inside)")
+    g.add_argument("--scale", type=float, default=0.08)
+    g.add_argument("--difficulty", type=float, default=0.5)
+    g.add_argument("--seed", type=int, default=2019)
+    g.add_argument("--format", default="png", choices=["png", "bmp"])
+    b = sub.add_parser("bench", help="throughput benchmarks (input pipeline, training, ensemble ablation)")
+    b.add_argument("what", choices=["pipeline", "training", "ensemble"])
+    b.add_argument("--profile", default="smoke")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "study":
+            from .study import run_study
+
+            run_study(args.profile, args.set, args.data_dir, args.results, args.root,
+                      [g for g in args.gpus.split(",") if g], book=not args.no_book)
+        elif args.cmd == "verify":
+            from .dataset import format_report, verify_manifest
+
+            report = verify_manifest(args.root, full=args.full)
+            print(format_report(report))
+            return 0 if report["ok"] else 1
+        elif args.cmd == "synthesize":
+            from .synthetic import synthesize
+
+            print(synthesize(args.out, args.scale, args.difficulty, args.seed, args.format))
+        elif args.cmd == "bench":
+            from . import bench
+
+            print(getattr(bench, args.what)(args.profile).to_string(index=False))
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

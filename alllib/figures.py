@@ -1,0 +1,211 @@
+"""Figures of the book. Each one carries the data label (SYNTHETIC or real, profile, weights)."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from . import metrics
+
+CLASS_COLORS = {"ALL": "#b2182b", "Hem": "#2166ac", "all": "#b2182b", "hem": "#2166ac"}
+
+
+def stamp(fig, label: str):
+    """Put the data label on a figure where nobody can miss it."""
+    color = "#c00000" if "SYNTHETIC" in label else "#333333"
+    fig.text(0.5, 1.0, label, ha="center", va="bottom", fontsize=9, color=color, weight="bold")
+    return fig
+
+
+def image_grid(images, titles, label: str, ncols: int = 6, size: float = 1.9, suptitle: str = ""):
+    n = len(images)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, t in zip(axes.flat, images, titles):
+        ax.imshow(img)
+        ax.set_title(t, fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, y=0.98)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def crop_figure(images, size: int, label: str):
+    """Fig. 4: originals (with the crop window) above their centre crops."""
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(2.3 * n, 4.9), squeeze=False)
+    for i, img in enumerate(images):
+        side = img.shape[0]
+        off = (side - size) // 2
+        axes[0, i].imshow(img)
+        axes[0, i].add_patch(plt.Rectangle((off, off), size, size, fill=False, ec="yellow", lw=1.2, ls="--"))
+        axes[0, i].set_title(f"({chr(97 + i)}) {side}x{side}", fontsize=9)
+        axes[1, i].imshow(img[off:off + size, off:off + size])
+        axes[1, i].set_title(f"({chr(97 + n + i)}) {size}x{size}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def class_balance(before: pd.Series, after: pd.Series, label: str):
+    df = pd.DataFrame({"before oversampling": before, "after random oversampling": after}).T
+    ax = df.plot.bar(rot=0, color=[CLASS_COLORS.get(c, "gray") for c in df.columns], figsize=(6, 3.4))
+    for cont in ax.containers:
+        ax.bar_label(cont, fontsize=8)
+    ax.set_ylabel("training images per epoch")
+    ax.set_title("Class balance of the training split")
+    ax.figure.tight_layout()
+    return stamp(ax.figure, label)
+
+
+def learning_curves(history: pd.DataFrame, title: str, label: str, axes=None):
+    """Fig. 6: accuracy and loss against epochs, training and validation."""
+    own = axes is None
+    if own:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    for ax, m in zip(axes, ("accuracy", "loss")):
+        ax.plot(history["epoch"], history[m], "o-", label="training", ms=3)
+        ax.plot(history["epoch"], history[f"val_{m}"], "s-", label="validation", ms=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(m)
+        ax.set_title(f"{title}: {m}", fontsize=9)
+    axes[0].legend(fontsize=8)
+    if own:
+        fig.tight_layout()
+        return stamp(fig, label)
+
+
+def curves_grid(runs: list[dict], label: str):
+    n = len(runs)
+    fig, axes = plt.subplots(n, 2, figsize=(8, 2.0 * n), squeeze=False)
+    for row, r in zip(axes, runs):
+        learning_curves(r["history"], f"{r['display']} {r['input_size']}px s{r['seed']}", label, axes=row)
+        for ax in row:
+            ax.title.set_fontsize(8)
+            ax.xaxis.label.set_visible(False)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def lr_trace(schedule, steps: int, steps_per_epoch: int, title: str, label: str):
+    s = np.arange(steps)
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    ax.plot(s / steps_per_epoch, schedule(s))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def roc_figure(curves: dict, title: str, label: str, ax=None):
+    """Fig. 5: ROC curves of single models and ensembles, AUC in the legend."""
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(5, 4.6))
+    for name, (y, p) in curves.items():
+        fpr, tpr, auc = metrics.roc(y, p)
+        ax.plot(fpr, tpr, lw=2 if name.startswith("WEN") else 1.2, ls="-" if name.startswith("WEN") else "--",
+                label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("false positive rate (Hem called ALL)")
+    ax.set_ylabel("true positive rate (ALL found)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    if own:
+        fig.tight_layout()
+        return stamp(fig, label)
+
+
+def confusion_figure(cms: dict, label: str):
+    """Table 6 as heat maps: counts with row percentages."""
+    fig, axes = plt.subplots(1, len(cms), figsize=(3.8 * len(cms), 3.3), squeeze=False)
+    for ax, (name, cm) in zip(axes[0], cms.items()):
+        pct = metrics.confusion_percent(cm)
+        annot = cm.astype(str) + "\n(" + pct.round(1).astype(str) + "%)"
+        sns.heatmap(pct, annot=annot, fmt="", cmap="Blues", vmin=0, vmax=100, cbar=False, ax=ax)
+        ax.set_title(name, fontsize=10)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def reliability_figure(tables: dict, label: str):
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=0.8)
+    for name, (ece, t) in tables.items():
+        ax.plot(t["mean_predicted"], t["fraction_all"], "o-", label=f"{name} (ECE {ece:.3f})")
+    ax.set_xlabel("mean predicted p(ALL)")
+    ax.set_ylabel("observed fraction ALL")
+    ax.set_title("Reliability diagram (preliminary test)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def metric_bars(frame: pd.DataFrame, metric: str, label: str, hue: str = "input", title: str = ""):
+    """Point estimates with their bootstrap CIs (columns metric, metric_lo, metric_hi)."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    groups = list(frame[hue].unique())
+    names = list(dict.fromkeys(frame["classifier"]))
+    width = 0.8 / len(groups)
+    for i, g in enumerate(groups):
+        d = frame[frame[hue] == g].set_index("classifier").reindex(names)
+        x = np.arange(len(names)) + (i - (len(groups) - 1) / 2) * width
+        ax.bar(x, d[metric], width, label=str(g), alpha=0.8)
+        ax.errorbar(x, d[metric], yerr=[d[metric] - d[f"{metric}_lo"], d[f"{metric}_hi"] - d[metric]],
+                    fmt="none", ecolor="black", capsize=2, lw=0.8)
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(metric)
+    ax.set_ylim(max(0, np.nanmin(frame[f"{metric}_lo"]) - 0.05), min(1, np.nanmax(frame[f"{metric}_hi"]) + 0.03))
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"{metric} on the preliminary test set, 95% subject-bootstrap CIs", fontsize=10)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def gradcam_rows(rows: list[dict], label: str, title: str):
+    """Figs. 7-9: one row per case: image, the single model's map, the ensemble's map.
+    rows: dicts with image, single (map), ensemble (map), backbone, true, p_single, p_ensemble, note."""
+    if not rows:
+        fig, ax = plt.subplots(figsize=(8, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no case found", ha="center", va="center")
+        return stamp(fig, label)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.2, 2.45 * len(rows)), squeeze=False)
+    for ax_row, r in zip(axes, rows):
+        for ax in ax_row:
+            ax.axis("off")
+        if r.get("note"):
+            ax_row[1].text(0.5, 0.5, r["note"], ha="center", va="center", wrap=True, fontsize=8,
+                           transform=ax_row[1].transAxes)
+            ax_row[0].text(0.5, 0.5, r["backbone"], ha="center", va="center", fontsize=10, transform=ax_row[0].transAxes)
+            continue
+        ax_row[0].imshow(r["image"])
+        ax_row[0].set_title(f"{r['backbone']}\ntrue {r['true']}", fontsize=8)
+        for ax, key, name, p in ((ax_row[1], "single", r["backbone"], r["p_single"]),
+                                 (ax_row[2], "ensemble", "WEN-kappa", r["p_ensemble"])):
+            ax.imshow(r["image"])
+            ax.imshow(r[key], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            pred = "ALL" if p >= 0.5 else "Hem"
+            ax.set_title(f"{name}: {pred} (p(ALL)={p:.2f})", fontsize=8,
+                         color="green" if pred == r["true"] else "red")
+    fig.suptitle(title, y=1.0, fontsize=10)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def concentration_figure(frame: pd.DataFrame, label: str):
+    measures = [c for c in ("energy_in_cell", "energy_in_nucleus", "entropy") if c in frame]
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 3.8), squeeze=False)
+    for ax, m in zip(axes[0], measures):
+        sns.boxplot(data=frame, x="model", y=m, ax=ax, fliersize=1.5)
+        ax.tick_params(axis="x", rotation=40, labelsize=7)
+        ax.set_xlabel("")
+    fig.suptitle("Grad-CAM concentration over the test images", y=1.02)
+    fig.tight_layout()
+    return stamp(fig, label)

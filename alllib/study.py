@@ -1,0 +1,282 @@
+"""The study runner: data -> data-exploration notebook -> the run matrix of training notebooks ->
+the analysis notebooks -> the book. `make book` calls `python -m alllib study`.
+
+Every notebook is executed by papermill in its own kernel (a subprocess, so that several GPUs can
+each take one training run at a time). A finished training run is recognised by its key (backbone,
+size, seed, profile settings, data fingerprint) and reused; an interrupted study resumes where it
+stopped; a failed notebook stops the study with its path and failing cell and is kept for reading.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from . import io
+from .config import load_profile
+from .errors import StudyError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+GENERATED = Path("book") / "_generated"
+ANALYSIS_NOTEBOOKS = ("02_fine_tuning_overview", "03_ensemble_ablation", "04_variance", "05_gradcam",
+                      "00_results_summary")
+
+
+def default_results_dir() -> Path:
+    return PACKAGE_ROOT / "results"
+
+
+@dataclass
+class Study:
+    cfg: dict
+    results: Path
+    data_root: Path
+    table: pd.DataFrame = field(repr=False)
+    data_info: dict
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.results / "runs"
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.data_info["synthetic"])
+
+    def label(self) -> str:
+        """What every table and figure says about its data."""
+        w = self.cfg["weights"]
+        init = "ImageNet weights" if w == "imagenet" else ("random initialisation" if w == "none" else f"weights {w}")
+        data = "SYNTHETIC C-NMC-like data" if self.synthetic else "C-NMC-2019 (real data)"
+        return f"{data} | profile {self.cfg['name']} | {init}"
+
+    def matrix(self) -> list[tuple[str, int, int]]:
+        """(backbone, input size, seed) of every training run, seed-major so early runs complete ensembles."""
+        seeds = sorted(set(itertools.chain.from_iterable(self.cfg["runs"].values())))
+        return [(bb, size, seed) for seed in seeds for size in sorted(self.cfg["runs"], reverse=True)
+                if seed in self.cfg["runs"][size] for bb in self.cfg["backbones"]]
+
+    def run_dir(self, backbone: str, size: int, seed: int) -> Path:
+        from .training import run_id, run_key
+
+        return self.runs_dir / run_id(run_key(self.cfg, backbone, size, seed, self.data_info["fingerprint"]))
+
+    def runs(self, require_all: bool = True) -> list[dict]:
+        from .training import is_complete, load_run
+
+        out, missing = [], []
+        for bb, size, seed in self.matrix():
+            d = self.run_dir(bb, size, seed)
+            (out.append(load_run(d)) if is_complete(d) else missing.append(d.name))
+        if missing and require_all:
+            raise StudyError(f"{len(missing)} training runs of profile {self.cfg['name']!r} are not finished "
+                             f"(e.g. {missing[0]} under {self.runs_dir}); run `make book PROFILE={self.cfg['name']}` first")
+        return out
+
+
+def prepare(profile: str = "demo", overrides=(), data_dir: str | None = None, results_dir=None,
+            progress: bool = True) -> Study:
+    """Resolve the profile and the data (generating the synthetic set once when no data is given)."""
+    from .dataset import data_fingerprint, is_synthetic, read_cnmc
+    from .synthetic import ensure_synthetic
+
+    cfg = load_profile(profile, list(overrides or ()), data_dir)
+    results = Path(results_dir) if results_dir else default_results_dir()
+    results = results / cfg["name"]
+    if cfg["data"]["source"] == "synthetic":
+        root = ensure_synthetic(results.parent / "data", cfg["data"], progress=progress)
+    else:
+        root = Path(cfg["data"]["root"])
+    table = read_cnmc(root)
+    info = {"root": str(root), "fingerprint": data_fingerprint(table, root), "synthetic": is_synthetic(root)}
+    if info["synthetic"]:
+        info["generator"] = json.loads((root / "SYNTHETIC.json").read_text())
+    return Study(cfg, results, root, table, info)
+
+
+# ---------------------------------------------------------------- notebook execution
+
+def _failing_cell(notebook: Path) -> str:
+    try:
+        nb = json.loads(notebook.read_text())
+    except Exception:
+        return "unknown cell (the notebook could not be read)"
+    for i, cell in enumerate(nb.get("cells", [])):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return f"cell {i} ({out.get('ename')}: {out.get('evalue')})"
+    return "unknown cell"
+
+
+def execute(notebook: str, output: Path, params: dict, root: Path, env: dict | None = None, log=None) -> None:
+    """Run one notebook with papermill in a subprocess. On failure the partial notebook is kept at
+    `output` with a `.failed.ipynb` suffix and a StudyError names it and the failing cell."""
+    src = root / "notebooks" / f"{notebook}.ipynb"
+    if not src.is_file():
+        raise StudyError(f"notebook {src} does not exist")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.stem + ".partial.ipynb")
+    cmd = [sys.executable, "-m", "papermill", str(src), str(partial), "-y", yaml.safe_dump(params),
+           "--cwd", str(root / "notebooks"), "--no-progress-bar", "--kernel", "python3"]
+    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    if log:
+        log.write(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        failed = output.with_name(output.stem + ".failed.ipynb")
+        if partial.exists():
+            os.replace(partial, failed)
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+        raise StudyError(f"notebook {src.name} failed at {_failing_cell(failed)}; the partial notebook is kept at "
+                         f"{failed}\n{tail}")
+    os.replace(partial, output)
+
+
+def _run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log) -> dict:
+    from tqdm.auto import tqdm
+
+    from .training import is_complete
+
+    todo, reused = [], 0
+    for bb, size, seed in study.matrix():
+        d = study.run_dir(bb, size, seed)
+        if is_complete(d) and (d / "02_train.ipynb").is_file():
+            reused += 1
+        else:
+            todo.append((bb, size, seed, d))
+    bar = tqdm(total=len(study.matrix()), initial=reused, desc="training runs", unit="run", file=sys.stdout,
+               dynamic_ncols=False, ncols=100)
+    slots: queue.Queue = queue.Queue()
+    for g in gpus or [None]:
+        slots.put(g)
+    errors: list[Exception] = []
+    lock = threading.Lock()
+
+    def one(job):
+        bb, size, seed, d = job
+        if errors:
+            return
+        gpu = slots.get()
+        try:
+            out = study.runs_dir / ".notebooks" / f"{d.name}.ipynb"
+            execute("02_train", out, {**base_params, "backbone": bb, "input_size": size, "seed": seed}, root,
+                    env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None, log=log)
+            os.replace(out, d / "02_train.ipynb")
+        except Exception as exc:  # collected and re-raised after the workers stop
+            with lock:
+                errors.append(exc)
+        finally:
+            slots.put(gpu)
+            with lock:
+                bar.set_postfix_str(f"{bb} {size}px seed {seed}")
+                bar.update(1)
+
+    workers = max(1, len(gpus))
+    if workers == 1:
+        for job in todo:
+            one(job)
+            if errors:
+                break
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, todo))
+    bar.close()
+    if errors:
+        raise errors[0]
+    return {"trained": len(todo), "reused": reused}
+
+
+def build_book(root: Path) -> Path:
+    """jupyter-book build with MathJax served from the build itself (works offline)."""
+    import jupyter_server_mathjax
+
+    static = root / "book" / "_static" / "mathjax"
+    if not (static / "MathJax.js").is_file():
+        src = Path(jupyter_server_mathjax.__file__).parent / "static"
+        tmp = static.with_name("mathjax.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        os.replace(tmp, static)
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--keep-going"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    if proc.returncode != 0:
+        raise StudyError("jupyter-book build failed:\n" + "\n".join((proc.stdout + proc.stderr).splitlines()[-30:]))
+    index = root / "_build" / "html" / "index.html"
+    if not index.is_file():
+        raise StudyError(f"jupyter-book build produced no {index}")
+    return index
+
+
+def provenance_markdown(study: Study, timings: dict) -> str:
+    from .training import environment
+
+    env = environment()
+    cfg = study.cfg
+    lines = [
+        "| | |", "|---|---|",
+        f"| Data | **{'SYNTHETIC C-NMC-like data generated by `alllib.synthetic`' if study.synthetic else 'real C-NMC-2019'}** |",
+        f"| Data root | `{study.data_root}` |",
+        f"| Data fingerprint | `{study.data_info['fingerprint']}` ({len(study.table)} images) |",
+        f"| Profile | `{cfg['name']}`: {cfg['description']} |",
+        f"| Initialisation | {'ImageNet weights' if cfg['weights'] == 'imagenet' else 'random (no ImageNet weights: offline profile)' if cfg['weights'] == 'none' else cfg['weights']} |",
+        f"| Input tensors | 450 px and 300 px crops x input scale {cfg['input_scale']} |",
+        f"| Training runs | {len(study.matrix())} ({timings.get('trained', 0)} trained in this build, {timings.get('reused', 0)} reused) |",
+        f"| Code | alllib, git commit `{env['git_commit']}`; TensorFlow {env['tensorflow']}, Keras {env['keras']} |",
+        f"| Built | {time.strftime('%Y-%m-%d %H:%M:%S')} in {timings.get('wall_seconds', 0) / 60:.1f} min on {env['cpus']} CPUs, GPUs: {', '.join(env['gpus'])} |",
+    ]
+    if study.synthetic:
+        g = study.data_info["generator"]
+        lines.append(f"| Synthetic generator | scale {g['scale']}, difficulty {g['difficulty']}, seed {g['seed']} |")
+    warn = ("```{warning}\nThis book was built from **synthetic** data. Its numbers say whether the pipeline works, "
+            "not how well CNNs diagnose ALL. Run `make book PROFILE=paper DATA_DIR=/path/to/C-NMC_Leukemia` on the "
+            "real data for that.\n```\n\n") if study.synthetic else ""
+    return warn + "\n".join(lines) + "\n"
+
+
+def run_study(profile: str = "demo", overrides=(), data_dir=None, results_dir=None, root=None,
+              gpus: list[str] | None = None, book: bool = True) -> dict:
+    t0 = time.time()
+    root = Path(root or PACKAGE_ROOT).resolve()
+    print(f"[study] profile {profile}: preparing data", flush=True)
+    study = prepare(profile, overrides, data_dir, results_dir)
+    print(f"[study] {study.label()}; data root {study.data_root}; {len(study.table)} images", flush=True)
+    study.results.mkdir(parents=True, exist_ok=True)
+    gen = root / GENERATED
+    base = {"profile": profile, "overrides": list(overrides or ()), "data_dir": data_dir,
+            "results_dir": str(study.results.parent.resolve())}
+    log_path = study.results / "notebooks.log"
+    with open(log_path, "a") as log:
+        print("[study] data exploration", flush=True)
+        execute("01_data_exploration", gen / "01_data_exploration.ipynb", base, root, log=log)
+        print(f"[study] run matrix: {len(study.matrix())} training runs", flush=True)
+        counts = _run_matrix(study, base, root, gpus or [], log)
+        runs_gen = gen / "runs"
+        shutil.rmtree(runs_gen, ignore_errors=True)
+        runs_gen.mkdir(parents=True)
+        for bb, size, seed in study.matrix():
+            shutil.copy(study.run_dir(bb, size, seed) / "02_train.ipynb", runs_gen / f"{study.run_dir(bb, size, seed).name}.ipynb")
+        for nb in ANALYSIS_NOTEBOOKS:
+            print(f"[study] {nb}", flush=True)
+            execute(nb, gen / f"{nb}.ipynb", base, root, log=log)
+    timings = {**counts, "wall_seconds": time.time() - t0}
+    io.write_text(gen / "provenance.md", provenance_markdown(study, timings))
+    io.write_json(study.results / "study.json", {"profile": study.cfg, "data": study.data_info, **timings})
+    result = {"study": study, **timings}
+    if book:
+        print("[study] building the book", flush=True)
+        result["index"] = build_book(root)
+        print(f"[study] book: {result['index']}", flush=True)
+    print(f"[study] done in {(time.time() - t0) / 60:.1f} min ({counts['trained']} runs trained, "
+          f"{counts['reused']} reused)", flush=True)
+    return result

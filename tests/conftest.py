@@ -1,0 +1,25 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A small synthetic C-NMC tree (about 150 training-fold images), generated once per session."""
+    from alllib.synthetic import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("synth") / "set", scale=0.012, seed=7, progress=False)
+
+
+@pytest.fixture()
+def synth_copy(synth_root, tmp_path):
+    """A private copy of the synthetic tree that a test may damage."""
+    dst = tmp_path / "C-NMC_Leukemia"
+    shutil.copytree(synth_root, dst)
+    return dst

@@ -1,0 +1,57 @@
+import pytest
+
+from alllib import config, paper
+from alllib.errors import ConfigError
+
+
+def test_paper_profile_is_the_papers_protocol():
+    hp = paper.hyperparameters()
+    tr = config.load_profile("paper", data_dir="/nonexistent/C-NMC_Leukemia")["training"]
+    assert tr["learning_rate"] == float(hp["initial_learning_rate"])
+    assert tr["beta_1"] == float(hp["adamax_beta_1"]) and tr["beta_2"] == float(hp["adamax_beta_2"])
+    assert tr["clr_base_lr"] == float(hp["clr_base_lr"]) and tr["clr_max_lr"] == float(hp["clr_max_lr"])
+    assert tr["epochs"] == int(hp["max_epochs"]) and tr["patience"] == int(hp["early_stopping_patience"])
+    assert tr["batch_size"] == int(hp["batch_size"])
+    assert hp["clr_step_size"].startswith(f"{tr['clr_step_epochs']} x iterations per epoch")
+    assert tr["recalibrate_batchnorm"] is False
+    cfg = config.load_profile("paper", data_dir="/x")
+    assert cfg["weights"] == "imagenet" and cfg["input_scale"] == 1.0
+    assert cfg["runs"] == {450: [0], 300: [0, 1, 2, 3, 4]}
+
+
+def test_paper_profile_needs_data():
+    with pytest.raises(ConfigError, match="DATA_DIR"):
+        config.load_profile("paper")
+
+
+@pytest.mark.parametrize("name", ["smoke", "demo"])
+def test_cpu_profiles_run_every_backbone_offline(name):
+    cfg = config.load_profile(name)
+    assert cfg["weights"] == "none" and cfg["data"]["source"] == "synthetic"
+    assert len(cfg["backbones"]) == 5 and set(cfg["runs"]) == {450, 300}
+    assert len(cfg["runs"][300]) >= 2
+
+
+def test_overrides():
+    cfg = config.load_profile("smoke", ["epochs=3", "training.batch_size=4", "input_scale=0.5"])
+    assert cfg["training"]["epochs"] == 3 and cfg["training"]["batch_size"] == 4 and cfg["input_scale"] == 0.5
+
+
+@pytest.mark.parametrize("override,match", [
+    ("epochs=0", "epochs must be a positive integer"),
+    ("nonsense=1", "unknown setting 'nonsense'"),
+    ("epochs", "must look like key=value"),
+    ("input_scale=0.1", "Xception needs inputs of at least 71 px"),
+    ("input_scale=2", r"input_scale must lie in \(0, 1\]"),
+    ("backbones=[resnet50]", "unknown backbone 'resnet50'"),
+    ("clr_max_lr=1e-8", "must be below clr_max_lr"),
+    ("weights=/no/such/file.h5", "weights must be 'imagenet', 'none' or an existing weights file"),
+])
+def test_impossible_settings_are_named(override, match):
+    with pytest.raises(ConfigError, match=match):
+        config.load_profile("smoke", [override])
+
+
+def test_unknown_profile():
+    with pytest.raises(ConfigError, match="unknown profile 'fast'"):
+        config.load_profile("fast")

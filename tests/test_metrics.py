@@ -1,0 +1,71 @@
+"""Metric wrappers against hand computations (ALL = 1 is the positive class)."""
+import numpy as np
+import pytest
+
+from alllib import metrics
+
+# 10 images: 6 ALL, 4 Hem. Predictions: ALL -> 5 right, 1 wrong; Hem -> 3 right, 1 wrong.
+Y = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
+P = np.array([0.9, 0.8, 0.7, 0.6, 0.55, 0.4, 0.1, 0.2, 0.3, 0.65])
+
+
+def test_against_hand_computation():
+    m = metrics.evaluate(Y, P)
+    tp, fn, tn, fp = 5, 1, 3, 1
+    prec_all, rec_all = tp / (tp + fp), tp / (tp + fn)
+    prec_hem, rec_hem = tn / (tn + fn), tn / (tn + fp)
+    f1 = lambda p, r: 2 * p * r / (p + r)
+    assert m["ACC"] == pytest.approx(8 / 10)
+    assert m["BA"] == pytest.approx((rec_all + rec_hem) / 2)                       # Eq. 6
+    assert m["WP"] == pytest.approx((6 * prec_all + 4 * prec_hem) / 10)
+    assert m["WR"] == pytest.approx((6 * rec_all + 4 * rec_hem) / 10)
+    assert m["WFS"] == pytest.approx((6 * f1(prec_all, rec_all) + 4 * f1(prec_hem, rec_hem)) / 10)  # Eq. 8
+    po, pe = 0.8, (6 / 10) * (6 / 10) + (4 / 10) * (4 / 10)    # predicted: 6 ALL, 4 Hem
+    assert m["kappa"] == pytest.approx((po - pe) / (1 - pe))
+    # AUC: share of (ALL, Hem) pairs ranked correctly
+    pairs = [(a, h) for a in P[Y == 1] for h in P[Y == 0]]
+    assert m["AUC"] == pytest.approx(np.mean([a > h for a, h in pairs]))
+    assert m["f1_all"] == pytest.approx(f1(prec_all, rec_all))
+
+
+def test_degenerate_all_predicted_as_all():
+    m = metrics.evaluate(Y, np.full(10, 0.9))
+    assert m["ACC"] == pytest.approx(0.6)
+    assert m["BA"] == pytest.approx(0.5)
+    assert m["kappa"] == pytest.approx(0.0)
+    assert m["precision_hem"] == 0.0 and m["recall_hem"] == 0.0
+    assert m["WP"] == pytest.approx(0.6 * 0.6)        # only the ALL class has precision 0.6
+    assert m["WFS"] == pytest.approx(0.6 * (2 * 0.6 * 1 / 1.6))
+    assert m["AUC"] == pytest.approx(0.5)              # all ties
+
+
+def test_confusion_layout_and_percentages():
+    cm = metrics.confusion(Y, P)
+    assert cm.loc["Hem", "Hem"] == 3 and cm.loc["Hem", "ALL"] == 1
+    assert cm.loc["ALL", "Hem"] == 1 and cm.loc["ALL", "ALL"] == 5
+    pct = metrics.confusion_percent(cm)
+    assert pct.loc["ALL", "ALL"] == pytest.approx(500 / 6)
+    assert np.allclose(pct.sum(axis=1), 100)
+
+
+def test_table6_counts_reproduce_the_papers_percentages():
+    """Paper, Section 5: Xception recognises 557 of 648 Hem (85.96 %) and 1046 of 1219 ALL (85.81 %)."""
+    y = np.r_[np.zeros(648), np.ones(1219)]
+    p = np.r_[np.zeros(557), np.ones(91), np.zeros(173), np.ones(1046)]
+    pct = metrics.confusion_percent(metrics.confusion(y, p))
+    assert round(pct.loc["Hem", "Hem"], 2) == 85.96 and round(pct.loc["ALL", "ALL"], 2) == 85.81
+    assert metrics.evaluate(y, p)["ACC"] == pytest.approx(0.859, abs=5e-4)   # Table 4: Xception 300 px ACC
+
+
+def test_roc_and_threshold():
+    fpr, tpr, auc = metrics.roc(Y, P)
+    assert fpr[0] == 0 and tpr[-1] == 1 and auc == pytest.approx(metrics.evaluate(Y, P)["AUC"])
+    assert metrics.predict_labels([0.5, 0.49]).tolist() == [1, 0]
+
+
+def test_expected_calibration_error():
+    y = np.array([1, 1, 0, 0])
+    p = np.array([0.95, 0.95, 0.05, 0.05])
+    ece, table = metrics.expected_calibration_error(y, p, bins=10)
+    assert ece == pytest.approx(0.05)
+    assert table["count"].sum() == 4

@@ -1,0 +1,102 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+from sklearn.metrics import roc_auc_score
+
+from alllib import stats
+
+
+def test_mcnemar_textbook_example():
+    """b = 6 and c = 16 discordant pairs (Wikipedia's McNemar example table: 59/6/16/80)."""
+    y = np.ones(161, int)
+    a = np.r_[np.ones(59), np.ones(6), np.zeros(16), np.zeros(80)].astype(int)
+    b = np.r_[np.ones(59), np.zeros(6), np.ones(16), np.zeros(80)].astype(int)
+    r = stats.mcnemar(y, a, b)
+    assert (r["b"], r["c"]) == (6, 16)
+    assert r["chi2"] == pytest.approx((abs(6 - 16) - 1) ** 2 / 22)
+    assert r["p_exact"] == pytest.approx(st.binomtest(6, 22, 0.5).pvalue)
+    assert r["p_exact"] == pytest.approx(0.0525, abs=1e-3)
+
+
+def test_mcnemar_no_discordance():
+    r = stats.mcnemar([1, 0], [1, 0], [1, 0])
+    assert r["p_exact"] == 1.0
+
+
+def _brute_delong(y, s1, s2):
+    """Direct O(mn) structural components (DeLong et al. 1988)."""
+    pos, neg = y == 1, y == 0
+    def psi(x, z):
+        return (x > z) + 0.5 * (x == z)
+    comps = []
+    for s in (s1, s2):
+        X, Y = s[pos], s[neg]
+        v10 = np.array([psi(x, Y).mean() for x in X])
+        v01 = np.array([psi(X, z).mean() for z in Y])
+        comps.append((v10, v01))
+    S10 = np.cov(np.vstack([c[0] for c in comps]))
+    S01 = np.cov(np.vstack([c[1] for c in comps]))
+    return S10 / pos.sum() + S01 / neg.sum()
+
+
+def test_delong_against_brute_force_and_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 80)
+    s1 = y + rng.normal(0, 0.8, 80)
+    s2 = np.round(y + rng.normal(0, 1.2, 80), 1)  # with ties
+    r = stats.delong(y, s1, s2)
+    assert r["auc_a"] == pytest.approx(roc_auc_score(y, s1))
+    assert r["auc_b"] == pytest.approx(roc_auc_score(y, s2))
+    np.testing.assert_allclose(r["cov"], _brute_delong(y, s1, s2), rtol=1e-8)
+    same = stats.delong(y, s1, s1)
+    assert same["p"] == 1.0
+
+
+def _frame():
+    rows = []
+    sizes = {"A1": 1, "A2": 10, "A3": 100, "H1": 1000, "H2": 10000}
+    for s, n in sizes.items():
+        rows += [{"subject": s, "y": int(s.startswith("A")), "v": float(n)}] * 1
+    return sizes
+
+
+def test_bootstrap_resamples_whole_subjects():
+    sizes = {"A1": 1, "A2": 3, "A3": 9, "H1": 27, "H2": 81}
+    frame = pd.DataFrame([{"subject": s, "y": int(s[0] == "A")} for s, n in sizes.items() for _ in range(n)])
+    seen = []
+    stats.cluster_bootstrap(frame, lambda d: seen.append(d["subject"].value_counts().to_dict()) or {"n": len(d)}, n=50)
+    for counts in seen[1:]:
+        for subject, c in counts.items():
+            assert c % sizes[subject] == 0          # a subject comes with all of its images
+        assert sum(c for s, c in counts.items() if s[0] == "A") // 1 > 0   # both classes always present
+        assert sum(c for s, c in counts.items() if s[0] == "H") > 0
+
+
+def test_bootstrap_known_cases():
+    frame = pd.DataFrame({"subject": list("aabbccdd"), "y": [1, 1, 1, 1, 0, 0, 0, 0], "x": 1.0})
+    ci = stats.cluster_bootstrap(frame, lambda d: {"m": d["x"].mean()}, n=200)
+    assert ci["m"] == (1.0, 1.0, 1.0)   # a constant has no spread
+    # per-subject means 0 and 1 within one class: the CI of the mean spans the subject means
+    frame = pd.DataFrame({"subject": ["a"] * 5 + ["b"] * 5 + ["c"] * 5, "y": 1, "x": [0.0] * 5 + [1.0] * 5 + [0.5] * 5})
+    est, lo, hi = stats.cluster_bootstrap(frame, lambda d: {"m": d["x"].mean()}, n=2000, seed=1)["m"]
+    assert est == pytest.approx(0.5) and lo < 0.3 and hi > 0.7 and 0 <= lo and hi <= 1
+
+
+def test_metric_cis_cover_the_estimate():
+    rng = np.random.default_rng(0)
+    n = 300
+    subj = rng.integers(0, 30, n)
+    y = (subj < 15).astype(int)
+    p = np.clip(0.6 * y + 0.4 * rng.random(n), 0, 1)
+    frame = pd.DataFrame({"subject": subj.astype(str), "y": y, "p_all": p})
+    ci = stats.metric_cis(frame, n=100)
+    for k, (est, lo, hi) in ci.items():
+        assert lo <= est <= hi, k
+
+
+def test_per_subject_accuracy_lists_the_worst_first():
+    frame = pd.DataFrame({"subject": ["a", "a", "b", "b"], "label": ["all"] * 2 + ["hem"] * 2, "y": [1, 1, 0, 0],
+                          "p_all": [0.9, 0.8, 0.7, 0.2]})
+    t = stats.per_subject_accuracy(frame)
+    assert t["subject"].tolist() == ["b", "a"] and t["accuracy"].tolist() == [0.5, 1.0]

@@ -1,0 +1,132 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from alllib import config, training
+from alllib.errors import ConfigError
+
+
+def _piecewise_triangular2(steps, base, peak, step_size):
+    """Independent construction: linear interpolation through the vertices of the triangle wave,
+    whose n-th peak (n = 0, 1, ...) is base + (peak - base) / 2**n."""
+    n_cycles = int(np.max(steps) // (2 * step_size)) + 2
+    xs, ys = [], []
+    for n in range(n_cycles):
+        xs += [2 * n * step_size, (2 * n + 1) * step_size]
+        ys += [base, base + (peak - base) / 2 ** n]
+    return np.interp(steps, xs, ys)
+
+
+def test_triangular2_closed_form_against_vertices():
+    steps = np.arange(0, 12 * 50 + 7)
+    np.testing.assert_allclose(training.triangular2(steps, 1e-7, 2e-3, 50),
+                               _piecewise_triangular2(steps, 1e-7, 2e-3, 50), rtol=1e-9, atol=1e-15)
+
+
+def test_triangular2_landmarks():
+    s = 6 * 100  # Eq. 5 with 100 iterations per epoch
+    lr = lambda t: float(training.triangular2(t, 1e-7, 2e-3, s))
+    assert lr(0) == pytest.approx(1e-7)
+    assert lr(s) == pytest.approx(2e-3)                 # first peak after 6 epochs
+    assert lr(2 * s) == pytest.approx(1e-7)             # back to base after 12 epochs
+    assert lr(3 * s) == pytest.approx(1e-7 + (2e-3 - 1e-7) / 2)   # amplitude halved
+    assert lr(5 * s) == pytest.approx(1e-7 + (2e-3 - 1e-7) / 4)
+
+
+def test_keras_schedule_equals_formula():
+    sched = training.cyclic_lr(1e-7, 2e-3, 37)
+    steps = np.arange(0, 400, 3)
+    got = np.array([float(sched(int(s))) for s in steps])
+    np.testing.assert_allclose(got, training.triangular2(steps, 1e-7, 2e-3, 37), rtol=1e-5)
+    assert sched.get_config() == {"base_lr": 1e-7, "max_lr": 2e-3, "step_size": 37.0}
+    with pytest.raises(ConfigError, match="step size must be > 0"):
+        training.cyclic_lr(1e-7, 2e-3, 0)
+
+
+def test_optimizer_is_adamax_with_papers_betas():
+    tr = config.load_profile("smoke")["training"]
+    opt = training.make_optimizer(tr, steps_per_epoch=10)
+    assert type(opt).__name__ == "Adamax"
+    assert opt.beta_1 == 0.9 and opt.beta_2 == 0.999
+    assert opt.learning_rate.step_size == 60  # 6 x iterations per epoch
+
+
+def test_recalibrate_batchnorm_averages_batch_statistics():
+    import keras
+
+    inp = keras.Input((4,))
+    x = keras.layers.Dense(3, use_bias=True, name="d")(inp)
+    out = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(i, 1 + i, (16, 4)).astype("float32") for i in range(3)]
+    used = training.recalibrate_batchnorm(model, batches)
+    assert used == 3
+    dense = model.get_layer("d")
+    acts = [b @ dense.kernel.numpy() + dense.bias.numpy() for b in batches]
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([a.mean(0) for a in acts], axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([a.var(0) for a in acts], axis=0), rtol=1e-4)
+    assert bn.momentum == 0.99  # restored
+
+
+def test_cross_entropy():
+    y = np.array([1, 0, 1])
+    p = np.array([0.9, 0.2, 0.5])
+    assert training.cross_entropy(y, p) == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.5])))
+
+
+TINY = ["backbones=[mobilenet]", "input_scale=0.12", "epochs=1", "max_train_images=24", "bn_recalibration_images=16",
+        "batch_size=8"]
+
+
+@pytest.fixture()
+def tiny_cfg():
+    return config.load_profile("smoke", TINY)
+
+
+def test_same_seed_same_predictions_on_cpu(tiny_cfg, synth_root, tmp_path):
+    a = training.train_or_load(tiny_cfg, "mobilenet", 300, 0, tmp_path / "a", synth_root, verbose=0)
+    b = training.train_or_load(tiny_cfg, "mobilenet", 300, 0, tmp_path / "b", synth_root, verbose=0)
+    pa, pb = training.load_run(a)["predictions"], training.load_run(b)["predictions"]
+    assert len(pa) > 0
+    np.testing.assert_array_equal(pa["p_all"].to_numpy(), pb["p_all"].to_numpy())
+    run = training.load_run(a)
+    assert set(run["predictions"]["split"]) == {"validation", "preliminary_test"}
+    assert {"model.keras", "history.csv", "predictions.csv", "run.json"} <= {p.name for p in a.iterdir()}
+    assert run["weights"] == "none" and run["data"]["synthetic"] is True
+    assert run["environment"]["tensorflow"] and run["images_per_second"] > 0
+    assert list(run["history"].columns[:3]) == ["epoch", "accuracy", "loss"]
+
+
+def test_finished_run_is_reused(tiny_cfg, synth_root, tmp_path, monkeypatch):
+    d = training.train_or_load(tiny_cfg, "mobilenet", 300, 1, tmp_path, synth_root, verbose=0)
+    stamp = (d / "run.json").stat().st_mtime_ns
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    assert training.train_or_load(tiny_cfg, "mobilenet", 300, 1, tmp_path, synth_root) == d
+    assert (d / "run.json").stat().st_mtime_ns == stamp
+    # another setting is another run
+    other = config.load_profile("smoke", TINY + ["epochs=2"])
+    assert training.run_id(training.run_key(other, "mobilenet", 300, 1, "x")) != \
+        training.run_id(training.run_key(tiny_cfg, "mobilenet", 300, 1, "x"))
+
+
+def test_killed_run_is_redone_not_reused(tiny_cfg, synth_root, tmp_path, monkeypatch):
+    real_fit = training.fit
+
+    def killed(cfg, backbone, size, seed, table, out_dir, data_info, verbose=2):
+        (out_dir / "model.keras").write_text("half")
+        (out_dir / "predictions.csv").write_text("image_id\n")
+        raise KeyboardInterrupt("killed mid-way")
+    monkeypatch.setattr(training, "fit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_or_load(tiny_cfg, "mobilenet", 300, 2, tmp_path, synth_root)
+    assert not any(training.is_complete(d) for d in tmp_path.iterdir())
+    assert not any(p.name.startswith("mobilenet") for p in tmp_path.iterdir())  # no half-written final dir
+    assert training.load_runs(tmp_path) == []
+    monkeypatch.setattr(training, "fit", real_fit)
+    d = training.train_or_load(tiny_cfg, "mobilenet", 300, 2, tmp_path, synth_root, verbose=0)
+    assert training.is_complete(d)
+    assert json.loads((d / "run.json").read_text())["epochs_run"] == 1
