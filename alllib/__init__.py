@@ -14,6 +14,10 @@ Modules are named after the paper's Section 4:
   study                 the runner that executes the notebooks and builds the book
 """
 
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter; set it to 0 to see it
+
 __version__ = "0.1.0"
 
 # Class order used everywhere: index 0 = Hem (normal), index 1 = ALL (cancer), as in the

@@ -17,6 +17,7 @@ def main(argv=None) -> int:
     s.add_argument("--results", help="results folder (default: results/ in the project)")
     s.add_argument("--root", help="project root with _config.yml, _toc.yml, book/ and notebooks/")
     s.add_argument("--gpus", default="", help="comma-separated GPU ids: one training run per GPU side by side")
+    s.add_argument("--jobs", type=int, help="CPU training runs side by side (default: the profile's jobs)")
     s.add_argument("--no-book", action="store_true", help="run the notebooks but do not build the HTML")
     v = sub.add_parser("verify", help="check a data root against the official C-NMC-2019 manifest")
     v.add_argument("root", help="path to C-NMC_Leukemia/")
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
             from .study import run_study
 
             run_study(args.profile, args.set, args.data_dir, args.results, args.root,
-                      [g for g in args.gpus.split(",") if g], book=not args.no_book)
+                      [g for g in args.gpus.split(",") if g], book=not args.no_book, jobs=args.jobs)
         elif args.cmd == "verify":
             from .dataset import format_report, verify_manifest
 

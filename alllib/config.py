@@ -82,6 +82,7 @@ def validate(cfg: dict) -> dict:
         need(0 <= tr[key] < 1, f"training.{key} must lie in [0, 1), got {tr[key]!r}")
     need(tr.get("max_train_images") is None or (isinstance(tr["max_train_images"], int) and tr["max_train_images"] >= 4),
          f"training.max_train_images must be null or an integer >= 4, got {tr.get('max_train_images')!r}")
+    need(isinstance(cfg.get("jobs", 1), int) and cfg.get("jobs", 1) >= 1, f"jobs must be a positive integer, got {cfg.get('jobs')!r}")
     scale = cfg["input_scale"]
     need(isinstance(scale, (int, float)) and 0 < scale <= 1, f"input_scale must lie in (0, 1], got {scale!r}")
     need(cfg["backbones"], "backbones must list at least one backbone")

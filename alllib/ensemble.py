@@ -11,6 +11,7 @@ test labels). `weight_source="validation"` measures W_k on the validation split 
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -78,7 +79,11 @@ def model_weights(preds: dict[str, pd.DataFrame], weighting: str, source: str) -
     out = {}
     for name, df in preds.items():
         d = df[df["split"] == split]
-        out[name] = max(score(d["y"], d["p_all"], weighting), 0.0)
+        out[name] = max(score(d["y"], d["p_all"], weighting), 0.0)  # a model worse than chance gets no say
+    if sum(out.values()) == 0:
+        warnings.warn(f"every model's {weighting} on the {split} split is <= 0 (no model beats chance): WEN-{weighting} "
+                      "falls back to equal weights", stacklevel=2)
+        out = {name: 1.0 for name in out}
     return out
 
 

@@ -107,41 +107,53 @@ def prepare(profile: str = "demo", overrides=(), data_dir: str | None = None, re
 # ---------------------------------------------------------------- notebook execution
 
 def _failing_cell(notebook: Path) -> str:
+    """Index, error and last traceback lines of the first cell with an error output."""
+    import re
+
     try:
         nb = json.loads(notebook.read_text())
     except Exception:
-        return "unknown cell (the notebook could not be read)"
+        return "an unknown cell (the notebook could not be read)"
     for i, cell in enumerate(nb.get("cells", [])):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                return f"cell {i} ({out.get('ename')}: {out.get('evalue')})"
-    return "unknown cell"
+                tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(out.get("traceback", [])[-3:]))
+                return f"cell {i} ({out.get('ename')}: {out.get('evalue')})\n{tb}"
+    return "an unknown cell"
 
 
 def execute(notebook: str, output: Path, params: dict, root: Path, env: dict | None = None, log=None) -> None:
-    """Run one notebook with papermill in a subprocess. On failure the partial notebook is kept at
-    `output` with a `.failed.ipynb` suffix and a StudyError names it and the failing cell."""
+    """Run one notebook with papermill in a subprocess, its output streamed to `log`. On failure the
+    partial notebook is kept beside `output` as `.failed.ipynb` and a StudyError names it and the
+    failing cell."""
     src = root / "notebooks" / f"{notebook}.ipynb"
     if not src.is_file():
         raise StudyError(f"notebook {src} does not exist")
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.stem + ".partial.ipynb")
     cmd = [sys.executable, "-m", "papermill", str(src), str(partial), "-y", yaml.safe_dump(params),
-           "--cwd", str(root / "notebooks"), "--no-progress-bar", "--kernel", "python3"]
-    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
-    if log:
-        log.write(proc.stdout + proc.stderr)
+           "--cwd", str(root / "notebooks"), "--no-progress-bar", "--kernel", "python3", "--log-output"]
+    if log is not None:
+        log.write(f"\n==== {time.strftime('%H:%M:%S')} {notebook} {json.dumps(params)}\n")
+        log.flush()
+    proc = subprocess.run(cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, stdout=log if log is not None else subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         failed = output.with_name(output.stem + ".failed.ipynb")
         if partial.exists():
             os.replace(partial, failed)
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
-        raise StudyError(f"notebook {src.name} failed at {_failing_cell(failed)}; the partial notebook is kept at "
-                         f"{failed}\n{tail}")
+            where = _failing_cell(failed)
+        else:
+            where = "start-up (no notebook was written)\n" + (proc.stdout or "")[-2000:]
+        raise StudyError(f"notebook {src.name} failed at {where}\nThe partial notebook is kept at {failed}"
+                         + (f"; the full log is {log.name}" if log is not None else ""))
     os.replace(partial, output)
 
 
-def _run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log) -> dict:
+def _run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log, jobs: int = 1) -> dict:
+    """Execute the training notebook for every run of the matrix that is not finished yet. With GPUs,
+    one run per GPU at a time; on CPU, `jobs` runs side by side (on a 2-core machine two kernels
+    overlap one run's single-threaded graph tracing with the other's training)."""
     from tqdm.auto import tqdm
 
     from .training import is_complete
@@ -156,7 +168,7 @@ def _run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], lo
     bar = tqdm(total=len(study.matrix()), initial=reused, desc="training runs", unit="run", file=sys.stdout,
                dynamic_ncols=False, ncols=100)
     slots: queue.Queue = queue.Queue()
-    for g in gpus or [None]:
+    for g in gpus or [None] * max(1, jobs):
         slots.put(g)
     errors: list[Exception] = []
     lock = threading.Lock()
@@ -180,7 +192,7 @@ def _run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], lo
                 bar.set_postfix_str(f"{bb} {size}px seed {seed}")
                 bar.update(1)
 
-    workers = max(1, len(gpus))
+    workers = len(gpus) if gpus else max(1, jobs)
     if workers == 1:
         for job in todo:
             one(job)
@@ -208,7 +220,7 @@ def build_book(root: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp)
         os.replace(tmp, static)
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--keep-going"]
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     if proc.returncode != 0:
         raise StudyError("jupyter-book build failed:\n" + "\n".join((proc.stdout + proc.stderr).splitlines()[-30:]))
@@ -245,13 +257,15 @@ def provenance_markdown(study: Study, timings: dict) -> str:
 
 
 def run_study(profile: str = "demo", overrides=(), data_dir=None, results_dir=None, root=None,
-              gpus: list[str] | None = None, book: bool = True) -> dict:
+              gpus: list[str] | None = None, book: bool = True, jobs: int | None = None) -> dict:
     t0 = time.time()
     root = Path(root or PACKAGE_ROOT).resolve()
     print(f"[study] profile {profile}: preparing data", flush=True)
     study = prepare(profile, overrides, data_dir, results_dir)
     print(f"[study] {study.label()}; data root {study.data_root}; {len(study.table)} images", flush=True)
     study.results.mkdir(parents=True, exist_ok=True)
+    for stale in study.runs_dir.glob(".*.partial"):  # left by a run that was killed: never reused
+        shutil.rmtree(stale, ignore_errors=True)
     gen = root / GENERATED
     base = {"profile": profile, "overrides": list(overrides or ()), "data_dir": data_dir,
             "results_dir": str(study.results.parent.resolve())}
@@ -260,7 +274,7 @@ def run_study(profile: str = "demo", overrides=(), data_dir=None, results_dir=No
         print("[study] data exploration", flush=True)
         execute("01_data_exploration", gen / "01_data_exploration.ipynb", base, root, log=log)
         print(f"[study] run matrix: {len(study.matrix())} training runs", flush=True)
-        counts = _run_matrix(study, base, root, gpus or [], log)
+        counts = _run_matrix(study, base, root, gpus or [], log, jobs or study.cfg.get("jobs", 1))
         runs_gen = gen / "runs"
         shutil.rmtree(runs_gen, ignore_errors=True)
         runs_gen.mkdir(parents=True)

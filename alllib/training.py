@@ -217,7 +217,7 @@ def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out
         return float(triangular2(step, tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps))
 
     t0 = time.time()
-    hist = model.fit(ds, epochs=tr["epochs"], steps_per_epoch=steps, verbose=verbose,
+    hist = model.fit(ds, epochs=tr["epochs"], steps_per_epoch=steps, verbose=verbose, shuffle=False,
                      callbacks=_callbacks(val, size, scale, tr, recal, schedule_fn, steps))
     train_seconds = time.time() - t0
     history = pd.DataFrame(hist.history)

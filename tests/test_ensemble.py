@@ -89,3 +89,18 @@ def test_subset_search(preds):
     assert len(s) == 4  # three pairs and the triple
     assert s["val_BA"].is_monotonic_decreasing
     assert {"models", "val_BA", "test_BA"} <= set(s.columns)
+
+
+def test_weights_when_no_model_beats_chance(preds):
+    worse = {}
+    for name, d in preds.items():
+        d = d.copy()
+        d["p_all"] = 1 - d["y"] * 0.9 - 0.05  # always wrong: kappa < 0
+        d["p_hem"] = 1 - d["p_all"]
+        worse[name] = d
+    with pytest.warns(UserWarning, match="falls back to equal weights"):
+        w = ensemble.model_weights(worse, "kappa", "validation")
+    assert set(w.values()) == {1.0}
+    mixed = dict(worse, M0=preds["M0"])
+    w = ensemble.model_weights(mixed, "kappa", "validation")
+    assert w["M1"] == 0.0 and w["M0"] > 0

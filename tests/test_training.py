@@ -50,7 +50,9 @@ def test_optimizer_is_adamax_with_papers_betas():
     opt = training.make_optimizer(tr, steps_per_epoch=10)
     assert type(opt).__name__ == "Adamax"
     assert opt.beta_1 == 0.9 and opt.beta_2 == 0.999
-    assert opt.learning_rate.step_size == 60  # 6 x iterations per epoch
+    lr = opt.get_config()["learning_rate"]
+    assert lr["config"]["step_size"] == 60  # 6 x iterations per epoch
+    assert lr["config"]["base_lr"] == 1e-7 and lr["config"]["max_lr"] == 2e-3
 
 
 def test_recalibrate_batchnorm_averages_batch_statistics():
