@@ -48,12 +48,12 @@ def metrics_table(clf: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int = 
 
 
 def with_ci(table: pd.DataFrame, names=metrics.HEADLINE, digits: int = 3) -> pd.DataFrame:
-    """A display copy: 'est [lo, hi]' strings."""
+    """A display copy: 'est [lo, hi]' strings, indexed by classifier."""
     out = table[["classifier"]].copy()
     for k in names:
         out[k] = [f"{e:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" for e, lo, hi in
                   zip(table[k], table[f"{k}_lo"], table[f"{k}_hi"])]
-    return out
+    return out.set_index("classifier")
 
 
 def beside_paper(ours: pd.DataFrame, size: int) -> pd.DataFrame:
@@ -69,7 +69,7 @@ def beside_paper(ours: pd.DataFrame, size: int) -> pd.DataFrame:
             row[f"{k} ours"], row[f"{k} paper"] = round(r[k], 3), ref.loc[r["classifier"], k]
             row[f"{k} diff (pp)"] = round((r[k] - ref.loc[r["classifier"], k]) * 100, 1)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).set_index("classifier")
 
 
 def confusion_beside_paper(clf: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -90,7 +90,7 @@ def confusion_beside_paper(clf: dict[str, pd.DataFrame]) -> pd.DataFrame:
                      "ALL correct % (paper)": 100 * ref.loc[name, "all_as_all"] / p_all,
                      "counts (ours) HH/HA/AH/AA": "/".join(str(int(v)) for v in ours.values()),
                      "counts (paper)": "/".join(str(int(v)) for v in ref.loc[name, ["hem_as_hem", "hem_as_all", "all_as_hem", "all_as_all"]])})
-    return pd.DataFrame(rows).round(1)
+    return pd.DataFrame(rows).set_index("classifier").round(1)
 
 
 def best_single(preds: dict[str, pd.DataFrame], metric: str = "BA") -> str:

@@ -147,7 +147,18 @@ def execute(notebook: str, output: Path, params: dict, root: Path, env: dict | N
             where = "start-up (no notebook was written)\n" + (proc.stdout or "")[-2000:]
         raise StudyError(f"notebook {src.name} failed at {where}\nThe partial notebook is kept at {failed}"
                          + (f"; the full log is {log.name}" if log is not None else ""))
+    _hide_injected_parameters(partial)
     os.replace(partial, output)
+
+
+def _hide_injected_parameters(path: Path) -> None:
+    """Fold the cell papermill injects (this build's parameters) in the book, like the defaults cell."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            cell["metadata"]["tags"] = tags + ["hide-cell"]
+    path.write_text(json.dumps(nb, indent=1))
 
 
 def _run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log, jobs: int = 1) -> dict:

@@ -137,6 +137,9 @@ def _callbacks(val_table, size, scale, tr, recal_ds, schedule_fn, steps_per_epoc
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
             if recal_ds is not None:
+                # the evidence for the re-estimation: validation accuracy with the running statistics first
+                stale = predict_table(self.model, val_table, size, scale)
+                logs["val_accuracy_running_bn"] = float(((stale["p_all"] >= 0.5).astype(int) == stale["y"]).mean())
                 recalibrate_batchnorm(self.model, recal_ds)
             pred = predict_table(self.model, val_table, size, scale)
             y = pred["y"].to_numpy(int)
@@ -169,7 +172,7 @@ def environment() -> dict:
     import tensorflow as tf
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
     except Exception:
         commit = "unknown"
