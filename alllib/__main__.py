@@ -28,6 +28,10 @@ def main(argv=None) -> int:
     g.add_argument("--difficulty", type=float, default=0.5)
     g.add_argument("--seed", type=int, default=2019)
     g.add_argument("--format", default="png", choices=["png", "bmp"])
+    c = sub.add_parser("calibrate", help="train two backbones at several synthetic difficulties and tabulate BA")
+    c.add_argument("--profile", default="demo")
+    c.add_argument("--difficulties", default="0.3,0.5")
+    c.add_argument("--out", default=None, help="CSV to write (default: alllib/data/calibration_<profile>.csv)")
     b = sub.add_parser("bench", help="throughput benchmarks (input pipeline, training, ensemble ablation)")
     b.add_argument("what", choices=["pipeline", "training", "ensemble"])
     b.add_argument("--profile", default="smoke")
@@ -48,6 +52,13 @@ def main(argv=None) -> int:
             from .synthetic import synthesize
 
             print(synthesize(args.out, args.scale, args.difficulty, args.seed, args.format))
+        elif args.cmd == "calibrate":
+            from pathlib import Path
+
+            from .study import calibrate
+
+            out = args.out or Path(__file__).parent / "data" / f"calibration_{args.profile}.csv"
+            print(calibrate(args.profile, [float(d) for d in args.difficulties.split(",")], out=out).to_string(index=False))
         elif args.cmd == "bench":
             from . import bench
 

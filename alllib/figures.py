@@ -170,20 +170,21 @@ def metric_bars(frame: pd.DataFrame, metric: str, label: str, hue: str = "input"
 
 def gradcam_rows(rows: list[dict], label: str, title: str):
     """Figs. 7-9: one row per case: image, the single model's map, the ensemble's map.
-    rows: dicts with image, single (map), ensemble (map), backbone, true, p_single, p_ensemble, note."""
-    if not rows:
-        fig, ax = plt.subplots(figsize=(8, 1.2))
+    rows: dicts with image, single (map), ensemble (map), backbone, true, p_single, p_ensemble, or a note
+    saying that no such case exists for that backbone (a short row)."""
+    heights = [0.35 if r.get("note") else 1.0 for r in rows] or [0.35]
+    fig, axes = plt.subplots(len(heights), 3, figsize=(7.2, 2.5 * sum(heights) + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax in axes.flat:
         ax.axis("off")
-        ax.text(0.5, 0.5, "no case found", ha="center", va="center")
-        return stamp(fig, label)
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.2, 2.45 * len(rows)), squeeze=False)
+    if not rows:
+        axes[0, 1].text(0.5, 0.5, "no case found", ha="center", va="center")
     for ax_row, r in zip(axes, rows):
-        for ax in ax_row:
-            ax.axis("off")
         if r.get("note"):
-            ax_row[1].text(0.5, 0.5, r["note"], ha="center", va="center", wrap=True, fontsize=8,
+            ax_row[0].text(0.0, 0.5, r["backbone"], ha="left", va="center", fontsize=9, weight="bold",
+                           transform=ax_row[0].transAxes)
+            ax_row[1].text(0.5, 0.5, r["note"], ha="center", va="center", fontsize=8, wrap=True,
                            transform=ax_row[1].transAxes)
-            ax_row[0].text(0.5, 0.5, r["backbone"], ha="center", va="center", fontsize=10, transform=ax_row[0].transAxes)
             continue
         ax_row[0].imshow(r["image"])
         ax_row[0].set_title(f"{r['backbone']}\ntrue {r['true']}", fontsize=8)
@@ -194,7 +195,7 @@ def gradcam_rows(rows: list[dict], label: str, title: str):
             pred = "ALL" if p >= 0.5 else "Hem"
             ax.set_title(f"{name}: {pred} (p(ALL)={p:.2f})", fontsize=8,
                          color="green" if pred == r["true"] else "red")
-    fig.suptitle(title, y=1.0, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return stamp(fig, label)
 

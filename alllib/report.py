@@ -15,21 +15,22 @@ def headline(ens: dict, var: dict, cam: dict, study) -> str:
     if study.synthetic:
         parts.append("These are synthetic images: the numbers show that the pipeline works end to end, not how well "
                      "CNNs diagnose ALL.")
-    for size in sorted(ens["sizes"], key=int, reverse=False):
+    for size in sorted(ens["sizes"], key=int, reverse=True):
         s = ens["sizes"][size]
         if "best_single" not in s:
             continue
         best, t = s["best_single"], s["table"]
         sig = s["significance"].get("WEN-kappa", {})
         d_ba = (t["WEN-kappa"]["BA"] - t[best]["BA"]) * 100
-        significant = sig.get("McNemar p", 1) < 0.05 or sig.get("DeLong p", 1) < 0.05
-        verdict = "better" if d_ba > 0 else "worse"
+        d_auc = (t["WEN-kappa"]["AUC"] - t[best]["AUC"]) * 100
+        p_acc, p_auc = sig.get("McNemar p", float("nan")), sig.get("DeLong p", float("nan"))
         parts.append(
             f"**{size} px:** the best single model on validation was **{best}** (test BA {_ci(t[best], 'BA')}, "
             f"AUC {_ci(t[best], 'AUC')}). WEN-kappa with leak-free weights reached BA {_ci(t['WEN-kappa'], 'BA')} and "
-            f"AUC {_ci(t['WEN-kappa'], 'AUC')}: {abs(d_ba):.1f} points {verdict} in BA, "
-            f"{'a significant' if significant else 'not a significant'} difference (McNemar p = {_p(sig.get('McNemar p', float('nan')))}, "
-            f"DeLong p = {_p(sig.get('DeLong p', float('nan')))}).")
+            f"AUC {_ci(t['WEN-kappa'], 'AUC')}: {abs(d_ba):.1f} points {'higher' if d_ba > 0 else 'lower'} in BA and "
+            f"{abs(d_auc):.1f} points {'higher' if d_auc > 0 else 'lower'} in AUC. The accuracy difference is "
+            f"{'' if p_acc < 0.05 else 'not '}significant at the 5 % level (McNemar p = {_p(p_acc)}), the AUC difference "
+            f"{'is' if p_auc < 0.05 else 'is not'} (DeLong p = {_p(p_auc)}).")
         gap = s.get("weight_gap_pp", {}).get("BA", {}).get("WEN-kappa")
         if gap is not None:
             parts.append(f"Measuring the weights on the test labels, as the paper does, changes WEN-kappa's BA by "

@@ -305,3 +305,34 @@ def run_study(profile: str = "demo", overrides=(), data_dir=None, results_dir=No
     print(f"[study] done in {(time.time() - t0) / 60:.1f} min ({counts['trained']} runs trained, "
           f"{counts['reused']} reused)", flush=True)
     return result
+
+
+def calibrate(profile: str = "demo", difficulties=(0.3, 0.5), backbones=("vgg16", "mobilenet"), size: int = 300,
+              seed: int = 0, results_dir=None, out=None) -> pd.DataFrame:
+    """Calibrate the synthetic difficulty with the profile's training settings: train `backbones` at
+    `size` px for each difficulty through the ordinary runner (cached like any run) and tabulate
+    their validation and test balanced accuracy. The table is written to `out` (CSV) with the date
+    and code version, so the book can show what the default difficulty was chosen from."""
+    from .metrics import evaluate
+    from .training import environment
+
+    rows = []
+    for d in difficulties:
+        overrides = [f"difficulty={d}", f"backbones=[{','.join(backbones)}]", f"runs={{{size}: [{seed}]}}"]
+        study = prepare(profile, overrides, results_dir=results_dir)
+        study.results.mkdir(parents=True, exist_ok=True)
+        base = {"profile": profile, "overrides": overrides, "data_dir": None,
+                "results_dir": str(study.results.parent.resolve())}
+        with open(study.results / "notebooks.log", "a") as log:
+            _run_matrix(study, base, PACKAGE_ROOT, [], log, study.cfg.get("jobs", 1))
+        for run in study.runs():
+            p = run["predictions"]
+            val, test = p[p["split"] == "validation"], p[p["split"] == "preliminary_test"]
+            rows.append({"difficulty": d, "backbone": run["display"], "input_px": run["input_px"],
+                         "epochs": run["epochs_run"], "val_BA": evaluate(val["y"], val["p_all"])["BA"],
+                         "test_BA": evaluate(test["y"], test["p_all"])["BA"]})
+    env = environment()
+    table = pd.DataFrame(rows).assign(profile=profile, recorded=time.strftime("%Y-%m-%d"), commit=env["git_commit"])
+    if out:
+        io.write_csv(out, table)
+    return table
