@@ -114,11 +114,11 @@ def _failing_cell(notebook: Path) -> str:
         nb = json.loads(notebook.read_text())
     except Exception:
         return "an unknown cell (the notebook could not be read)"
-    for i, cell in enumerate(nb.get("cells", [])):
+    for cell in nb.get("cells", []):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(out.get("traceback", [])[-3:]))
-                return f"cell {i} ({out.get('ename')}: {out.get('evalue')})\n{tb}"
+                return f"cell In [{cell.get('execution_count')}] ({out.get('ename')}: {out.get('evalue')})\n{tb}"
     return "an unknown cell"
 
 

@@ -200,8 +200,7 @@ def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out
     split = subject_split(table, seed)
     train = split[split["split"] == "train"]
     if tr.get("max_train_images") and len(train) > tr["max_train_images"]:
-        train = train.groupby("label", group_keys=False).apply(
-            lambda g: g.sample(frac=tr["max_train_images"] / len(train), random_state=seed))
+        train = train.groupby("label").sample(frac=tr["max_train_images"] / len(train), random_state=seed)
     val = split[split["split"] == "validation"]
     test = split[split["split"] == "preliminary_test"]
     ds, n_epoch = make_dataset(train, size, scale, tr["batch_size"], seed=seed, training=True,

@@ -55,3 +55,16 @@ def test_impossible_settings_are_named(override, match):
 def test_unknown_profile():
     with pytest.raises(ConfigError, match="unknown profile 'fast'"):
         config.load_profile("fast")
+
+
+def test_demo_difficulty_comes_from_the_recorded_calibration():
+    import pandas as pd
+    from importlib import resources
+
+    cal = pd.read_csv(resources.files("alllib") / "data" / "calibration_demo.csv")
+    assert {"difficulty", "backbone", "val_BA", "test_BA", "recorded", "commit"} <= set(cal.columns)
+    cfg = config.load_profile("demo")
+    chosen = cal[cal["difficulty"] == cfg["data"]["difficulty"]]
+    assert len(chosen), "the demo's difficulty is not among the calibrated values"
+    # the calibrated default keeps the best backbone clearly above chance and clearly below perfect
+    assert 0.6 < chosen["test_BA"].max() < 0.98

@@ -1,0 +1,54 @@
+import json
+
+import nbformat
+import pytest
+
+from alllib import study as study_mod
+from alllib.errors import StudyError
+
+
+def _notebook(path, cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, path)
+
+
+def test_failed_notebook_is_kept_and_named(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    _notebook(tmp_path / "notebooks" / "bad.ipynb", ["y = x + 1", "raise ValueError(f'boom {y}')"])
+    out = tmp_path / "gen" / "bad.ipynb"
+    with pytest.raises(StudyError) as err:
+        study_mod.execute("bad", out, {"x": 41}, tmp_path)
+    msg = str(err.value)
+    # In [1] is the defaults cell, In [2] papermill's injected parameters, In [3] y = x + 1
+    assert "bad.ipynb failed at cell In [4] (ValueError: boom 42)" in msg
+    failed = tmp_path / "gen" / "bad.failed.ipynb"
+    assert str(failed) in msg and failed.is_file() and not out.exists()
+
+
+def test_successful_notebook_has_parameters_folded(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    _notebook(tmp_path / "notebooks" / "ok.ipynb", ["print(x * 2)"])
+    out = tmp_path / "gen" / "ok.ipynb"
+    study_mod.execute("ok", out, {"x": 21}, tmp_path)
+    cells = json.loads(out.read_text())["cells"]
+    injected = [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert injected and "hide-cell" in injected[0]["metadata"]["tags"]
+    assert "42" in json.dumps(cells[-1]["outputs"])
+
+
+def test_missing_notebook(tmp_path):
+    with pytest.raises(StudyError, match="notebook .*nope.ipynb does not exist"):
+        study_mod.execute("nope", tmp_path / "x.ipynb", {}, tmp_path)
+
+
+def test_study_on_a_given_root_is_labelled_by_its_content(synth_root, tmp_path):
+    s = study_mod.prepare("smoke", data_dir=str(synth_root), results_dir=tmp_path, progress=False)
+    assert s.synthetic and s.label().startswith("SYNTHETIC")   # a synthetic tree passed as DATA_DIR stays labelled
+    m = s.matrix()
+    assert len(m) == 15 and m[0] == ("vgg16", 450, 0) and m[-1] == ("densenet121", 300, 1)
+    assert s.runs(require_all=False) == []
+    with pytest.raises(StudyError, match="15 training runs of profile 'smoke' are not finished"):
+        s.runs()
