@@ -1,6 +1,8 @@
 """The results summary: one paragraph generated from the numbers the analysis notebooks saved."""
 from __future__ import annotations
 
+from .models import DISPLAY_ORDER
+
 
 def _ci(row: dict, k: str) -> str:
     return f"{row[k]:.3f} [{row[k + '_lo']:.3f}, {row[k + '_hi']:.3f}]"
@@ -48,7 +50,10 @@ def headline(ens: dict, var: dict, cam: dict, study) -> str:
 def summary_table(ens: dict) -> str:
     lines = ["| input | classifier | WFS | ACC | BA | AUC |", "|---|---|---|---|---|---|"]
     for size, s in sorted(ens["sizes"].items(), key=lambda kv: int(kv[0]), reverse=True):
-        for name, row in s.get("paper_faithful", {}).items():
+        rows = s.get("paper_faithful", {})
+        order = DISPLAY_ORDER + [n for n in rows if n not in DISPLAY_ORDER]
+        for name in [n for n in order if n in rows]:
+            row = rows[name]
             lines.append(f"| {size} px | {name} | " + " | ".join(_ci(row, k) for k in ("WFS", "ACC", "BA", "AUC")) + " |")
     return ("Table 4 as the paper computes it (weights from the test set), with 95% subject-bootstrap CIs:\n\n"
             + "\n".join(lines))
