@@ -153,8 +153,11 @@ def _callbacks(val_table, size, scale, tr, recal_ds, schedule_fn, steps_per_epoc
 
 
 def run_key(cfg: dict, backbone: str, size: int, seed: int, data_fingerprint: str) -> dict:
-    """Everything that determines a training run's result; its hash names the run."""
-    return {"backbone": backbone, "input_size": size, "seed": seed, "input_scale": cfg["input_scale"],
+    """Everything that determines a training run's result; its hash names the run. Bump
+    `alllib.__version__` when a code change alters results, so older runs are not reused."""
+    from . import __version__
+
+    return {"code": __version__, "backbone": backbone, "input_size": size, "seed": seed, "input_scale": cfg["input_scale"],
             "weights": str(cfg["weights"]), "training": cfg["training"], "augment": cfg["augment"],
             "data": data_fingerprint}
 

@@ -109,6 +109,11 @@ def test_finished_run_is_reused(tiny_cfg, synth_root, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a finished run was retrained"))
     assert training.train_or_load(tiny_cfg, "mobilenet", 300, 1, tmp_path, synth_root) == d
     assert (d / "run.json").stat().st_mtime_ns == stamp
+    # another code version is another run
+    import alllib
+    current = training.run_id(training.run_key(tiny_cfg, "mobilenet", 300, 1, "x"))
+    monkeypatch.setattr(alllib, "__version__", "99.0")
+    assert training.run_id(training.run_key(tiny_cfg, "mobilenet", 300, 1, "x")) != current
     # another setting is another run
     other = config.load_profile("smoke", TINY + ["epochs=2"])
     assert training.run_id(training.run_key(other, "mobilenet", 300, 1, "x")) != \
