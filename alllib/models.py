@@ -11,7 +11,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from .errors import ConfigError, WeightsUnavailable
 
@@ -150,6 +149,3 @@ def count_batchnorm(model) -> int:
 
     return sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
 
-
-def predict_proba(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    return model.predict(images, batch_size=batch_size, verbose=0)
