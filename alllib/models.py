@@ -148,4 +148,3 @@ def count_batchnorm(model) -> int:
     import keras
 
     return sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
-
