@@ -98,14 +98,15 @@ def nucleus_masks(paths, size: int, scale: float) -> np.ndarray | None:
     """Nucleus masks of synthetic images (None for real data), cropped and resized like the images."""
     from PIL import Image
 
-    from .preprocessing import crop_box, input_size
+    from .config import input_pixels
+    from .preprocessing import crop_box
     from .synthetic import mask_path
 
     files = [mask_path(p) for p in paths]
     if not files or not all(f.is_file() for f in files):
         return None
     out = []
-    px = input_size(size, scale)
+    px = input_pixels(size, scale)
     for f in files:
         m = np.asarray(Image.open(f))
         off, s = crop_box(m.shape[0], size)

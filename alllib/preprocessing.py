@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .config import input_pixels
 from .errors import ConfigError, DataError
 
 # Table 3 of the paper: validation subjects per class out of the training folds' subjects
@@ -92,12 +93,6 @@ def random_oversampling(labels, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(idx + extra))
 
 
-def input_size(size: int, scale: float) -> int:
-    from .config import input_pixels
-
-    return input_pixels(size, scale)
-
-
 def load_image(path, size: int, scale: float = 1.0):
     """tf: decode one image file (BMP, PNG or JPEG), centre-crop to `size`, resize by `scale`.
     Returns uint8 (s, s, 3). Resizing uses area interpolation so small tensors keep texture."""
@@ -109,7 +104,7 @@ def load_image(path, size: int, scale: float = 1.0):
     off = (h - size) // 2
     img = img[off:off + size, off:off + size, :]
     img.set_shape((size, size, 3))
-    out = input_size(size, scale)
+    out = input_pixels(size, scale)
     if out != size:
         img = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(img, (out, out), method="area")), 0, 255), tf.uint8)
     return img
