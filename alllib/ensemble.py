@@ -60,16 +60,20 @@ def majority_vote(probabilities: np.ndarray) -> np.ndarray:
 def _stack(preds: dict[str, pd.DataFrame], split: str) -> tuple[np.ndarray, pd.DataFrame]:
     """(models, images, 2) probabilities of one split, images aligned by image_id across models."""
     names = list(preds)
-    base = preds[names[0]]
-    base = base[base["split"] == split].sort_values("image_id").reset_index(drop=True)
-    P = []
+    P, base_ids, frame = [], None, None
     for name in names:
         df = preds[name]
-        df = df[df["split"] == split].sort_values("image_id").reset_index(drop=True)
-        if not df["image_id"].equals(base["image_id"]):
+        rows = np.flatnonzero((df["split"] == split).to_numpy())
+        ids = df["image_id"].to_numpy()[rows]
+        order = np.argsort(ids, kind="stable")
+        rows, ids = rows[order], ids[order]
+        if base_ids is None:
+            base_ids = ids
+            frame = df.iloc[rows][["split", "image_id", "subject", "label", "y"]].reset_index(drop=True)
+        elif not np.array_equal(ids, base_ids):
             raise ConfigError(f"ensemble: model {name!r} was evaluated on other {split} images than {names[0]!r}")
-        P.append(df[["p_hem", "p_all"]].to_numpy())
-    return np.stack(P), base[["split", "image_id", "subject", "label", "y"]]
+        P.append(df[["p_hem", "p_all"]].to_numpy()[rows])
+    return np.stack(P), frame
 
 
 def model_weights(preds: dict[str, pd.DataFrame], weighting: str, source: str) -> dict[str, float]:

@@ -15,28 +15,43 @@ from scipy import stats as st
 from . import metrics
 
 
-def cluster_bootstrap(frame: pd.DataFrame, statistic, n: int = 1000, seed: int = 0, level: float = 0.95,
-                      cluster: str = "subject", strata: str = "y") -> dict:
-    """Percentile CI of `statistic(frame_resample) -> dict of floats` under resampling of clusters
-    (subjects) with replacement within each stratum (class). Returns {name: (estimate, lo, hi)}."""
+def bootstrap_indices(frame: pd.DataFrame, n: int, seed: int = 0, cluster: str = "subject", strata: str = "y"):
+    """`n` resamples of `frame`'s row positions: clusters (subjects) drawn with replacement within
+    each stratum (class), every drawn cluster contributing all its rows."""
     rng = np.random.default_rng(seed)
-    point = statistic(frame)
+    frame = frame.reset_index(drop=True)
     groups = {s: [g.index.to_numpy() for _, g in d.groupby(cluster)] for s, d in frame.groupby(strata)}
-    reps = []
     for _ in range(n):
-        idx = np.concatenate([grp[i] for grp in groups.values() for i in rng.integers(0, len(grp), len(grp))])
-        reps.append(statistic(frame.loc[idx]))
+        yield np.concatenate([grp[i] for grp in groups.values() for i in rng.integers(0, len(grp), len(grp))])
+
+
+def _percentiles(point: dict, reps: list[dict], level: float) -> dict:
     reps = pd.DataFrame(reps)
     alpha = (1 - level) / 2
     return {k: (float(point[k]), float(reps[k].quantile(alpha)), float(reps[k].quantile(1 - alpha))) for k in point}
 
 
-def metric_cis(pred: pd.DataFrame, n: int = 1000, seed: int = 0, names=metrics.HEADLINE) -> dict:
-    """Subject-level bootstrap CIs of the headline metrics of one set of predictions."""
-    def stat(d):
-        m = metrics.evaluate(d["y"], d["p_all"])
+def cluster_bootstrap(frame: pd.DataFrame, statistic, n: int = 1000, seed: int = 0, level: float = 0.95,
+                      cluster: str = "subject", strata: str = "y") -> dict:
+    """Percentile CI of `statistic(frame_resample) -> dict of floats` under resampling of clusters
+    (subjects) with replacement within each stratum (class). Returns {name: (estimate, lo, hi)}."""
+    frame = frame.reset_index(drop=True)
+    point = statistic(frame)
+    reps = [statistic(frame.loc[idx]) for idx in bootstrap_indices(frame, n, seed, cluster, strata)]
+    return _percentiles(point, reps, level)
+
+
+def metric_cis(pred: pd.DataFrame, n: int = 1000, seed: int = 0, names=metrics.HEADLINE, level: float = 0.95) -> dict:
+    """Subject-level bootstrap CIs of the headline metrics of one set of predictions (the same
+    resamples as `cluster_bootstrap`, indexing numpy arrays instead of the frame, for speed)."""
+    pred = pred.reset_index(drop=True)
+    y, p = pred["y"].to_numpy(int), pred["p_all"].to_numpy(float)
+
+    def stat(idx):
+        m = metrics.evaluate(y[idx], p[idx])
         return {k: m[k] for k in names}
-    return cluster_bootstrap(pred.reset_index(drop=True), stat, n=n, seed=seed)
+    reps = [stat(idx) for idx in bootstrap_indices(pred, n, seed)]
+    return _percentiles(stat(np.arange(len(y))), reps, level)
 
 
 def mcnemar(y_true, pred_a, pred_b) -> dict:

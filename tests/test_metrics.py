@@ -69,3 +69,33 @@ def test_expected_calibration_error():
     ece, table = metrics.expected_calibration_error(y, p, bins=10)
     assert ece == pytest.approx(0.05)
     assert table["count"].sum() == 4
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_evaluate_matches_scikit_learn(case):
+    """The numpy implementation against scikit-learn's, on random labels and scores with ties,
+    one-class predictions and one-class labels."""
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(2, 60))
+    y = rng.integers(0, 2, n) if case % 10 else np.ones(n, int)           # every tenth case: one class only
+    p = rng.choice([0.1, 0.3, 0.5, 0.7, 0.9], n) if case % 3 == 0 else rng.random(n)   # ties
+    if case % 7 == 0:
+        p = np.full(n, 0.8)                                                  # everything predicted ALL
+    yhat = (p >= 0.5).astype(int)
+    m = metrics.evaluate(y, p)
+    prec, rec, f1, _ = skm.precision_recall_fscore_support(y, yhat, labels=[0, 1], zero_division=0)
+    wp, wr, wfs, _ = skm.precision_recall_fscore_support(y, yhat, labels=[0, 1], average="weighted", zero_division=0)
+    assert m["WP"] == pytest.approx(wp) and m["WR"] == pytest.approx(wr) and m["WFS"] == pytest.approx(wfs)
+    assert m["ACC"] == pytest.approx(skm.accuracy_score(y, yhat))
+    assert m["BA"] == pytest.approx((rec[0] + rec[1]) / 2)
+    assert [m["precision_hem"], m["recall_hem"], m["f1_hem"]] == pytest.approx([prec[0], rec[0], f1[0]])
+    assert [m["precision_all"], m["recall_all"], m["f1_all"]] == pytest.approx([prec[1], rec[1], f1[1]])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kappa = skm.cohen_kappa_score(y, yhat, labels=[0, 1])
+    assert m["kappa"] == pytest.approx(0.0 if np.isnan(kappa) else kappa)
+    if len(np.unique(y)) == 2:
+        assert m["AUC"] == pytest.approx(skm.roc_auc_score(y, p))
+    else:
+        assert np.isnan(m["AUC"])
