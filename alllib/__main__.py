@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="throughput benchmarks (input pipeline, training, ensemble ablation)")
     b.add_argument("what", choices=["pipeline", "training", "ensemble"])
     b.add_argument("--profile", default="smoke")
+    b.add_argument("--out", help="also write the table as CSV, with the date, machine and commit (e.g. "
+                   "alllib/data/bench_training.csv, which the training chapter shows)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "study":
@@ -62,7 +64,10 @@ def main(argv=None) -> int:
         elif args.cmd == "bench":
             from . import bench
 
-            print(getattr(bench, args.what)(args.profile).to_string(index=False))
+            table = getattr(bench, args.what)(args.profile)
+            print(table.to_string(index=False))
+            if args.out:
+                bench.record(table, args.out, args.profile)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

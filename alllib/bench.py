@@ -60,7 +60,7 @@ def pipeline(profile: str = "smoke", batches: int = 30, batch_size: int = 8) -> 
     return pd.DataFrame(rows)
 
 
-def training(profile: str = "smoke", steps: int = 10, warmup: int = 3, backbones=None) -> pd.DataFrame:
+def training(profile: str = "smoke", steps: int = 10, warmup: int = 3, rounds: int = 3, backbones=None) -> pd.DataFrame:
     import keras
     import tensorflow as tf
 
@@ -78,21 +78,34 @@ def training(profile: str = "smoke", steps: int = 10, warmup: int = 3, backbones
             px = input_pixels(size, cfg["input_scale"])
             ds, n = make_dataset(train, size, cfg["input_scale"], bs, seed=0, training=True, augment_cfg=cfg["augment"])
             x, y = next(iter(ds))
-            memory = tf.data.Dataset.from_tensors((x, y)).repeat()
-            times = {}
-            for label, data in (("pipeline", ds), ("in-memory", memory)):
-                keras.utils.set_random_seed(0)
-                model = build_model(name, px, cfg["weights"])
-                model.compile(optimizer=make_optimizer(tr, 100), loss="categorical_crossentropy", metrics=["accuracy"])
-                model.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)
-                t0 = time.perf_counter()
-                model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
-                times[label] = (time.perf_counter() - t0) / steps
+            # the same batches held in memory, with the pipeline's element spec (so one traced step serves both)
+            memory = tf.data.Dataset.from_tensor_slices((x, y)).batch(bs).repeat()
+            keras.utils.set_random_seed(0)
+            model = build_model(name, px, cfg["weights"])
+            model.compile(optimizer=make_optimizer(tr, 100), loss="categorical_crossentropy", metrics=["accuracy"])
+            model.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0)   # traces the step once
+            times = {"pipeline": [], "in-memory": []}
+            for _ in range(rounds):      # interleaved, so drift in machine load hits both alike
+                for label, data in (("pipeline", ds), ("in-memory", memory)):
+                    t0 = time.perf_counter()
+                    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+                    times[label].append((time.perf_counter() - t0) / steps)
+            times = {k: float(np.median(v)) for k, v in times.items()}
             rows.append({"backbone": get_backbone(name).display, "input": f"{size} px -> {px} px",
                          "step s (pipeline)": round(times["pipeline"], 4), "step s (in-memory)": round(times["in-memory"], 4),
                          "images/s": round(bs / times["pipeline"], 1),
                          "pipeline overhead %": round(100 * (times["pipeline"] / times["in-memory"] - 1), 1)})
     return pd.DataFrame(rows)
+
+
+def record(table: pd.DataFrame, out, profile: str) -> None:
+    """Write a benchmark table as CSV with where and when it was measured."""
+    from . import io
+    from .training import environment
+
+    env = environment()
+    io.write_csv(out, table.assign(profile=profile, recorded=time.strftime("%Y-%m-%d"), cpus=env["cpus"],
+                                   gpus=", ".join(env["gpus"]), commit=env["git_commit"]))
 
 
 def ensemble(profile: str = "smoke") -> pd.DataFrame:

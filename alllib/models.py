@@ -27,14 +27,16 @@ class Backbone:
     preprocessing: str    # caffe | tf | torch (keras.applications.imagenet_utils modes)
     min_size: int         # smallest input side keras accepts without top
     last_conv: str        # layer Grad-CAM reads (the last convolutional activation)
+    cpu_cost: float       # relative CPU seconds of one demo run at equal input size, measured on a 2-core
+                          # machine (graph tracing included); only the order in which the runner starts runs uses it
 
 
 BACKBONES = {b.key: b for b in (
-    Backbone("vgg16", "VGG-16", "VGG16", "caffe", 32, "block5_conv3"),
-    Backbone("xception", "Xception", "Xception", "tf", 71, "block14_sepconv2_act"),
-    Backbone("mobilenet", "MobileNet", "MobileNet", "tf", 32, "conv_pw_13_relu"),
-    Backbone("inception_resnet_v2", "InceptionResNet-V2", "InceptionResNetV2", "tf", 75, "conv_7b_ac"),
-    Backbone("densenet121", "DenseNet-121", "DenseNet121", "torch", 32, "relu"),
+    Backbone("vgg16", "VGG-16", "VGG16", "caffe", 32, "block5_conv3", 1.0),
+    Backbone("xception", "Xception", "Xception", "tf", 71, "block14_sepconv2_act", 0.9),
+    Backbone("mobilenet", "MobileNet", "MobileNet", "tf", 32, "conv_pw_13_relu", 0.2),
+    Backbone("inception_resnet_v2", "InceptionResNet-V2", "InceptionResNetV2", "tf", 75, "conv_7b_ac", 1.5),
+    Backbone("densenet121", "DenseNet-121", "DenseNet121", "torch", 32, "relu", 0.9),
 )}
 DISPLAY_ORDER = [b.display for b in BACKBONES.values()]
 

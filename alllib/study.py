@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from . import io
-from .config import load_profile
+from .config import input_pixels, load_profile
 from .errors import StudyError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -61,10 +61,15 @@ class Study:
         return f"{data} | profile {self.cfg['name']} | {init}"
 
     def matrix(self) -> list[tuple[str, int, int]]:
-        """(backbone, input size, seed) of every training run, seed-major so early runs complete ensembles."""
+        """(backbone, input size, seed) of every training run, seed-major so early runs complete
+        ensembles; within a seed the longest runs first, so parallel jobs finish close together."""
+        from .models import BACKBONES
+
         seeds = sorted(set(itertools.chain.from_iterable(self.cfg["runs"].values())))
-        return [(bb, size, seed) for seed in seeds for size in sorted(self.cfg["runs"], reverse=True)
+        runs = [(bb, size, seed) for seed in seeds for size in sorted(self.cfg["runs"], reverse=True)
                 if seed in self.cfg["runs"][size] for bb in self.cfg["backbones"]]
+        cost = lambda r: input_pixels(r[1], self.cfg["input_scale"]) ** 2 * BACKBONES[r[0]].cpu_cost  # noqa: E731
+        return sorted(runs, key=lambda r: (seeds.index(r[2]), -cost(r)))
 
     def run_dir(self, backbone: str, size: int, seed: int) -> Path:
         from .training import run_id, run_key

@@ -48,7 +48,10 @@ def test_study_on_a_given_root_is_labelled_by_its_content(synth_root, tmp_path):
     s = study_mod.prepare("smoke", data_dir=str(synth_root), results_dir=tmp_path, progress=False)
     assert s.synthetic and s.label().startswith("SYNTHETIC")   # a synthetic tree passed as DATA_DIR stays labelled
     m = s.matrix()
-    assert len(m) == 15 and m[0] == ("vgg16", 450, 0) and m[-1] == ("densenet121", 300, 1)
+    assert len(m) == 15 and len(set(m)) == 15
+    # seed-major (seed 0 completes its ensembles first), longest runs first within a seed
+    assert [r[2] for r in m] == [0] * 10 + [1] * 5
+    assert m[0] == ("inception_resnet_v2", 450, 0) and m[-1] == ("mobilenet", 300, 1)
     assert s.runs(require_all=False) == []
     with pytest.raises(StudyError, match="15 training runs of profile 'smoke' are not finished"):
         s.runs()
