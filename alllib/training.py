@@ -182,7 +182,8 @@ def environment() -> dict:
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "pandas": pd.__version__, "git_commit": commit, "machine": platform.machine(),
-            "cpus": os.cpu_count(), "gpus": gpus or ["none (CPU)"]}
+            "cpus": os.cpu_count(), "gpus": gpus or ["none (CPU)"],
+            "tf_threads": {k: os.environ.get(k, "default") for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}}
 
 
 def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out_dir: Path,
@@ -294,6 +295,6 @@ def load_runs(runs_dir) -> list[dict]:
 
 
 def runs_table(runs: list[dict]) -> pd.DataFrame:
-    cols = ["display", "input_size", "input_px", "seed", "epochs_run", "best_epoch", "val_accuracy", "test_accuracy",
+    cols = ["display", "input_size", "input_px", "seed", "train_images", "epochs_run", "best_epoch", "val_accuracy", "test_accuracy",
             "images_per_second", "train_seconds"]
     return pd.DataFrame([{c: r[c] for c in cols} for r in runs]).rename(columns={"display": "backbone"})

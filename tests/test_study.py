@@ -55,3 +55,10 @@ def test_study_on_a_given_root_is_labelled_by_its_content(synth_root, tmp_path):
     assert s.runs(require_all=False) == []
     with pytest.raises(StudyError, match="15 training runs of profile 'smoke' are not finished"):
         s.runs()
+
+
+def test_side_by_side_cpu_jobs_share_the_cores(monkeypatch):
+    monkeypatch.setattr(study_mod.os, "cpu_count", lambda: 8)
+    assert study_mod.cpu_threads(1) == {}
+    assert study_mod.cpu_threads(2) == {"TF_NUM_INTRAOP_THREADS": "4", "TF_NUM_INTEROP_THREADS": "4"}
+    assert study_mod.cpu_threads(16)["TF_NUM_INTRAOP_THREADS"] == "1"
