@@ -60,7 +60,7 @@ def pipeline(profile: str = "smoke", batches: int = 30, batch_size: int = 8) -> 
     return pd.DataFrame(rows)
 
 
-def _StepClock():
+def _step_clock():
     import keras
 
     class StepClock(keras.callbacks.Callback):
@@ -106,7 +106,7 @@ def training(profile: str = "smoke", steps: int = 16, warmup: int = 3, rounds: i
             times = {"pipeline": [], "in-memory": []}
             for _ in range(rounds):      # interleaved, so drift in machine load hits both alike
                 for label, data in (("pipeline", ds), ("in-memory", memory)):
-                    clock = _StepClock()
+                    clock = _step_clock()
                     model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
                     times[label] += clock.periods()
             # median step period: robust to the start of each fit and to the odd stalled step
