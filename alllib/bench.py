@@ -121,11 +121,9 @@ def training(profile: str = "smoke", steps: int = 16, warmup: int = 3, rounds: i
 def record(table: pd.DataFrame, out, profile: str) -> None:
     """Write a benchmark table as CSV with where and when it was measured."""
     from . import io
-    from .training import environment
+    from .study import stamp
 
-    env = environment()
-    io.write_csv(out, table.assign(profile=profile, recorded=time.strftime("%Y-%m-%d"), cpus=env["cpus"],
-                                   gpus=", ".join(env["gpus"]), commit=env["git_commit"]))
+    io.write_csv(out, stamp(table, profile, machine=True))
 
 
 def ensemble(profile: str = "smoke") -> pd.DataFrame:

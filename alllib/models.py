@@ -11,7 +11,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from .errors import ConfigError, WeightsUnavailable
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)

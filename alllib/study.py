@@ -324,6 +324,16 @@ def run_study(profile: str = "demo", overrides=(), data_dir=None, results_dir=No
     return result
 
 
+def stamp(table: pd.DataFrame, profile: str, machine: bool = False) -> pd.DataFrame:
+    """`table` with when, with which profile and code (and, with `machine`, on how many CPUs and
+    which GPUs) it was measured: the provenance of a recorded calibration or benchmark CSV."""
+    from .training import environment
+
+    env = environment()
+    where = {"cpus": env["cpus"], "gpus": ", ".join(env["gpus"])} if machine else {}
+    return table.assign(profile=profile, recorded=time.strftime("%Y-%m-%d"), **where, commit=env["git_commit"])
+
+
 def calibrate(profile: str = "demo", difficulties=(0.3, 0.5), backbones=("vgg16", "mobilenet"), size: int = 300,
               seed: int = 0, results_dir=None, out=None) -> pd.DataFrame:
     """Calibrate the synthetic difficulty with the profile's training settings: train `backbones` at
@@ -331,7 +341,6 @@ def calibrate(profile: str = "demo", difficulties=(0.3, 0.5), backbones=("vgg16"
     their validation and test balanced accuracy. The table is written to `out` (CSV) with the date
     and code version, so the book can show what the default difficulty was chosen from."""
     from .metrics import evaluate
-    from .training import environment
 
     rows = []
     for d in difficulties:
@@ -348,8 +357,7 @@ def calibrate(profile: str = "demo", difficulties=(0.3, 0.5), backbones=("vgg16"
             rows.append({"difficulty": d, "backbone": run["display"], "input_px": run["input_px"],
                          "epochs": run["epochs_run"], "val_BA": evaluate(val["y"], val["p_all"])["BA"],
                          "test_BA": evaluate(test["y"], test["p_all"])["BA"]})
-    env = environment()
-    table = pd.DataFrame(rows).assign(profile=profile, recorded=time.strftime("%Y-%m-%d"), commit=env["git_commit"])
+    table = stamp(pd.DataFrame(rows), profile)
     if out:
         io.write_csv(out, table)
     return table

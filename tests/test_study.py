@@ -1,6 +1,7 @@
 import json
 
 import nbformat
+import pandas as pd
 import pytest
 
 from alllib import study as study_mod
@@ -62,3 +63,11 @@ def test_side_by_side_cpu_jobs_share_the_cores(monkeypatch):
     assert study_mod.cpu_threads(1) == {}
     assert study_mod.cpu_threads(2) == {"TF_NUM_INTRAOP_THREADS": "4", "TF_NUM_INTEROP_THREADS": "4"}
     assert study_mod.cpu_threads(16)["TF_NUM_INTRAOP_THREADS"] == "1"
+
+
+def test_recorded_tables_carry_their_provenance():
+    table = pd.DataFrame({"BA": [0.9]})
+    assert list(study_mod.stamp(table, "demo").columns) == ["BA", "profile", "recorded", "commit"]
+    t = study_mod.stamp(table, "smoke", machine=True)
+    assert list(t.columns) == ["BA", "profile", "recorded", "cpus", "gpus", "commit"]
+    assert t.loc[0, "profile"] == "smoke" and t.loc[0, "cpus"] == study_mod.os.cpu_count()
