@@ -116,18 +116,20 @@ def cross_entropy(y: np.ndarray, p_all: np.ndarray) -> float:
     return float(-np.log(p).mean())
 
 
-def predict_table(model, table: pd.DataFrame, size: int, scale: float, batch_size: int = 32) -> pd.DataFrame:
-    """Per-image class probabilities with image id, subject and true label."""
+def predict_table(model, table: pd.DataFrame, size: int, scale: float, batch_size: int = 32,
+                  dataset=None) -> pd.DataFrame:
+    """Per-image class probabilities with image id, subject and true label. `dataset`: the
+    evaluation pipeline of `table` when the caller holds one already (decoded once, reused)."""
     from .preprocessing import make_dataset
 
-    ds, _ = make_dataset(table, size, scale, batch_size)
+    ds = dataset if dataset is not None else make_dataset(table, size, scale, batch_size)[0]
     probs = model.predict(ds, verbose=0) if len(table) else np.zeros((0, 2))
     out = table[["split", "image_id", "subject", "label", "y"]].reset_index(drop=True).copy()
     out["p_hem"], out["p_all"] = probs[:, 0].astype(float), probs[:, 1].astype(float)
     return out
 
 
-def _callbacks(val_table, size, scale, tr, recal_ds, schedule_fn, steps_per_epoch):
+def _callbacks(val_table, val_ds, size, scale, tr, recal_ds, schedule_fn, steps_per_epoch):
     import keras
 
     class EpochValidation(keras.callbacks.Callback):
@@ -138,10 +140,10 @@ def _callbacks(val_table, size, scale, tr, recal_ds, schedule_fn, steps_per_epoc
             logs = logs if logs is not None else {}
             if recal_ds is not None:
                 # the evidence for the re-estimation: validation accuracy with the running statistics first
-                stale = predict_table(self.model, val_table, size, scale)
+                stale = predict_table(self.model, val_table, size, scale, dataset=val_ds)
                 logs["val_accuracy_running_bn"] = float(((stale["p_all"] >= 0.5).astype(int) == stale["y"]).mean())
                 recalibrate_batchnorm(self.model, recal_ds)
-            pred = predict_table(self.model, val_table, size, scale)
+            pred = predict_table(self.model, val_table, size, scale, dataset=val_ds)
             y = pred["y"].to_numpy(int)
             logs["val_loss"] = cross_entropy(y, pred["p_all"].to_numpy())
             logs["val_accuracy"] = float(((pred["p_all"].to_numpy() >= 0.5) == y).mean())
@@ -207,8 +209,11 @@ def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out
         train = train.groupby("label").sample(frac=tr["max_train_images"] / len(train), random_state=seed)
     val = split[split["split"] == "validation"]
     test = split[split["split"] == "preliminary_test"]
+    t_decode = time.time()
     ds, n_epoch = make_dataset(train, size, scale, tr["batch_size"], seed=seed, training=True,
-                               augment_cfg=cfg["augment"])
+                               augment_cfg=cfg["augment"], cache=True)
+    val_ds = make_dataset(val, size, scale, 32, cache=True)[0]   # validated every epoch: decoded once
+    decode_seconds = time.time() - t_decode
     steps = math.ceil(n_epoch / tr["batch_size"])
     px = input_pixels(size, scale)
     model = build_model(backbone, px, cfg["weights"])
@@ -218,19 +223,19 @@ def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out
     recal = None
     if tr.get("recalibrate_batchnorm") and count_batchnorm(model):
         sub = train.sample(n=min(len(train), tr.get("bn_recalibration_images", 256)), random_state=seed)
-        recal = make_dataset(sub, size, scale, 32)[0]
+        recal = make_dataset(sub, size, scale, 32, cache=True)[0]
     def schedule_fn(step):
         return float(triangular2(step, tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps))
 
     t0 = time.time()
     hist = model.fit(ds, epochs=tr["epochs"], steps_per_epoch=steps, verbose=verbose, shuffle=False,
-                     callbacks=_callbacks(val, size, scale, tr, recal, schedule_fn, steps))
+                     callbacks=_callbacks(val, val_ds, size, scale, tr, recal, schedule_fn, steps))
     train_seconds = time.time() - t0
     history = pd.DataFrame(hist.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     best_epoch = int(history["val_loss"].idxmin()) + 1
     t1 = time.time()
-    pred = pd.concat([predict_table(model, val, size, scale), predict_table(model, test, size, scale)],
+    pred = pd.concat([predict_table(model, val, size, scale, dataset=val_ds), predict_table(model, test, size, scale)],
                      ignore_index=True)
     predict_seconds = time.time() - t1
     epochs_run = len(history)
@@ -246,7 +251,7 @@ def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out
         "val_accuracy": float(history["val_accuracy"].iloc[best_epoch - 1]),
         "test_accuracy": float(((pred.loc[pred.split == "preliminary_test", "p_all"] >= 0.5).astype(int)
                                 == pred.loc[pred.split == "preliminary_test", "y"]).mean()),
-        "train_seconds": train_seconds, "predict_seconds": predict_seconds,
+        "decode_seconds": decode_seconds, "train_seconds": train_seconds, "predict_seconds": predict_seconds,
         "images_per_second": epochs_run * steps * tr["batch_size"] / train_seconds,
         "batchnorm_layers": count_batchnorm(model), "batchnorm_recalibrated": recal is not None,
         "training": tr, "augment": cfg["augment"], "input_scale": scale, "data": data_info,

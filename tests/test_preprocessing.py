@@ -127,6 +127,35 @@ def test_training_dataset_is_balanced_and_seeded(synth_root):
     np.testing.assert_array_equal(next(iter(ds2))[0].numpy(), next(iter(ds3))[0].numpy())
 
 
+def test_decoded_cache_yields_the_same_batches_as_streaming(synth_root):
+    t = pp.subject_split(read_cnmc(synth_root), 0)
+    train = t[t.split == "train"].groupby("label").head(6)
+    aug = {"rotation_deg": 30, "zoom": 0.1, "shift": 0.1, "flips": True}
+    streamed, n = pp.make_dataset(train, 300, 0.25, 4, seed=5, training=True, augment_cfg=aug)
+    cached, n2 = pp.make_dataset(train, 300, 0.25, 4, seed=5, training=True, augment_cfg=aug, cache=True)
+    assert n == n2
+    for (xs, ys), (xc, yc) in zip(streamed.take(2 * n // 4 + 1), cached.take(2 * n // 4 + 1)):  # two epochs
+        np.testing.assert_array_equal(xs.numpy(), xc.numpy())
+        np.testing.assert_array_equal(ys.numpy(), yc.numpy())
+    # evaluation: one pass in table order, repeatable, the same pixels as load_arrays
+    val, _ = pp.make_dataset(train, 450, 0.25, 5, cache=True)
+    once = np.concatenate([x.numpy() for x, _ in val])
+    again = np.concatenate([x.numpy() for x, _ in val])
+    np.testing.assert_array_equal(once, again)
+    np.testing.assert_array_equal(once, pp.load_arrays(train, 450, 0.25))
+    assert once.shape == (12, 112, 112, 3)
+    assert pp.cached_bytes(12, 450, 0.25) == once.nbytes
+
+
+def test_cache_streams_sets_larger_than_the_memory_limit(synth_root, monkeypatch):
+    t = pp.subject_split(read_cnmc(synth_root), 0)
+    train = t[t.split == "train"].head(4)
+    monkeypatch.setattr(pp, "MEMORY_CACHE_MB", 0)
+    monkeypatch.setattr(pp, "decode_images", lambda *a, **k: pytest.fail("decoded into memory above the limit"))
+    ds, _ = pp.make_dataset(train, 300, 0.25, 4, cache=True)
+    assert next(iter(ds))[0].shape == (4, 75, 75, 3)
+
+
 def test_unknown_input_size(synth_root):
     with pytest.raises(ConfigError, match="450 \\(full\\) or 300"):
         pp.make_dataset(read_cnmc(synth_root), 224, 1.0, 8)
