@@ -46,8 +46,9 @@ def _leaf_paths(tree, prefix=()):
             yield prefix + (key,)
 
 
-def apply_override(cfg: dict, assignment: str) -> None:
-    """Apply `key=value` in place. `key` is a dotted path or a leaf name that is unique."""
+def apply_override(cfg: dict, assignment: str) -> str:
+    """Apply `key=value` in place. `key` is a dotted path or a leaf name that is unique. Returns
+    the dotted path that was set."""
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r} must look like key=value (for example epochs=3)")
     key, text = assignment.split("=", 1)
@@ -63,6 +64,7 @@ def apply_override(cfg: dict, assignment: str) -> None:
     for part in paths[0][:-1]:
         node = node[part]
     node[paths[0][-1]] = _parse_value(text)
+    return ".".join(paths[0])
 
 
 def validate(cfg: dict) -> dict:
@@ -75,6 +77,12 @@ def validate(cfg: dict) -> dict:
     tr = cfg["training"]
     for key in ("epochs", "batch_size", "patience", "clr_step_epochs"):
         need(isinstance(tr[key], int) and tr[key] >= 1, f"training.{key} must be a positive integer, got {tr[key]!r}")
+    per = tr.get("epochs_per_backbone") or {}
+    need(isinstance(per, dict), f"training.epochs_per_backbone must map backbone names to epochs, got {per!r}")
+    for name, epochs in per.items():
+        get_backbone(name)  # raises with the list of known names
+        need(isinstance(epochs, int) and epochs >= 1,
+             f"training.epochs_per_backbone[{name!r}] must be a positive integer, got {epochs!r}")
     for key in ("learning_rate", "clr_base_lr", "clr_max_lr"):
         need(isinstance(tr[key], (int, float)) and tr[key] > 0, f"training.{key} must be > 0, got {tr[key]!r}")
     need(tr["clr_base_lr"] < tr["clr_max_lr"], f"clr_base_lr {tr['clr_base_lr']} must be below clr_max_lr {tr['clr_max_lr']}")
@@ -110,6 +118,18 @@ def validate(cfg: dict) -> dict:
     return cfg
 
 
+def training_for(cfg: dict, backbone: str) -> dict:
+    """The training settings of one backbone's runs: `training.epochs`, or the backbone's entry of
+    `training.epochs_per_backbone` where the profile has one (CPU profiles give slow learners from
+    scratch more epochs). What a run records and what its key hashes."""
+    from .models import get_backbone
+
+    tr = dict(cfg["training"])
+    per = {get_backbone(k).key: v for k, v in (tr.pop("epochs_per_backbone", None) or {}).items()}
+    tr["epochs"] = per.get(get_backbone(backbone).key, tr["epochs"])
+    return tr
+
+
 def input_pixels(size: int, scale: float) -> int:
     """Side of the tensor fed to the network: the crop (450 or 300 px) times the input scale."""
     return int(round(size * scale))
@@ -123,7 +143,9 @@ def load_profile(name: str = "demo", overrides=(), data_dir: str | None = None) 
         raise ConfigError(f"profile file {path} is not valid YAML: {exc}") from None
     cfg = copy.deepcopy(cfg)
     for assignment in overrides:
-        apply_override(cfg, assignment)
+        if apply_override(cfg, assignment) == "training.epochs":
+            # `--set epochs=N` means every backbone: it replaces the profile's per-backbone epochs
+            cfg["training"].pop("epochs_per_backbone", None)
     if data_dir:
         cfg["data"]["source"] = "real"
         cfg["data"]["root"] = str(Path(data_dir).expanduser().resolve())

@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from . import io
-from .config import input_pixels, load_profile
+from .config import input_pixels, load_profile, training_for
 from .errors import StudyError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +68,8 @@ class Study:
         seeds = sorted(set(itertools.chain.from_iterable(self.cfg["runs"].values())))
         runs = [(bb, size, seed) for seed in seeds for size in sorted(self.cfg["runs"], reverse=True)
                 if seed in self.cfg["runs"][size] for bb in self.cfg["backbones"]]
-        cost = lambda r: input_pixels(r[1], self.cfg["input_scale"]) ** 2 * BACKBONES[r[0]].cpu_cost  # noqa: E731
+        cost = lambda r: (input_pixels(r[1], self.cfg["input_scale"]) ** 2 * BACKBONES[r[0]].cpu_cost  # noqa: E731
+                          * training_for(self.cfg, r[0])["epochs"])
         return sorted(runs, key=lambda r: (seeds.index(r[2]), -cost(r)))
 
     def run_dir(self, backbone: str, size: int, seed: int) -> Path:

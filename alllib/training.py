@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import io
-from .config import fingerprint, input_pixels
+from .config import fingerprint, input_pixels, training_for
 from .errors import ConfigError
 
 
@@ -160,7 +160,7 @@ def run_key(cfg: dict, backbone: str, size: int, seed: int, data_fingerprint: st
     from . import __version__
 
     return {"code": __version__, "backbone": backbone, "input_size": size, "seed": seed, "input_scale": cfg["input_scale"],
-            "weights": str(cfg["weights"]), "training": cfg["training"], "augment": cfg["augment"],
+            "weights": str(cfg["weights"]), "training": training_for(cfg, backbone), "augment": cfg["augment"],
             "data": data_fingerprint}
 
 
@@ -197,7 +197,7 @@ def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out
     from .models import build_model, count_batchnorm, get_backbone
     from .preprocessing import make_dataset, subject_split
 
-    tr, scale = cfg["training"], cfg["input_scale"]
+    tr, scale = training_for(cfg, backbone), cfg["input_scale"]
     keras.utils.set_random_seed(seed)
     if tr.get("deterministic"):
         tf.config.experimental.enable_op_determinism()

@@ -37,6 +37,37 @@ def test_overrides():
     assert cfg["training"]["epochs"] == 3 and cfg["training"]["batch_size"] == 4 and cfg["input_scale"] == 0.5
 
 
+def test_epochs_per_backbone(tmp_path):
+    import yaml
+
+    raw = yaml.safe_load(config.profile_path("smoke").read_text())
+    raw["training"]["epochs_per_backbone"] = {"MobileNet": 5, "vgg16": 3}
+    path = tmp_path / "slow.yml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = config.load_profile(str(path))
+    assert config.training_for(cfg, "mobilenet")["epochs"] == 5
+    assert config.training_for(cfg, "VGG-16")["epochs"] == 3
+    assert config.training_for(cfg, "densenet121")["epochs"] == raw["training"]["epochs"]
+    assert "epochs_per_backbone" not in config.training_for(cfg, "mobilenet")   # a run records what it used
+    # the run key hashes the resolved settings: only the named backbones' runs change
+    from alllib.training import run_key
+    plain = config.load_profile("smoke")
+    assert run_key(cfg, "densenet121", 300, 0, "x") == run_key(plain, "densenet121", 300, 0, "x")
+    assert run_key(cfg, "mobilenet", 300, 0, "x") != run_key(plain, "mobilenet", 300, 0, "x")
+    # one backbone's entry can be overridden; `epochs=N` sets every backbone
+    assert config.training_for(config.load_profile(str(path), ["training.epochs_per_backbone.vgg16=7"]), "vgg16")["epochs"] == 7
+    everyone = config.load_profile(str(path), ["epochs=2"])
+    assert {config.training_for(everyone, b)["epochs"] for b in config.load_profile("smoke")["backbones"]} == {2}
+    raw["training"]["epochs_per_backbone"] = {"resnet50": 3}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="unknown backbone 'resnet50'"):
+        config.load_profile(str(path))
+    raw["training"]["epochs_per_backbone"] = {"mobilenet": 0}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"epochs_per_backbone\['mobilenet'\] must be a positive integer, got 0"):
+        config.load_profile(str(path))
+
+
 @pytest.mark.parametrize("override,match", [
     ("epochs=0", "epochs must be a positive integer"),
     ("nonsense=1", "unknown setting 'nonsense'"),

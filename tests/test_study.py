@@ -53,6 +53,9 @@ def test_study_on_a_given_root_is_labelled_by_its_content(synth_root, tmp_path):
     # seed-major (seed 0 completes its ensembles first), longest runs first within a seed
     assert [r[2] for r in m] == [0] * 10 + [1] * 5
     assert m[0] == ("inception_resnet_v2", 450, 0) and m[-1] == ("mobilenet", 300, 1)
+    s.cfg["training"]["epochs_per_backbone"] = {"mobilenet": 100 * s.cfg["training"]["epochs"]}  # cost counts epochs
+    assert s.matrix()[0] == ("mobilenet", 450, 0)
+    del s.cfg["training"]["epochs_per_backbone"]
     assert s.runs(require_all=False) == []
     with pytest.raises(StudyError, match="15 training runs of profile 'smoke' are not finished"):
         s.runs()
