@@ -1,4 +1,4 @@
-"""Command line: `python -m alllib study|verify|synthesize|bench ...` (see --help)."""
+"""Command line: `python -m alllib study|verify|synthesize|calibrate|trial|bench ...` (see --help)."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +32,14 @@ def main(argv=None) -> int:
     c.add_argument("--profile", default="demo")
     c.add_argument("--difficulties", default="0.3,0.5")
     c.add_argument("--out", default=None, help="CSV to write (default: alllib/data/calibration_<profile>.csv)")
+    t = sub.add_parser("trial", help="train backbones under several settings and tabulate BA (recorded evidence)")
+    t.add_argument("--profile", default="demo")
+    t.add_argument("--vary", action="append", required=True, metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="one variant's overrides (repeat for each variant); '' = the profile as it is")
+    t.add_argument("--backbones", default="vgg16")
+    t.add_argument("--size", type=int, default=300, choices=[450, 300])
+    t.add_argument("--seeds", default="0")
+    t.add_argument("--out", help="CSV to write, e.g. alllib/data/trial_<topic>_<profile>.csv")
     b = sub.add_parser("bench", help="throughput benchmarks (input pipeline, training, ensemble ablation)")
     b.add_argument("what", choices=["pipeline", "training", "ensemble"])
     b.add_argument("--profile", default="smoke")
@@ -61,6 +69,12 @@ def main(argv=None) -> int:
 
             out = args.out or Path(__file__).parent / "data" / f"calibration_{args.profile}.csv"
             print(calibrate(args.profile, [float(d) for d in args.difficulties.split(",")], out=out).to_string(index=False))
+        elif args.cmd == "trial":
+            from .study import trial
+
+            variants = [[o for o in v.split(",") if o] for v in args.vary]
+            print(trial(args.profile, variants, args.backbones.split(","), args.size,
+                        [int(x) for x in args.seeds.split(",")], out=args.out).to_string(index=False))
         elif args.cmd == "bench":
             from . import bench
 

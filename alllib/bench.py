@@ -85,14 +85,14 @@ def training(profile: str = "smoke", steps: int = 16, warmup: int = 3, rounds: i
     import keras
     import tensorflow as tf
 
-    from .config import input_pixels
+    from .config import input_pixels, training_for
     from .models import build_model, get_backbone
     from .preprocessing import make_dataset
     from .training import make_optimizer
 
     study, train = _train_table(profile)
     cfg = study.cfg
-    tr, bs = cfg["training"], cfg["training"]["batch_size"]
+    bs = cfg["training"]["batch_size"]
     rows = []
     for name in backbones or cfg["backbones"]:
         for size in sorted(cfg["runs"], reverse=True):
@@ -106,7 +106,8 @@ def training(profile: str = "smoke", steps: int = 16, warmup: int = 3, rounds: i
             memory = tf.data.Dataset.from_tensor_slices((x, y)).batch(bs).repeat()
             keras.utils.set_random_seed(0)
             model = build_model(name, px, cfg["weights"])
-            model.compile(optimizer=make_optimizer(tr, 100), loss="categorical_crossentropy", metrics=["accuracy"])
+            model.compile(optimizer=make_optimizer(training_for(cfg, name), 100), loss="categorical_crossentropy",
+                          metrics=["accuracy"])
             model.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0)   # traces the step once
             times = {"pipeline": [], "in-memory": []}
             for _ in range(rounds):      # interleaved, so drift in machine load hits both alike

@@ -14,6 +14,7 @@ from .errors import ConfigError
 
 PROFILES = ("smoke", "demo", "paper")
 SIZES = (450, 300)  # full image and the paper's centre crop
+PER_BACKBONE = "per_backbone"  # training.per_backbone.<backbone>.<setting>: a CPU profile's per-backbone departures
 
 
 def profile_path(name: str) -> Path:
@@ -53,8 +54,9 @@ def apply_override(cfg: dict, assignment: str) -> str:
         raise ConfigError(f"override {assignment!r} must look like key=value (for example epochs=3)")
     key, text = assignment.split("=", 1)
     key = key.strip()
+    # a bare leaf name never means a per-backbone entry (those need their full dotted path)
     paths = [p for p in _leaf_paths(cfg) if ".".join(p) == key] or [
-        p for p in _leaf_paths(cfg) if p[-1] == key]
+        p for p in _leaf_paths(cfg) if p[-1] == key and PER_BACKBONE not in p]
     if not paths:
         known = sorted(".".join(p) for p in _leaf_paths(cfg))
         raise ConfigError(f"unknown setting {key!r} in override {assignment!r}; known settings: {', '.join(known)}")
@@ -67,6 +69,18 @@ def apply_override(cfg: dict, assignment: str) -> str:
     return ".".join(paths[0])
 
 
+def _check_training(tr: dict, need, where: str) -> None:
+    for key in ("epochs", "batch_size", "patience", "clr_step_epochs"):
+        need(isinstance(tr[key], int) and tr[key] >= 1, f"{where}.{key} must be a positive integer, got {tr[key]!r}")
+    for key in ("learning_rate", "clr_base_lr", "clr_max_lr"):
+        need(isinstance(tr[key], (int, float)) and tr[key] > 0, f"{where}.{key} must be > 0, got {tr[key]!r}")
+    need(tr["clr_base_lr"] < tr["clr_max_lr"], f"clr_base_lr {tr['clr_base_lr']} must be below clr_max_lr {tr['clr_max_lr']}")
+    for key in ("beta_1", "beta_2"):
+        need(0 <= tr[key] < 1, f"{where}.{key} must lie in [0, 1), got {tr[key]!r}")
+    need(tr.get("max_train_images") is None or (isinstance(tr["max_train_images"], int) and tr["max_train_images"] >= 4),
+         f"{where}.max_train_images must be null or an integer >= 4, got {tr.get('max_train_images')!r}")
+
+
 def validate(cfg: dict) -> dict:
     from .models import BACKBONES, get_backbone  # local import: models imports tensorflow
 
@@ -74,22 +88,15 @@ def validate(cfg: dict) -> dict:
         if not cond:
             raise ConfigError(f"profile {cfg.get('name')!r}: {msg}")
 
-    tr = cfg["training"]
-    for key in ("epochs", "batch_size", "patience", "clr_step_epochs"):
-        need(isinstance(tr[key], int) and tr[key] >= 1, f"training.{key} must be a positive integer, got {tr[key]!r}")
-    per = tr.get("epochs_per_backbone") or {}
-    need(isinstance(per, dict), f"training.epochs_per_backbone must map backbone names to epochs, got {per!r}")
-    for name, epochs in per.items():
+    per = cfg["training"].get(PER_BACKBONE) or {}
+    need(isinstance(per, dict) and all(isinstance(v, dict) for v in per.values()),
+         f"training.{PER_BACKBONE} must map backbone names to training settings, got {per!r}")
+    _check_training({k: v for k, v in cfg["training"].items() if k != PER_BACKBONE}, need, "training")
+    for name, settings in per.items():
         get_backbone(name)  # raises with the list of known names
-        need(isinstance(epochs, int) and epochs >= 1,
-             f"training.epochs_per_backbone[{name!r}] must be a positive integer, got {epochs!r}")
-    for key in ("learning_rate", "clr_base_lr", "clr_max_lr"):
-        need(isinstance(tr[key], (int, float)) and tr[key] > 0, f"training.{key} must be > 0, got {tr[key]!r}")
-    need(tr["clr_base_lr"] < tr["clr_max_lr"], f"clr_base_lr {tr['clr_base_lr']} must be below clr_max_lr {tr['clr_max_lr']}")
-    for key in ("beta_1", "beta_2"):
-        need(0 <= tr[key] < 1, f"training.{key} must lie in [0, 1), got {tr[key]!r}")
-    need(tr.get("max_train_images") is None or (isinstance(tr["max_train_images"], int) and tr["max_train_images"] >= 4),
-         f"training.max_train_images must be null or an integer >= 4, got {tr.get('max_train_images')!r}")
+        unknown = sorted(set(settings) - set(cfg["training"]) - {PER_BACKBONE})
+        need(not unknown, f"training.{PER_BACKBONE}.{name} sets unknown training settings {unknown}")
+        _check_training(training_for(cfg, name), need, f"training.{PER_BACKBONE}.{name}")
     need(isinstance(cfg.get("jobs", 1), int) and cfg.get("jobs", 1) >= 1, f"jobs must be a positive integer, got {cfg.get('jobs')!r}")
     scale = cfg["input_scale"]
     need(isinstance(scale, (int, float)) and 0 < scale <= 1, f"input_scale must lie in (0, 1], got {scale!r}")
@@ -119,14 +126,15 @@ def validate(cfg: dict) -> dict:
 
 
 def training_for(cfg: dict, backbone: str) -> dict:
-    """The training settings of one backbone's runs: `training.epochs`, or the backbone's entry of
-    `training.epochs_per_backbone` where the profile has one (CPU profiles give slow learners from
-    scratch more epochs). What a run records and what its key hashes."""
+    """The training settings of one backbone's runs: `training`, with the backbone's entry of
+    `training.per_backbone` on top where the profile has one (CPU profiles, training from random
+    initialisation, tune a few settings per backbone; the paper uses one protocol for all). What
+    a run records and what its key hashes."""
     from .models import get_backbone
 
     tr = dict(cfg["training"])
-    per = {get_backbone(k).key: v for k, v in (tr.pop("epochs_per_backbone", None) or {}).items()}
-    tr["epochs"] = per.get(get_backbone(backbone).key, tr["epochs"])
+    per = {get_backbone(k).key: v for k, v in (tr.pop(PER_BACKBONE, None) or {}).items()}
+    tr.update(per.get(get_backbone(backbone).key, {}))
     return tr
 
 
@@ -143,9 +151,11 @@ def load_profile(name: str = "demo", overrides=(), data_dir: str | None = None) 
         raise ConfigError(f"profile file {path} is not valid YAML: {exc}") from None
     cfg = copy.deepcopy(cfg)
     for assignment in overrides:
-        if apply_override(cfg, assignment) == "training.epochs":
-            # `--set epochs=N` means every backbone: it replaces the profile's per-backbone epochs
-            cfg["training"].pop("epochs_per_backbone", None)
+        path = apply_override(cfg, assignment).split(".")
+        if len(path) == 2 and path[0] == "training":
+            # `--set clr_max_lr=X` means every backbone: it replaces the profile's per-backbone values
+            for settings in (cfg["training"].get(PER_BACKBONE) or {}).values():
+                settings.pop(path[1], None)
     if data_dir:
         cfg["data"]["source"] = "real"
         cfg["data"]["root"] = str(Path(data_dir).expanduser().resolve())

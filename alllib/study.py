@@ -335,30 +335,45 @@ def stamp(table: pd.DataFrame, profile: str, machine: bool = False) -> pd.DataFr
     return table.assign(profile=profile, recorded=time.strftime("%Y-%m-%d"), **where, commit=env["git_commit"])
 
 
-def calibrate(profile: str = "demo", difficulties=(0.3, 0.5), backbones=("vgg16", "mobilenet"), size: int = 300,
-              seed: int = 0, results_dir=None, out=None) -> pd.DataFrame:
-    """Calibrate the synthetic difficulty with the profile's training settings: train `backbones` at
-    `size` px for each difficulty through the ordinary runner (cached like any run) and tabulate
-    their validation and test balanced accuracy. The table is written to `out` (CSV) with the date
-    and code version, so the book can show what the default difficulty was chosen from."""
+def trial(profile: str, variants, backbones, size: int = 300, seeds=(0,), results_dir=None, out=None,
+          base=(), data_dir=None) -> pd.DataFrame:
+    """Compare settings with the profile's training protocol: for each variant (a list of `key=value`
+    overrides, after the common `base` overrides) train `backbones` at `size` px for every seed
+    through the ordinary runner (cached like any run) and tabulate validation and test balanced
+    accuracy. Written to `out` (CSV) with the date and code version, so the book shows the recorded
+    evidence behind a profile's choices."""
     from .metrics import evaluate
 
     rows = []
-    for d in difficulties:
-        overrides = [f"difficulty={d}", f"backbones=[{','.join(backbones)}]", f"runs={{{size}: [{seed}]}}"]
-        study = prepare(profile, overrides, results_dir=results_dir)
+    for variant in variants:
+        variant = list(variant)
+        overrides = list(base) + variant + [f"backbones=[{','.join(backbones)}]",
+                                            f"runs={{{size}: [{','.join(map(str, seeds))}]}}"]
+        study = prepare(profile, overrides, data_dir, results_dir=results_dir)
         study.results.mkdir(parents=True, exist_ok=True)
-        base = {"profile": profile, "overrides": overrides, "data_dir": None,
-                "results_dir": str(study.results.parent.resolve())}
+        params = {"profile": profile, "overrides": overrides, "data_dir": data_dir,
+                  "results_dir": str(study.results.parent.resolve())}
         with open(study.results / "notebooks.log", "a") as log:
-            _run_matrix(study, base, PACKAGE_ROOT, [], log, study.cfg.get("jobs", 1))
+            _run_matrix(study, params, PACKAGE_ROOT, [], log, study.cfg.get("jobs", 1))
         for run in study.runs():
             p = run["predictions"]
             val, test = p[p["split"] == "validation"], p[p["split"] == "preliminary_test"]
-            rows.append({"difficulty": d, "backbone": run["display"], "input_px": run["input_px"],
-                         "epochs": run["epochs_run"], "val_BA": evaluate(val["y"], val["p_all"])["BA"],
-                         "test_BA": evaluate(test["y"], test["p_all"])["BA"]})
+            rows.append({"setting": " ".join(variant) or "profile as is", "backbone": run["display"], "seed": run["seed"],
+                         "input_px": run["input_px"], "clr_max_lr": run["training"]["clr_max_lr"],
+                         "epochs": run["epochs_run"], "best_epoch": run["best_epoch"],
+                         "val_BA": evaluate(val["y"], val["p_all"])["BA"], "test_BA": evaluate(test["y"], test["p_all"])["BA"]})
     table = stamp(pd.DataFrame(rows), profile)
+    if out:
+        io.write_csv(out, table)
+    return table
+
+
+def calibrate(profile: str = "demo", difficulties=(0.3, 0.5), backbones=("vgg16", "mobilenet"), size: int = 300,
+              seed: int = 0, results_dir=None, out=None) -> pd.DataFrame:
+    """Calibrate the synthetic difficulty with the profile's training settings: a `trial` of
+    `backbones` at `size` px for each difficulty, so the book can show what the default was chosen from."""
+    table = trial(profile, [[f"difficulty={d}"] for d in difficulties], backbones, size, (seed,), results_dir)
+    table.insert(0, "difficulty", table.pop("setting").str.split("=").str[1].astype(float))
     if out:
         io.write_csv(out, table)
     return table

@@ -300,6 +300,10 @@ def load_runs(runs_dir) -> list[dict]:
 
 
 def runs_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per run: what it trained on and with which peak rate and epoch limit, and what it reached."""
     cols = ["display", "input_size", "input_px", "seed", "train_images", "epochs_run", "best_epoch", "val_accuracy", "test_accuracy",
             "images_per_second", "train_seconds"]
-    return pd.DataFrame([{c: r[c] for c in cols} for r in runs]).rename(columns={"display": "backbone"})
+    table = pd.DataFrame([{c: r[c] for c in cols} for r in runs]).rename(columns={"display": "backbone"})
+    table.insert(4, "peak_lr", [r["training"]["clr_max_lr"] for r in runs])
+    table.insert(5, "max_epochs", [r["training"]["epochs"] for r in runs])
+    return table

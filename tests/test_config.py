@@ -37,35 +37,39 @@ def test_overrides():
     assert cfg["training"]["epochs"] == 3 and cfg["training"]["batch_size"] == 4 and cfg["input_scale"] == 0.5
 
 
-def test_epochs_per_backbone(tmp_path):
+def test_per_backbone_training_settings(tmp_path):
     import yaml
 
     raw = yaml.safe_load(config.profile_path("smoke").read_text())
-    raw["training"]["epochs_per_backbone"] = {"MobileNet": 5, "vgg16": 3}
-    path = tmp_path / "slow.yml"
+    raw["training"]["per_backbone"] = {"MobileNet": {"epochs": 5}, "vgg16": {"epochs": 3, "clr_max_lr": 2e-4}}
+    path = tmp_path / "tuned.yml"
     path.write_text(yaml.safe_dump(raw))
     cfg = config.load_profile(str(path))
     assert config.training_for(cfg, "mobilenet")["epochs"] == 5
-    assert config.training_for(cfg, "VGG-16")["epochs"] == 3
-    assert config.training_for(cfg, "densenet121")["epochs"] == raw["training"]["epochs"]
-    assert "epochs_per_backbone" not in config.training_for(cfg, "mobilenet")   # a run records what it used
+    vgg = config.training_for(cfg, "VGG-16")
+    assert (vgg["epochs"], vgg["clr_max_lr"]) == (3, 2e-4)
+    dense = config.training_for(cfg, "densenet121")
+    assert (dense["epochs"], dense["clr_max_lr"]) == (raw["training"]["epochs"], raw["training"]["clr_max_lr"])
+    assert "per_backbone" not in vgg   # a run records the settings it used, and nothing else
     # the run key hashes the resolved settings: only the named backbones' runs change
     from alllib.training import run_key
     plain = config.load_profile("smoke")
     assert run_key(cfg, "densenet121", 300, 0, "x") == run_key(plain, "densenet121", 300, 0, "x")
     assert run_key(cfg, "mobilenet", 300, 0, "x") != run_key(plain, "mobilenet", 300, 0, "x")
-    # one backbone's entry can be overridden; `epochs=N` sets every backbone
-    assert config.training_for(config.load_profile(str(path), ["training.epochs_per_backbone.vgg16=7"]), "vgg16")["epochs"] == 7
-    everyone = config.load_profile(str(path), ["epochs=2"])
-    assert {config.training_for(everyone, b)["epochs"] for b in config.load_profile("smoke")["backbones"]} == {2}
-    raw["training"]["epochs_per_backbone"] = {"resnet50": 3}
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match="unknown backbone 'resnet50'"):
-        config.load_profile(str(path))
-    raw["training"]["epochs_per_backbone"] = {"mobilenet": 0}
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"epochs_per_backbone\['mobilenet'\] must be a positive integer, got 0"):
-        config.load_profile(str(path))
+    # one entry can be overridden by its full path; a bare `epochs=N` sets every backbone
+    assert config.training_for(config.load_profile(str(path), ["training.per_backbone.vgg16.epochs=7"]), "vgg16")["epochs"] == 7
+    everyone = config.load_profile(str(path), ["epochs=2", "clr_max_lr=1e-3"])
+    assert {(config.training_for(everyone, b)["epochs"], config.training_for(everyone, b)["clr_max_lr"])
+            for b in plain["backbones"]} == {(2, 1e-3)}
+    for bad, match in [({"resnet50": {"epochs": 3}}, "unknown backbone 'resnet50'"),
+                       ({"mobilenet": {"epochs": 0}}, r"per_backbone.mobilenet.epochs must be a positive integer, got 0"),
+                       ({"vgg16": {"clr_max_lr": 1e-9}}, "must be below clr_max_lr"),
+                       ({"vgg16": {"learning_rat": 1e-3}}, r"sets unknown training settings \['learning_rat'\]"),
+                       ({"vgg16": 3}, "must map backbone names to training settings")]:
+        raw["training"]["per_backbone"] = bad
+        path.write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match=match):
+            config.load_profile(str(path))
 
 
 @pytest.mark.parametrize("override,match", [
@@ -99,3 +103,23 @@ def test_demo_difficulty_comes_from_the_recorded_calibration():
     assert len(chosen), "the demo's difficulty is not among the calibrated values"
     # the calibrated default keeps the best backbone clearly above chance and clearly below perfect
     assert 0.6 < chosen["test_BA"].max() < 0.98
+
+
+def test_method_notes_state_the_demo_per_backbone_settings():
+    """book/method.md describes the demo's per-backbone departures in prose; this keeps the prose
+    and the profile (the one source of the values) from drifting apart."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "book" / "method.md").read_text()
+    cfg = config.load_profile("demo")
+    per = cfg["training"]["per_backbone"]
+    assert set(per) == {"vgg16", "mobilenet"}, "method.md describes VGG-16 and MobileNet only; update it"
+    peak = float(re.search(r"\*VGG-16 peaks at ([0-9]+(?:\.[0-9]+)?e-[0-9]+)\*", text).group(1))
+    assert peak == config.training_for(cfg, "vgg16")["clr_max_lr"]
+    assert float(re.search(r"a tenth of the paper's ([0-9]+(?:\.[0-9]+)?e-[0-9]+)", text).group(1)) == cfg["training"]["clr_max_lr"]
+    epochs = re.search(r"\*MobileNet trains (\d+) epochs\*.*?where the others train (\d+)", text, re.S)
+    assert int(epochs.group(1)) == config.training_for(cfg, "mobilenet")["epochs"]
+    assert int(epochs.group(2)) == cfg["training"]["epochs"]
+    step = cfg["training"]["clr_step_epochs"]
+    assert config.training_for(cfg, "mobilenet")["epochs"] == 2 * step   # "one whole triangular2 cycle"

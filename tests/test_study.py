@@ -53,9 +53,9 @@ def test_study_on_a_given_root_is_labelled_by_its_content(synth_root, tmp_path):
     # seed-major (seed 0 completes its ensembles first), longest runs first within a seed
     assert [r[2] for r in m] == [0] * 10 + [1] * 5
     assert m[0] == ("inception_resnet_v2", 450, 0) and m[-1] == ("mobilenet", 300, 1)
-    s.cfg["training"]["epochs_per_backbone"] = {"mobilenet": 100 * s.cfg["training"]["epochs"]}  # cost counts epochs
+    s.cfg["training"]["per_backbone"] = {"mobilenet": {"epochs": 100 * s.cfg["training"]["epochs"]}}  # cost counts epochs
     assert s.matrix()[0] == ("mobilenet", 450, 0)
-    del s.cfg["training"]["epochs_per_backbone"]
+    del s.cfg["training"]["per_backbone"]
     assert s.runs(require_all=False) == []
     with pytest.raises(StudyError, match="15 training runs of profile 'smoke' are not finished"):
         s.runs()
@@ -74,3 +74,39 @@ def test_recorded_tables_carry_their_provenance():
     t = study_mod.stamp(table, "smoke", machine=True)
     assert list(t.columns) == ["BA", "profile", "recorded", "cpus", "gpus", "commit"]
     assert t.loc[0, "profile"] == "smoke" and t.loc[0, "cpus"] == study_mod.os.cpu_count()
+
+
+def test_trial_tabulates_every_variant_and_seed(synth_root, tmp_path, monkeypatch):
+    from alllib import training
+
+    def run_matrix(study, params, root, gpus, log, jobs):   # the runner without papermill, same runs
+        for bb, size, seed in study.matrix():
+            training.train_or_load(study.cfg, bb, size, seed, study.runs_dir, study.data_root, verbose=0)
+    monkeypatch.setattr(study_mod, "_run_matrix", run_matrix)
+    tiny = ["input_scale=0.12", "epochs=1", "max_train_images=16", "bn_recalibration_images=8"]
+    out = tmp_path / "trial.csv"
+    t = study_mod.trial("smoke", [[], ["clr_max_lr=1e-3", "epochs=2"]], ["mobilenet"], 300, (3,),
+                        results_dir=tmp_path, out=out, base=tiny, data_dir=str(synth_root))
+    assert list(t["setting"]) == ["profile as is", "clr_max_lr=1e-3 epochs=2"]
+    assert list(t["seed"]) == [3, 3] and set(t["backbone"]) == {"MobileNet"}
+    assert list(t["clr_max_lr"]) == [2e-3, 1e-3] and list(t["epochs"]) == [1, 2]
+    assert t["val_BA"].between(0, 1).all() and t["test_BA"].between(0, 1).all()
+    assert {"profile", "recorded", "commit"} <= set(t.columns)
+    pd.testing.assert_frame_equal(pd.read_csv(out), t, check_dtype=False)
+    # a second call reuses both runs
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a finished trial run was retrained"))
+    again = study_mod.trial("smoke", [[], ["clr_max_lr=1e-3", "epochs=2"]], ["mobilenet"], 300, (3,),
+                            results_dir=tmp_path, base=tiny, data_dir=str(synth_root))
+    pd.testing.assert_frame_equal(again, t)
+
+
+def test_calibration_is_a_trial_over_difficulties(monkeypatch):
+    seen = {}
+
+    def fake_trial(profile, variants, backbones, size, seeds, results_dir=None, **kw):
+        seen.update(variants=variants, backbones=backbones, seeds=seeds)
+        return pd.DataFrame({"setting": [v[0] for v in variants], "backbone": "VGG-16", "test_BA": 0.7})
+    monkeypatch.setattr(study_mod, "trial", fake_trial)
+    t = study_mod.calibrate("demo", (0.2, 0.25))
+    assert seen == {"variants": [["difficulty=0.2"], ["difficulty=0.25"]], "backbones": ("vgg16", "mobilenet"), "seeds": (0,)}
+    assert list(t["difficulty"]) == [0.2, 0.25] and "setting" not in t
