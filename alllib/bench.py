@@ -108,12 +108,12 @@ def training(profile: str = "smoke", steps: int = 16, warmup: int = 3, rounds: i
             model = build_model(name, px, cfg["weights"])
             model.compile(optimizer=make_optimizer(training_for(cfg, name), 100), loss="categorical_crossentropy",
                           metrics=["accuracy"])
-            model.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0)   # traces the step once
+            model.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0, shuffle=False)   # traces the step once
             times = {"pipeline": [], "in-memory": []}
             for _ in range(rounds):      # interleaved, so drift in machine load hits both alike
                 for label, data in (("pipeline", ds), ("in-memory", memory)):
                     clock = _step_clock()
-                    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
+                    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[clock])
                     times[label] += clock.periods()
             # median step period: robust to the start of each fit and to the odd stalled step
             times = {k: float(np.median(v)) for k, v in times.items()}

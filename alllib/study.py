@@ -155,6 +155,7 @@ def execute(notebook: str, output: Path, params: dict, root: Path, env: dict | N
                          + (f"; the full log is {log.name}" if log is not None else ""))
     _hide_injected_parameters(partial)
     os.replace(partial, output)
+    output.with_name(output.stem + ".failed.ipynb").unlink(missing_ok=True)   # an earlier failure, now mended
 
 
 def _hide_injected_parameters(path: Path) -> None:

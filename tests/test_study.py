@@ -27,6 +27,10 @@ def test_failed_notebook_is_kept_and_named(tmp_path):
     assert "bad.ipynb failed at cell In [4] (ValueError: boom 42)" in msg
     failed = tmp_path / "gen" / "bad.failed.ipynb"
     assert str(failed) in msg and failed.is_file() and not out.exists()
+    # once mended, the notebook runs and the stale partial copy goes, so no reader mistakes it for news
+    _notebook(tmp_path / "notebooks" / "bad.ipynb", ["y = x + 1"])
+    study_mod.execute("bad", out, {"x": 41}, tmp_path)
+    assert out.is_file() and not failed.exists()
 
 
 def test_successful_notebook_has_parameters_folded(tmp_path):
