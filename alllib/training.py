@@ -223,7 +223,9 @@ def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out
     recal = None
     if tr.get("recalibrate_batchnorm") and count_batchnorm(model):
         sub = train.sample(n=min(len(train), tr.get("bn_recalibration_images", 256)), random_state=seed)
+        t_decode = time.time()
         recal = make_dataset(sub, size, scale, 32, cache=True)[0]
+        decode_seconds += time.time() - t_decode
     def schedule_fn(step):
         return float(triangular2(step, tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps))
 
