@@ -79,6 +79,8 @@ def _check_training(tr: dict, need, where: str) -> None:
         need(0 <= tr[key] < 1, f"{where}.{key} must lie in [0, 1), got {tr[key]!r}")
     need(tr.get("max_train_images") is None or (isinstance(tr["max_train_images"], int) and tr["max_train_images"] >= 4),
          f"{where}.max_train_images must be null or an integer >= 4, got {tr.get('max_train_images')!r}")
+    need(not (tr.get("run_eagerly") and tr.get("xla")),
+         f"{where}: run_eagerly and xla exclude each other (XLA compiles the traced graph that run_eagerly skips)")
 
 
 def validate(cfg: dict) -> dict:

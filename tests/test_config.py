@@ -13,7 +13,7 @@ def test_paper_profile_is_the_papers_protocol():
     assert tr["epochs"] == int(hp["max_epochs"]) and tr["patience"] == int(hp["early_stopping_patience"])
     assert tr["batch_size"] == int(hp["batch_size"])
     assert hp["clr_step_size"].startswith(f"{tr['clr_step_epochs']} x iterations per epoch")
-    assert tr["recalibrate_batchnorm"] is False
+    assert tr["recalibrate_batchnorm"] is False and tr["run_eagerly"] is False
     cfg = config.load_profile("paper", data_dir="/x")
     assert cfg["weights"] == "imagenet" and cfg["input_scale"] == 1.0
     assert cfg["runs"] == {450: [0], 300: [0, 1, 2, 3, 4]}
@@ -81,6 +81,7 @@ def test_per_backbone_training_settings(tmp_path):
     ("backbones=[resnet50]", "unknown backbone 'resnet50'"),
     ("clr_max_lr=1e-8", "must be below clr_max_lr"),
     ("weights=/no/such/file.h5", "weights must be 'imagenet', 'none' or an existing weights file"),
+    ("xla=true", "run_eagerly and xla exclude each other"),   # smoke runs eagerly
 ])
 def test_impossible_settings_are_named(override, match):
     with pytest.raises(ConfigError, match=match):

@@ -83,3 +83,5 @@ def test_second_run_trains_nothing(built):
     counts = study_mod._run_matrix(s, {"profile": "smoke", "overrides": [], "data_dir": None,
                                        "results_dir": str(results)}, root, [], None)
     assert counts == {"trained": 0, "reused": 15}
+    runs = s.runs()
+    assert all(r["training"]["run_eagerly"] and r["epochs_run"] == 2 for r in runs)  # smoke: eager, two epochs
