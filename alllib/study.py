@@ -336,6 +336,25 @@ def stamp(table: pd.DataFrame, profile: str, machine: bool = False) -> pd.DataFr
     return table.assign(profile=profile, recorded=time.strftime("%Y-%m-%d"), **where, commit=env["git_commit"])
 
 
+STAMP_COLUMNS = ("profile", "recorded", "cpus", "gpus", "commit")
+
+
+def recorded(name: str) -> pd.DataFrame | None:
+    """A table that `calibrate`, `trial` or `bench --out` recorded as alllib/data/<name>.csv, or None
+    when none was recorded."""
+    from importlib import resources
+
+    path = resources.files("alllib") / "data" / f"{name}.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def recorded_note(table: pd.DataFrame) -> str:
+    """Where a recorded table comes from, in words: the `stamp` columns."""
+    first = table.iloc[0]
+    where = f" on {first['cpus']} CPUs (GPU: {first['gpus']})" if "cpus" in table else ""
+    return f"Recorded {first['recorded']} with the `{first['profile']}` profile{where} at commit `{first['commit']}`."
+
+
 def trial(profile: str, variants, backbones, size: int = 300, seeds=(0,), results_dir=None, out=None,
           base=(), data_dir=None) -> pd.DataFrame:
     """Compare settings with the profile's training protocol: for each variant (a list of `key=value`

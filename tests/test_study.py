@@ -78,6 +78,13 @@ def test_recorded_tables_carry_their_provenance():
     t = study_mod.stamp(table, "smoke", machine=True)
     assert list(t.columns) == ["BA", "profile", "recorded", "cpus", "gpus", "commit"]
     assert t.loc[0, "profile"] == "smoke" and t.loc[0, "cpus"] == study_mod.os.cpu_count()
+    d = study_mod.stamp(table, "demo").iloc[0]
+    assert study_mod.recorded_note(study_mod.stamp(table, "demo")) == \
+        f"Recorded {d['recorded']} with the `demo` profile at commit `{d['commit']}`."
+    assert f"on {t.loc[0, 'cpus']} CPUs (GPU: {t.loc[0, 'gpus']})" in study_mod.recorded_note(t)
+    assert study_mod.recorded("no_such_table") is None
+    bench = study_mod.recorded("bench_training")      # what the training chapter shows
+    assert set(study_mod.STAMP_COLUMNS) <= set(bench.columns) and len(bench) == 10
 
 
 def test_trial_tabulates_every_variant_and_seed(synth_root, tmp_path, monkeypatch):
