@@ -102,19 +102,19 @@ def test_same_seed_same_predictions_on_cpu(tiny_cfg, synth_root, tmp_path):
     assert run["environment"]["tensorflow"] and run["images_per_second"] > 0
     assert list(run["history"].columns[:3]) == ["epoch", "accuracy", "loss"]
     # the saved model is the evaluated one (with its re-estimated BatchNorm statistics), without the optimizer
-    from alllib.dataset import read_cnmc
-    from alllib.models import load_model
-    from alllib.preprocessing import subject_split
-
-    split = subject_split(read_cnmc(synth_root), 0)
     import io
     import zipfile
 
     import h5py
 
+    from alllib.dataset import read_cnmc
+    from alllib.models import load_model
+    from alllib.preprocessing import subject_split
+
     with zipfile.ZipFile(a / "model.keras") as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as h5:
         assert "layers" in h5 and "optimizer" not in h5
     model = load_model(a / "model.keras")
+    split = subject_split(read_cnmc(synth_root), 0)
     val = training.predict_table(model, split[split["split"] == "validation"], 300, tiny_cfg["input_scale"])
     np.testing.assert_allclose(val["p_all"], pa.loc[pa["split"] == "validation", "p_all"], atol=1e-6)
 
