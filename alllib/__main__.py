@@ -63,11 +63,9 @@ def main(argv=None) -> int:
 
             print(synthesize(args.out, args.scale, args.difficulty, args.seed, args.format))
         elif args.cmd == "calibrate":
-            from pathlib import Path
+            from .study import calibrate, recorded_path
 
-            from .study import calibrate
-
-            out = args.out or Path(__file__).parent / "data" / f"calibration_{args.profile}.csv"
+            out = args.out or recorded_path(f"calibration_{args.profile}")
             print(calibrate(args.profile, [float(d) for d in args.difficulties.split(",")], out=out).to_string(index=False))
         elif args.cmd == "trial":
             from .study import trial

@@ -339,12 +339,15 @@ def stamp(table: pd.DataFrame, profile: str, machine: bool = False) -> pd.DataFr
 STAMP_COLUMNS = ("profile", "recorded", "cpus", "gpus", "commit")
 
 
-def recorded(name: str) -> pd.DataFrame | None:
-    """A table that `calibrate`, `trial` or `bench --out` recorded as alllib/data/<name>.csv, or None
-    when none was recorded."""
-    from importlib import resources
+def recorded_path(name: str) -> Path:
+    """Where the recorded table `name` (written by `calibrate`, `trial` or `bench --out`) lives:
+    alllib/data/<name>.csv, shipped with the package."""
+    return Path(__file__).resolve().parent / "data" / f"{name}.csv"
 
-    path = resources.files("alllib") / "data" / f"{name}.csv"
+
+def recorded(name: str) -> pd.DataFrame | None:
+    """The recorded table `name`, or None when none was recorded."""
+    path = recorded_path(name)
     return pd.read_csv(path) if path.is_file() else None
 
 

@@ -11,4 +11,5 @@ def test_pipeline_overhead_pools_rounds_and_reports_their_spread():
     assert got["lowest"] == pytest.approx(10.0)
     assert got["highest"] == pytest.approx(20.0)
     assert got["overall"] == pytest.approx(20.0)
+    assert got["pipeline_s"] == pytest.approx(1.2) and got["memory_s"] == pytest.approx(1.0)
     assert bench.overhead([[0.9, 0.9]], [[1.0, 1.0]])["overall"] == pytest.approx(-10.0)  # faster than in-memory: noise
