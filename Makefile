@@ -1,7 +1,8 @@
 # The study's entry points. Each target creates the virtual environment on first use.
 #   make setup                 create .venv and install the pinned dependencies (requirements.txt)
 #   make book                  run the study (PROFILE=demo by default) and build the book into _build/html
-#   make test                  unit tests + the end-to-end smoke run (every notebook, then the book)
+#   make test                  lint (ruff), unit tests + the end-to-end smoke run (every notebook, then the book)
+#   make lint                  ruff check and ruff format --check (settings in pyproject.toml)
 # Variables: PROFILE=smoke|demo|paper  DATA_DIR=/path/to/C-NMC_Leukemia  SET="epochs=3 batch_size=16"
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -11,7 +12,7 @@ DATA_DIR ?=
 SET ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup book test unit clean-book
+.PHONY: setup book test unit lint clean-book
 
 setup: $(STAMP)
 
@@ -27,10 +28,14 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(PY) -m alllib study --profile $(PROFILE) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(foreach s,$(SET),--set $(s))
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
 	$(PY) -m pytest tests
 
-unit: $(STAMP)
+unit: lint
 	$(PY) -m pytest tests -m "not e2e"
 
 clean-book:

@@ -1,4 +1,5 @@
-"""Command line: `python -m alllib study|verify|synthesize|calibrate|trial|bench ...` (see --help)."""
+"""Command line: `python -m alllib study|settings|verify|synthesize|calibrate|trial|bench ...` (see --help)."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,11 @@ from .errors import StudyError
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="alllib", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("study", help="run the study and build the book")
+    s = sub.add_parser(
+        "study",
+        help="run the study and build the book",
+        epilog="Every setting a --set can change, with its type and meaning: python -m alllib settings",
+    )
     s.add_argument("--profile", default="demo", help="smoke | demo | paper | path to a profile .yml")
     s.add_argument("--data-dir", help="the real data: path to C-NMC_Leukemia/ (default: synthetic)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. epochs=3")
@@ -19,6 +24,7 @@ def main(argv=None) -> int:
     s.add_argument("--gpus", default="", help="comma-separated GPU ids: one training run per GPU side by side")
     s.add_argument("--jobs", type=int, help="CPU training runs side by side (default: the profile's jobs)")
     s.add_argument("--no-book", action="store_true", help="run the notebooks but do not build the HTML")
+    sub.add_parser("settings", help="list every profile setting: key, type, meaning (the schema of alllib.config)")
     v = sub.add_parser("verify", help="check a data root against the official C-NMC-2019 manifest")
     v.add_argument("root", help="path to C-NMC_Leukemia/")
     v.add_argument("--full", action="store_true", help="compare sha256 (slow) instead of file sizes")
@@ -34,8 +40,13 @@ def main(argv=None) -> int:
     c.add_argument("--out", default=None, help="CSV to write (default: alllib/data/calibration_<profile>.csv)")
     t = sub.add_parser("trial", help="train backbones under several settings and tabulate BA (recorded evidence)")
     t.add_argument("--profile", default="demo")
-    t.add_argument("--vary", action="append", required=True, metavar="KEY=VALUE[,KEY=VALUE]",
-                   help="one variant's overrides (repeat for each variant); '' = the profile as it is")
+    t.add_argument(
+        "--vary",
+        action="append",
+        required=True,
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="one variant's overrides (repeat for each variant); '' = the profile as it is",
+    )
     t.add_argument("--backbones", default="vgg16")
     t.add_argument("--size", type=int, default=300, choices=[450, 300])
     t.add_argument("--seeds", default="0")
@@ -43,15 +54,30 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="throughput benchmarks (input pipeline, training, ensemble ablation)")
     b.add_argument("what", choices=["pipeline", "training", "ensemble"])
     b.add_argument("--profile", default="smoke")
-    b.add_argument("--out", help="also write the table as CSV, with the date, machine and commit (e.g. "
-                   "alllib/data/bench_training.csv, which the training chapter shows)")
+    b.add_argument(
+        "--out",
+        help="also write the table as CSV, with the date, machine and commit (e.g. "
+        "alllib/data/bench_training.csv, which the training chapter shows)",
+    )
     args = ap.parse_args(argv)
     try:
         if args.cmd == "study":
-            from .study import run_study
+            from .runner import run_study
 
-            run_study(args.profile, args.set, args.data_dir, args.results, args.root,
-                      [g for g in args.gpus.split(",") if g], book=not args.no_book, jobs=args.jobs)
+            run_study(
+                args.profile,
+                args.set,
+                args.data_dir,
+                args.results,
+                args.root,
+                [g for g in args.gpus.split(",") if g],
+                book=not args.no_book,
+                jobs=args.jobs,
+            )
+        elif args.cmd == "settings":
+            from .config import settings_table
+
+            print(settings_table().to_string(index=False))
         elif args.cmd == "verify":
             from .dataset import format_report, verify_manifest
 
@@ -63,16 +89,28 @@ def main(argv=None) -> int:
 
             print(synthesize(args.out, args.scale, args.difficulty, args.seed, args.format))
         elif args.cmd == "calibrate":
-            from .study import calibrate, recorded_path
+            from .recorded import calibrate, recorded_path
 
             out = args.out or recorded_path(f"calibration_{args.profile}")
-            print(calibrate(args.profile, [float(d) for d in args.difficulties.split(",")], out=out).to_string(index=False))
+            print(
+                calibrate(args.profile, [float(d) for d in args.difficulties.split(",")], out=out).to_string(
+                    index=False
+                )
+            )
         elif args.cmd == "trial":
-            from .study import trial
+            from .recorded import trial
 
             variants = [[o for o in v.split(",") if o] for v in args.vary]
-            print(trial(args.profile, variants, args.backbones.split(","), args.size,
-                        [int(x) for x in args.seeds.split(",")], out=args.out).to_string(index=False))
+            print(
+                trial(
+                    args.profile,
+                    variants,
+                    args.backbones.split(","),
+                    args.size,
+                    [int(x) for x in args.seeds.split(",")],
+                    out=args.out,
+                ).to_string(index=False)
+            )
         elif args.cmd == "bench":
             from . import bench
 

@@ -8,6 +8,7 @@
   and the one-off decoding time;
 - ensemble: seconds to rebuild every ensemble of a finished study from cached probabilities.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,22 +44,41 @@ def pipeline(profile: str = "smoke", batches: int = 30, batch_size: int = 8) -> 
             next(it)
         tfdata = batches * batch_size / (time.perf_counter() - t0)
         idg = tf.keras.preprocessing.image.ImageDataGenerator(
-            rotation_range=aug["rotation_deg"], zoom_range=aug["zoom"], width_shift_range=aug["shift"],
-            height_shift_range=aug["shift"], horizontal_flip=aug["flips"], vertical_flip=aug["flips"], fill_mode="constant")
-        flow = idg.flow_from_dataframe(train.assign(cls=train["label"]), x_col="path", y_col="cls", target_size=(450, 450),
-                                       batch_size=batch_size, class_mode="categorical", seed=0)
+            rotation_range=aug["rotation_deg"],
+            zoom_range=aug["zoom"],
+            width_shift_range=aug["shift"],
+            height_shift_range=aug["shift"],
+            horizontal_flip=aug["flips"],
+            vertical_flip=aug["flips"],
+            fill_mode="constant",
+        )
+        flow = idg.flow_from_dataframe(
+            train.assign(cls=train["label"]),
+            x_col="path",
+            y_col="cls",
+            target_size=(450, 450),
+            batch_size=batch_size,
+            class_mode="categorical",
+            seed=0,
+        )
         px = input_pixels(size, scale)
         off = (450 - size) // 2
         next(flow)
         t0 = time.perf_counter()
         for _ in range(batches):
             x, _ = next(flow)
-            x = x[:, off:off + size, off:off + size]
+            x = x[:, off : off + size, off : off + size]
             if px != size:
                 x = tf.image.resize(x, (px, px), method="area").numpy()
         legacy = batches * batch_size / (time.perf_counter() - t0)
-        rows.append({"input": f"{size} px -> {px} px", "tf.data images/s": round(tfdata, 1),
-                     "ImageDataGenerator images/s": round(legacy, 1), "speed-up": round(tfdata / legacy, 2)})
+        rows.append(
+            {
+                "input": f"{size} px -> {px} px",
+                "tf.data images/s": round(tfdata, 1),
+                "ImageDataGenerator images/s": round(legacy, 1),
+                "speed-up": round(tfdata / legacy, 2),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -86,12 +106,17 @@ def overhead(pipeline_rounds, memory_rounds) -> dict:
     step of all rounds pooled for each feed (`pipeline_s`, `memory_s`: robust to the start of each
     fit and to the odd stalled step), their `overall` ratio, and the `lowest` and `highest` ratio of
     the rounds taken one by one, the timer's noise on this machine."""
-    ratio = lambda p, m: 100 * (p / m - 1)   # noqa: E731
+    ratio = lambda p, m: 100 * (p / m - 1)  # noqa: E731
     per_round = [ratio(np.median(p), np.median(m)) for p, m in zip(pipeline_rounds, memory_rounds)]
     pipeline_s = float(np.median(np.concatenate(pipeline_rounds)))
     memory_s = float(np.median(np.concatenate(memory_rounds)))
-    return {"pipeline_s": pipeline_s, "memory_s": memory_s, "overall": ratio(pipeline_s, memory_s),
-            "lowest": float(min(per_round)), "highest": float(max(per_round))}
+    return {
+        "pipeline_s": pipeline_s,
+        "memory_s": memory_s,
+        "overall": ratio(pipeline_s, memory_s),
+        "lowest": float(min(per_round)),
+        "highest": float(max(per_round)),
+    }
 
 
 def training(profile: str = "smoke", steps: int = 16, warmup: int = 3, rounds: int = 4, backbones=None) -> pd.DataFrame:
@@ -111,37 +136,49 @@ def training(profile: str = "smoke", steps: int = 16, warmup: int = 3, rounds: i
     for name in backbones or cfg["backbones"]:
         for size in sorted(cfg["runs"], reverse=True):
             px = input_pixels(size, cfg["input_scale"])
-            t0 = time.perf_counter()   # as in training.fit: decoded once, then gathered and augmented every step
-            ds, n = make_dataset(train, size, cfg["input_scale"], bs, seed=0, training=True, augment_cfg=cfg["augment"],
-                                 cache=True)
+            t0 = time.perf_counter()  # as in training.fit: decoded once, then gathered and augmented every step
+            ds, n = make_dataset(
+                train, size, cfg["input_scale"], bs, seed=0, training=True, augment_cfg=cfg["augment"], cache=True
+            )
             decode = time.perf_counter() - t0
             x, y = next(iter(ds))
             # the same batches held in memory, with the pipeline's element spec (so one traced step serves both)
             memory = tf.data.Dataset.from_tensor_slices((x, y)).batch(bs).repeat()
             keras.utils.set_random_seed(0)
             model = build_model(name, px, cfg["weights"])
-            model.compile(optimizer=make_optimizer(training_for(cfg, name), 100), loss="categorical_crossentropy",
-                          metrics=["accuracy"])
-            model.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0, shuffle=False)   # traces the step once
+            model.compile(
+                optimizer=make_optimizer(training_for(cfg, name), 100),
+                loss="categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            model.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0, shuffle=False)  # traces the step once
             periods = {"pipeline": [], "in-memory": []}
-            for _ in range(rounds):      # interleaved, so drift in machine load hits both alike
+            for _ in range(rounds):  # interleaved, so drift in machine load hits both alike
                 for label, data in (("pipeline", ds), ("in-memory", memory)):
                     clock = _step_clock()
                     model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[clock])
                     periods[label].append(clock.periods())
             over = overhead(periods["pipeline"], periods["in-memory"])
-            rows.append({"backbone": get_backbone(name).display, "input": f"{size} px -> {px} px",
-                         "step s (pipeline)": round(over["pipeline_s"], 4), "step s (in-memory)": round(over["memory_s"], 4),
-                         "images/s": round(bs / over["pipeline_s"], 1), "decode once s": round(decode, 2),
-                         "pipeline overhead %": round(over["overall"], 1),
-                         "lowest round %": round(over["lowest"], 1), "highest round %": round(over["highest"], 1)})
+            rows.append(
+                {
+                    "backbone": get_backbone(name).display,
+                    "input": f"{size} px -> {px} px",
+                    "step s (pipeline)": round(over["pipeline_s"], 4),
+                    "step s (in-memory)": round(over["memory_s"], 4),
+                    "images/s": round(bs / over["pipeline_s"], 1),
+                    "decode once s": round(decode, 2),
+                    "pipeline overhead %": round(over["overall"], 1),
+                    "lowest round %": round(over["lowest"], 1),
+                    "highest round %": round(over["highest"], 1),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def record(table: pd.DataFrame, out, profile: str) -> None:
     """Write a benchmark table as CSV with where and when it was measured."""
     from . import io
-    from .study import stamp
+    from .provenance import stamp
 
     io.write_csv(out, stamp(table, profile, machine=True))
 

@@ -10,6 +10,7 @@
 against the official file list shipped with the package. The synthetic stand-in of
 `alllib.synthetic` is written in exactly this layout and read by exactly this code.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,6 +32,7 @@ PRELIM_LABELS = "validation_data/C-NMC_test_prelim_phase_data_labels.csv"
 FINAL_DIR = "testing_data/C-NMC_test_final_phase_data"
 LABEL_COLUMNS = ["Patient_ID", "new_names", "labels"]
 SYNTHETIC_MARKER = "SYNTHETIC.json"
+OS_METADATA = {".DS_Store", "Thumbs.db", "desktop.ini"}  # files an OS leaves in folders: ignored silently
 IMAGE_SIDE = 450  # training and preliminary-test images are 450 x 450 RGB
 
 _NAME = re.compile(r"^UID_(?P<subject>[Hh]?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)$", re.IGNORECASE)
@@ -46,13 +48,17 @@ def parse_name(name: str) -> dict:
     stem = Path(name).stem
     match = _NAME.match(stem)
     if not match:
-        raise DataError(f"cannot parse subject from file name {name!r}: expected UID_<subject>_<image>_<cell>_<all|hem>"
-                        " with subject a number (ALL) or H<number> (Hem)")
+        raise DataError(
+            f"cannot parse subject from file name {name!r}: expected UID_<subject>_<image>_<cell>_<all|hem>"
+            " with subject a number (ALL) or H<number> (Hem)"
+        )
     subject = match["subject"].upper()
     label = match["label"].lower()
     if subject.startswith("H") != (label == "hem"):
-        raise DataError(f"file name {name!r}: subject {subject} is {'healthy' if subject.startswith('H') else 'an ALL patient'}"
-                        f" but the name says {label!r}")
+        raise DataError(
+            f"file name {name!r}: subject {subject} is {'healthy' if subject.startswith('H') else 'an ALL patient'}"
+            f" but the name says {label!r}"
+        )
     return {"subject": subject, "label": label}
 
 
@@ -83,25 +89,45 @@ def read_cnmc(root, require_final: bool = False) -> pd.DataFrame:
     train = _require_dir(root / TRAIN_DIR, "training_data/ with fold_0, fold_1 and fold_2")
     for fold in FOLDS:
         for label in ("all", "hem"):
-            folder = _require_dir(train / fold / label, f"the {label.upper() if label == 'all' else 'Hem'} images of {fold}")
+            folder = _require_dir(
+                train / fold / label, f"the {label.upper() if label == 'all' else 'Hem'} images of {fold}"
+            )
             files = _images_in(folder, ignored)
             if not files:
-                raise DataError(f"class folder {folder} has no images: expected .bmp/.png/.jpg files of class {label!r}")
+                raise DataError(
+                    f"class folder {folder} has no images: expected .bmp/.png/.jpg files of class {label!r}"
+                )
             for p in files:
                 parsed = parse_name(p.name)
                 if parsed["label"] != label:
                     raise DataError(f"{p}: file name says {parsed['label']!r} but it lies in the {label!r} folder")
-                rows.append({"image_id": p.stem, "path": str(p), "split": "train_folds", "fold": fold,
-                             "label": label, "subject": parsed["subject"]})
+                rows.append(
+                    {
+                        "image_id": p.stem,
+                        "path": str(p),
+                        "split": "train_folds",
+                        "fold": fold,
+                        "label": label,
+                        "subject": parsed["subject"],
+                    }
+                )
     rows += _read_prelim(root, ignored)
     final = root / FINAL_DIR
     if final.is_dir():
         for p in _images_in(final, ignored):
-            rows.append({"image_id": f"final_{p.stem}", "path": str(p), "split": "final_test", "fold": None,
-                         "label": None, "subject": None})
+            rows.append(
+                {
+                    "image_id": f"final_{p.stem}",
+                    "path": str(p),
+                    "split": "final_test",
+                    "fold": None,
+                    "label": None,
+                    "subject": None,
+                }
+            )
     elif require_final:
         _require_dir(final, "the unlabelled final-test images")
-    stray = [p for p in ignored if p.name != ".DS_Store"]
+    stray = [p for p in ignored if p.name not in OS_METADATA]
     if stray:
         warnings.warn(f"ignored {len(stray)} entries that are not images, e.g. {stray[0]}", stacklevel=2)
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "y"])
@@ -119,28 +145,46 @@ def _read_prelim(root: Path, ignored: list) -> list[dict]:
         raise DataError(f"labels file {labels_path} has columns {list(labels.columns)}: expected {LABEL_COLUMNS}")
     bad = labels[~labels["labels"].isin(["0", "1"])]
     if len(bad):
-        raise DataError(f"labels file {labels_path}, row {bad.index[0] + 2}: label {bad['labels'].iloc[0]!r}, expected 1 (ALL) or 0 (Hem)")
+        raise DataError(
+            f"labels file {labels_path}, row {bad.index[0] + 2}: label {bad['labels'].iloc[0]!r}, "
+            "expected 1 (ALL) or 0 (Hem)"
+        )
     if labels["new_names"].duplicated().any():
         dup = labels.loc[labels["new_names"].duplicated(), "new_names"].iloc[0]
         raise DataError(f"labels file {labels_path} names {dup!r} twice")
     files = {p.name: p for p in _images_in(folder, ignored)}
     missing = sorted(set(labels["new_names"]) - set(files))
     if missing:
-        raise DataError(f"labels file {labels_path} names {len(missing)} images missing from {folder}, e.g. {missing[0]!r}")
+        raise DataError(
+            f"labels file {labels_path} names {len(missing)} images missing from {folder}, e.g. {missing[0]!r}"
+        )
     unlabelled = sorted(set(files) - set(labels["new_names"]))
     if unlabelled:
-        warnings.warn(f"{len(unlabelled)} preliminary-test images have no label in {labels_path} and are skipped, "
-                      f"e.g. {unlabelled[0]}", stacklevel=3)
+        warnings.warn(
+            f"{len(unlabelled)} preliminary-test images have no label in {labels_path} and are skipped, "
+            f"e.g. {unlabelled[0]}",
+            stacklevel=3,
+        )
     rows = []
     for i, rec in enumerate(labels.itertuples(index=False)):
         parsed = parse_name(rec.Patient_ID)
         label = "all" if rec.labels == "1" else "hem"
         if parsed["label"] != label:
-            raise DataError(f"labels file {labels_path}, row {i + 2}: Patient_ID {rec.Patient_ID!r} says "
-                            f"{parsed['label']!r} but labels says {rec.labels} ({label!r})")
+            raise DataError(
+                f"labels file {labels_path}, row {i + 2}: Patient_ID {rec.Patient_ID!r} says "
+                f"{parsed['label']!r} but labels says {rec.labels} ({label!r})"
+            )
         p = files[rec.new_names]
-        rows.append({"image_id": f"prelim_{p.stem}", "path": str(p), "split": "preliminary_test", "fold": None,
-                     "label": label, "subject": parsed["subject"]})
+        rows.append(
+            {
+                "image_id": f"prelim_{p.stem}",
+                "path": str(p),
+                "split": "preliminary_test",
+                "fold": None,
+                "label": label,
+                "subject": parsed["subject"],
+            }
+        )
     return rows
 
 
@@ -158,14 +202,16 @@ def data_fingerprint(table: pd.DataFrame, root) -> str:
     return h.hexdigest()[:12]
 
 
-def check_images(table: pd.DataFrame, splits=("train_folds", "preliminary_test"), side: int = IMAGE_SIDE,
-                 progress: bool = True) -> pd.DataFrame:
-    """Open every image of `splits` fully. Raises DataError naming the first unreadable or truncated
-    file, or the first that is not `side` x `side` RGB. Returns size and mean intensity per image."""
+def check_images(
+    table: pd.DataFrame, splits=("train_folds", "preliminary_test"), side: int = IMAGE_SIDE, progress: bool = True
+) -> pd.DataFrame:
+    """Open every image of `splits` fully. Raises one DataError that lists every unreadable or
+    truncated file and every one that is not `side` x `side` RGB (the first five by name, with the
+    count). Returns size and mean intensity per image."""
     from PIL import Image
     from tqdm.auto import tqdm
 
-    rows = []
+    rows, problems = [], []
     subset = table[table["split"].isin(splits)]
     for path in tqdm(subset["path"], desc="checking images", disable=not progress, leave=False):
         try:
@@ -174,11 +220,26 @@ def check_images(table: pd.DataFrame, splits=("train_folds", "preliminary_test")
                 mode, size = im.mode, im.size
                 arr = np.asarray(im)
         except Exception as exc:  # PIL raises many types for broken files
-            raise DataError(f"cannot read image {path}: {exc} (expected a complete {side}x{side} RGB image)") from None
+            problems.append(f"{path} (cannot be read: {exc})")
+            continue
         if mode != "RGB" or size != (side, side):
-            raise DataError(f"image {path} is {size[0]}x{size[1]} {mode}: expected {side}x{side} RGB")
-        rows.append({"path": path, "width": size[0], "height": size[1],
-                     "mean_intensity": float(arr.mean()), "foreground": float((arr.max(axis=2) > 10).mean())})
+            problems.append(f"{path} ({size[0]}x{size[1]} {mode})")
+            continue
+        rows.append(
+            {
+                "path": path,
+                "width": size[0],
+                "height": size[1],
+                "mean_intensity": float(arr.mean()),
+                "foreground": float((arr.max(axis=2) > 10).mean()),
+            }
+        )
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise DataError(
+            f"{len(problems)} of {len(subset)} images failed the check (each must be a complete "
+            f"{side}x{side} RGB image): {shown}. Nothing was trained; replace or remove these files."
+        )
     return pd.DataFrame(rows)
 
 
@@ -217,10 +278,13 @@ def verify_manifest(root, full: bool = False, manifest: pd.DataFrame | None = No
         raise DataError(f"data root {root} does not exist: expected the folder C-NMC_Leukemia/")
     manifest = load_manifest() if manifest is None else manifest
     prefix = "C-NMC_Leukemia/"
-    expected = {p[len(prefix):] if p.startswith(prefix) else p: (b, s)
-                for p, b, s in zip(manifest["path"], manifest["bytes"], manifest["sha256"])}
-    present = {str(p.relative_to(root)): p for p in root.rglob("*")
-               if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    expected = {
+        p[len(prefix) :] if p.startswith(prefix) else p: (b, s)
+        for p, b, s in zip(manifest["path"], manifest["bytes"], manifest["sha256"])
+    }
+    present = {
+        str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    }
     missing = sorted(set(expected) - set(present))
     extra = sorted(set(present) - set(expected))
     altered = []
@@ -234,19 +298,37 @@ def verify_manifest(root, full: bool = False, manifest: pd.DataFrame | None = No
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             if digest != sha:
                 altered.append((rel, "sha256 differs"))
-    counts = pd.DataFrame([dict(zip(("split", "fold", "class"), _split_of(rel))) for rel in present]
-                          or [], columns=["split", "fold", "class"])
-    counts = (counts.fillna("-").value_counts().rename("images").reset_index()
-              .sort_values(["split", "fold", "class"]).reset_index(drop=True))
-    return {"root": str(root), "mode": "sha256" if full else "size", "expected": len(expected),
-            "present": len(present), "counts": counts, "missing": missing, "extra": extra, "altered": altered,
-            "ok": not (missing or extra or altered)}
+    counts = pd.DataFrame(
+        [dict(zip(("split", "fold", "class"), _split_of(rel))) for rel in present] or [],
+        columns=["split", "fold", "class"],
+    )
+    counts = (
+        counts.fillna("-")
+        .value_counts()
+        .rename("images")
+        .reset_index()
+        .sort_values(["split", "fold", "class"])
+        .reset_index(drop=True)
+    )
+    return {
+        "root": str(root),
+        "mode": "sha256" if full else "size",
+        "expected": len(expected),
+        "present": len(present),
+        "counts": counts,
+        "missing": missing,
+        "extra": extra,
+        "altered": altered,
+        "ok": not (missing or extra or altered),
+    }
 
 
 def format_report(report: dict, limit: int = 10) -> str:
-    lines = [f"C-NMC-2019 manifest check of {report['root']} ({report['mode']} mode)",
-             f"  files expected {report['expected']}, present {report['present']}",
-             report["counts"].to_string(index=False)]
+    lines = [
+        f"C-NMC-2019 manifest check of {report['root']} ({report['mode']} mode)",
+        f"  files expected {report['expected']}, present {report['present']}",
+        report["counts"].to_string(index=False),
+    ]
     for key in ("missing", "extra", "altered"):
         items = report[key]
         lines.append(f"  {key}: {len(items)}")
@@ -255,3 +337,14 @@ def format_report(report: dict, limit: int = 10) -> str:
             lines.append(f"    ... and {len(items) - limit} more")
     lines.append("  OK" if report["ok"] else "  NOT OK: the tree differs from the official C-NMC-2019 release")
     return "\n".join(lines)
+
+
+def read_rgb(paths) -> list[np.ndarray]:
+    """The images of `paths` as RGB arrays at full resolution (for figures)."""
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            out.append(np.asarray(im.convert("RGB")))
+    return out

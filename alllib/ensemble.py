@@ -8,6 +8,7 @@ whose labels it then reports on: `weight_source="test"` reproduces that (paper-f
 test labels). `weight_source="validation"` measures W_k on the validation split instead
 (leak-free: what a clinical study should report).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -27,7 +28,8 @@ METHODS = ("wen-auc", "wen-f1", "wen-kappa", "soft-vote", "majority-vote")
 def ensemble_name(method: str) -> str:
     """Display name as in the paper's tables: wen-kappa -> WEN-kappa."""
     return {"soft-vote": "Soft vote (equal weights)", "majority-vote": "Majority vote"}.get(
-        method, method.replace("wen-", "WEN-"))
+        method, method.replace("wen-", "WEN-")
+    )
 
 
 def score(y_true, p_all, weighting: str) -> float:
@@ -44,8 +46,10 @@ def wen(probabilities: np.ndarray, weights) -> np.ndarray:
     P = np.asarray(probabilities, float)
     W = np.asarray(weights, float)
     if P.ndim != 3 or W.shape != (P.shape[0],):
-        raise ConfigError(f"wen: expected probabilities (models, images, classes) and one weight per model, "
-                          f"got {P.shape} and {W.shape}")
+        raise ConfigError(
+            f"wen: expected probabilities (models, images, classes) and one weight per model, "
+            f"got {P.shape} and {W.shape}"
+        )
     if (W < 0).any() or W.sum() <= 0:
         raise ConfigError(f"wen: weights must be non-negative with a positive sum, got {W.tolist()}")
     return np.tensordot(W, P, axes=1) / W.sum()
@@ -78,21 +82,27 @@ def _stack(preds: dict[str, pd.DataFrame], split: str) -> tuple[np.ndarray, pd.D
 
 def model_weights(preds: dict[str, pd.DataFrame], weighting: str, source: str) -> dict[str, float]:
     if source not in WEIGHT_SOURCES:
-        raise ConfigError(f"unknown weight source {source!r}: expected 'test' (paper-faithful) or 'validation' (leak-free)")
+        raise ConfigError(
+            f"unknown weight source {source!r}: expected 'test' (paper-faithful) or 'validation' (leak-free)"
+        )
     split = "preliminary_test" if source == "test" else "validation"
     out = {}
     for name, df in preds.items():
         d = df[df["split"] == split]
         out[name] = max(score(d["y"], d["p_all"], weighting), 0.0)  # a model worse than chance gets no say
     if sum(out.values()) == 0:
-        warnings.warn(f"every model's {weighting} on the {split} split is <= 0 (no model beats chance): WEN-{weighting} "
-                      "falls back to equal weights", stacklevel=2)
+        warnings.warn(
+            f"every model's {weighting} on the {split} split is <= 0 (no model beats chance): WEN-{weighting} "
+            "falls back to equal weights",
+            stacklevel=2,
+        )
         out = {name: 1.0 for name in out}
     return out
 
 
-def ensemble_predictions(preds: dict[str, pd.DataFrame], method: str, source: str = "validation",
-                         split: str = "preliminary_test") -> tuple[pd.DataFrame, dict]:
+def ensemble_predictions(
+    preds: dict[str, pd.DataFrame], method: str, source: str = "validation", split: str = "preliminary_test"
+) -> tuple[pd.DataFrame, dict]:
     """Predictions of one ensemble on `split`. method: wen-f1 | wen-auc | wen-kappa | soft-vote | majority-vote.
 
     For WEN, the weights come from `source` ('test' = paper-faithful, 'validation' = leak-free).
@@ -110,7 +120,9 @@ def ensemble_predictions(preds: dict[str, pd.DataFrame], method: str, source: st
         p_all = majority_vote(P)
         p = np.stack([1 - p_all, p_all], axis=1)
     else:
-        raise ConfigError(f"unknown ensemble {method!r}: expected wen-f1, wen-auc, wen-kappa, soft-vote or majority-vote")
+        raise ConfigError(
+            f"unknown ensemble {method!r}: expected wen-f1, wen-auc, wen-kappa, soft-vote or majority-vote"
+        )
     out = frame.copy()
     out["p_hem"], out["p_all"] = p[:, 0], p[:, 1]
     return out, w

@@ -1,4 +1,5 @@
 """Figures of the book. Each one carries the data label (SYNTHETIC or real, profile, weights)."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -6,7 +7,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from . import metrics
+from . import CLASS_NAMES, metrics
+from .preprocessing import center_crop, crop_box
 
 CLASS_COLORS = {"ALL": "#b2182b", "Hem": "#2166ac", "all": "#b2182b", "hem": "#2166ac"}
 
@@ -39,11 +41,11 @@ def crop_figure(images, size: int, label: str):
     fig, axes = plt.subplots(2, n, figsize=(2.3 * n, 4.9), squeeze=False)
     for i, img in enumerate(images):
         side = img.shape[0]
-        off = (side - size) // 2
+        off, size = crop_box(side, size)
         axes[0, i].imshow(img)
         axes[0, i].add_patch(plt.Rectangle((off, off), size, size, fill=False, ec="yellow", lw=1.2, ls="--"))
         axes[0, i].set_title(f"({chr(97 + i)}) {side}x{side}", fontsize=9)
-        axes[1, i].imshow(img[off:off + size, off:off + size])
+        axes[1, i].imshow(center_crop(img, size))
         axes[1, i].set_title(f"({chr(97 + n + i)}) {size}x{size}", fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
@@ -110,8 +112,13 @@ def roc_figure(curves: dict, title: str, label: str, ax=None):
         fig, ax = plt.subplots(figsize=(5, 4.6))
     for name, (y, p) in curves.items():
         fpr, tpr, auc = metrics.roc(y, p)
-        ax.plot(fpr, tpr, lw=2 if name.startswith("WEN") else 1.2, ls="-" if name.startswith("WEN") else "--",
-                label=f"{name} (AUC {auc:.3f})")
+        ax.plot(
+            fpr,
+            tpr,
+            lw=2 if name.startswith("WEN") else 1.2,
+            ls="-" if name.startswith("WEN") else "--",
+            label=f"{name} (AUC {auc:.3f})",
+        )
     ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
     ax.set_xlabel("false positive rate (Hem called ALL)")
     ax.set_ylabel("true positive rate (ALL found)")
@@ -157,8 +164,15 @@ def metric_bars(frame: pd.DataFrame, metric: str, label: str, hue: str = "input"
         d = frame[frame[hue] == g].set_index("classifier").reindex(names)
         x = np.arange(len(names)) + (i - (len(groups) - 1) / 2) * width
         ax.bar(x, d[metric], width, label=str(g), alpha=0.8)
-        ax.errorbar(x, d[metric], yerr=[d[metric] - d[f"{metric}_lo"], d[f"{metric}_hi"] - d[metric]],
-                    fmt="none", ecolor="black", capsize=2, lw=0.8)
+        ax.errorbar(
+            x,
+            d[metric],
+            yerr=[d[metric] - d[f"{metric}_lo"], d[f"{metric}_hi"] - d[metric]],
+            fmt="none",
+            ecolor="black",
+            capsize=2,
+            lw=0.8,
+        )
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(metric)
     ax.set_ylim(max(0, np.nanmin(frame[f"{metric}_lo"]) - 0.05), min(1, np.nanmax(frame[f"{metric}_hi"]) + 0.03))
@@ -173,28 +187,39 @@ def gradcam_rows(rows: list[dict], label: str, title: str):
     rows: dicts with image, single (map), ensemble (map), backbone, true, p_single, p_ensemble, or a note
     saying that no such case exists for that backbone (a short row)."""
     heights = [0.35 if r.get("note") else 1.0 for r in rows] or [0.35]
-    fig, axes = plt.subplots(len(heights), 3, figsize=(7.2, 2.5 * sum(heights) + 0.6), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})
+    fig, axes = plt.subplots(
+        len(heights), 3, figsize=(7.2, 2.5 * sum(heights) + 0.6), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
     for ax in axes.flat:
         ax.axis("off")
     if not rows:
         axes[0, 1].text(0.5, 0.5, "no case found", ha="center", va="center")
     for ax_row, r in zip(axes, rows):
         if r.get("note"):
-            ax_row[0].text(0.0, 0.5, r["backbone"], ha="left", va="center", fontsize=9, weight="bold",
-                           transform=ax_row[0].transAxes)
-            ax_row[1].text(0.5, 0.5, r["note"], ha="center", va="center", fontsize=8, wrap=True,
-                           transform=ax_row[1].transAxes)
+            ax_row[0].text(
+                0.0,
+                0.5,
+                r["backbone"],
+                ha="left",
+                va="center",
+                fontsize=9,
+                weight="bold",
+                transform=ax_row[0].transAxes,
+            )
+            ax_row[1].text(
+                0.5, 0.5, r["note"], ha="center", va="center", fontsize=8, wrap=True, transform=ax_row[1].transAxes
+            )
             continue
         ax_row[0].imshow(r["image"])
         ax_row[0].set_title(f"{r['backbone']}\ntrue {r['true']}", fontsize=8)
-        for ax, key, name, p in ((ax_row[1], "single", r["backbone"], r["p_single"]),
-                                 (ax_row[2], "ensemble", "WEN-kappa", r["p_ensemble"])):
+        for ax, key, name, p in (
+            (ax_row[1], "single", r["backbone"], r["p_single"]),
+            (ax_row[2], "ensemble", "WEN-kappa", r["p_ensemble"]),
+        ):
             ax.imshow(r["image"])
             ax.imshow(r[key], cmap="jet", alpha=0.45, vmin=0, vmax=1)
             pred = "ALL" if p >= 0.5 else "Hem"
-            ax.set_title(f"{name}: {pred} (p(ALL)={p:.2f})", fontsize=8,
-                         color="green" if pred == r["true"] else "red")
+            ax.set_title(f"{name}: {pred} (p(ALL)={p:.2f})", fontsize=8, color="green" if pred == r["true"] else "red")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return stamp(fig, label)
@@ -208,5 +233,143 @@ def concentration_figure(frame: pd.DataFrame, label: str):
         ax.tick_params(axis="x", rotation=40, labelsize=7)
         ax.set_xlabel("")
     fig.suptitle("Grad-CAM concentration over the test images", y=1.02)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def gradcam_grid(images, maps: dict, probs: dict, true: list[str], label: str, title: str = ""):
+    """Fig. 9: one row per image, the image then each model's map (title: model, p(ALL))."""
+    cols = list(maps)
+    n = max(len(images), 1)
+    fig, axes = plt.subplots(n, len(cols) + 1, figsize=(1.9 * (len(cols) + 1), 2.1 * n), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, i in zip(axes, range(len(images))):
+        row[0].imshow(images[i])
+        row[0].set_title(true[i], fontsize=8)
+        for ax, name in zip(row[1:], cols):
+            p = probs[name][i]
+            ax.imshow(images[i])
+            ax.imshow(maps[name][i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.set_title(
+                f"{name}\np(ALL)={p:.2f}",
+                fontsize=7,
+                color="green" if (p >= 0.5) == (true[i] == CLASS_NAMES["all"]) else "red",
+            )
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def per_subject_accuracy(ps: pd.DataFrame, label: str, name: str = "WEN-kappa"):
+    """Accuracy per test subject, worst first, coloured by class."""
+    fig, ax = plt.subplots(figsize=(9, 3))
+    ax.bar(
+        ps["subject"] + " (" + ps["label"].map(CLASS_NAMES) + ")",
+        ps["accuracy"],
+        color=[CLASS_COLORS[lab] for lab in ps["label"]],
+    )
+    ax.tick_params(axis="x", rotation=90, labelsize=7)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{name} accuracy per test subject", fontsize=10)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def batchnorm_bars(bn: pd.DataFrame, label: str):
+    """Validation accuracy with the running and the re-estimated BatchNorm statistics, per backbone."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    bn.groupby("backbone")[["val acc, running BN", "val acc, re-estimated BN"]].mean().plot.bar(ax=ax, rot=20)
+    ax.set_ylabel("validation accuracy (best epoch)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def validation_strip(table: pd.DataFrame, label: str):
+    """Validation accuracy of every run by backbone, coloured by input size."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    sns.stripplot(data=table, x="backbone", y="val_accuracy", hue="input_size", dodge=True, ax=ax, size=6)
+    ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+    ax.set_ylim(0, 1)
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def image_statistics(feats: pd.DataFrame, label: str):
+    """Histograms of cell size (share of non-black pixels) and mean intensity, per class."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for lab, g in feats.groupby("label"):
+        axes[0].hist(g["foreground"], bins=30, alpha=0.6, label=CLASS_NAMES[lab], color=CLASS_COLORS[lab])
+        axes[1].hist(g["mean_intensity"], bins=30, alpha=0.6, color=CLASS_COLORS[lab])
+    axes[0].set_xlabel("share of non-black pixels (cell size)")
+    axes[1].set_xlabel("mean image intensity")
+    axes[0].legend()
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def stain_by_subject(feats: pd.DataFrame, label: str, largest: int = 12):
+    """Mean cell colour per subject (left) and per image for the largest subjects (right)."""
+    train = feats[feats["split"] == "train_folds"]
+    per_subj = train.groupby(["subject", "label"])[["r", "g", "b"]].mean().reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for lab, g in per_subj.groupby("label"):
+        axes[0].scatter(g["r"], g["b"], label=f"{CLASS_NAMES[lab]} subjects", color=CLASS_COLORS[lab], s=18)
+    axes[0].set_xlabel("mean red of cell pixels")
+    axes[0].set_ylabel("mean blue of cell pixels")
+    axes[0].legend(fontsize=8)
+    top = train["subject"].value_counts().head(largest).index
+    d = feats[feats["subject"].isin(top)]
+    sns.boxplot(data=d, x="subject", y="r", hue="label", palette=CLASS_COLORS, ax=axes[1], fliersize=1)
+    axes[1].tick_params(axis="x", rotation=60, labelsize=7)
+    axes[1].set_ylabel("mean red per image")
+    axes[1].set_title(f"the {largest} largest subjects", fontsize=9)
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def seed_strip(per_seed: pd.DataFrame, metrics_: tuple, label: str):
+    """Every seed's value per classifier, with mean and SD, one panel per metric (Table 5)."""
+    fig, axes = plt.subplots(1, len(metrics_), figsize=(4.4 * len(metrics_), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], metrics_):
+        sns.stripplot(data=per_seed, x="classifier", y=m, hue="kind", ax=ax, size=6)
+        sns.pointplot(
+            data=per_seed, x="classifier", y=m, ax=ax, color="black", errorbar="sd", markers="_", linestyles="none"
+        )
+        ax.tick_params(axis="x", rotation=45, labelsize=7)
+        ax.set_xlabel("")
+    fig.tight_layout()
+    return stamp(fig, label)
+
+
+def run_lr_trace(run: dict, label: str):
+    """The triangular2 schedule one run trained with, over at least two cycles."""
+    from .training import triangular2
+
+    tr, steps = run["training"], run["steps_per_epoch"]
+    shown = max(run["epochs_run"], 4 * tr["clr_step_epochs"])
+
+    def sched(s):
+        return triangular2(s, tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps)
+
+    return lr_trace(
+        sched, shown * steps, steps, f"triangular2 over {shown} epochs (this run: {run['epochs_run']})", label
+    )
+
+
+def roc_panels(clf_by_size: dict, label: str, names=None):
+    """Fig. 5: one ROC panel per input size, the single models and the three WEN."""
+    from .models import DISPLAY_ORDER
+
+    names = names or DISPLAY_ORDER + ["WEN-auc", "WEN-f1", "WEN-kappa"]
+    sizes = list(clf_by_size)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4.8), squeeze=False)
+    for i, (ax, size) in enumerate(zip(axes[0], sizes)):
+        curves = {n: (p.y, p.p_all) for n, p in clf_by_size[size].items() if n in names}
+        roc_figure(curves, f"({'abcdef'[i]}) {size} x {size} px", label, ax=ax)
     fig.tight_layout()
     return stamp(fig, label)

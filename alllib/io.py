@@ -1,5 +1,6 @@
 """Atomic writes: a result either exists whole or not at all, so an interrupted study never
 leaves a half-written file that looks finished."""
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ BA the mean of sensitivity and specificity (Eq. 6), AUC the area under the ROC c
 kappa Cohen's kappa. `evaluate` computes them from the confusion counts in numpy (fast enough
 for the bootstrap and the ensemble ablation); the tests pin each one against scikit-learn.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,7 +48,7 @@ def evaluate(y_true, p_all, threshold: float = 0.5) -> dict:
     tn = int(((yhat == 0) & (y == 0)).sum())
     fp = int(((yhat == 1) & (y == 0)).sum())
     n_all, n_hem = tp + fn, tn + fp
-    prec = (_safe_div(tn, tn + fn), _safe_div(tp, tp + fp))      # (Hem, ALL)
+    prec = (_safe_div(tn, tn + fn), _safe_div(tp, tp + fp))  # (Hem, ALL)
     rec = (_safe_div(tn, n_hem), _safe_div(tp, n_all))
     f1 = tuple(_safe_div(2 * pr * rc, pr + rc) for pr, rc in zip(prec, rec))
     support = (n_hem, n_all)
@@ -56,13 +57,22 @@ def evaluate(y_true, p_all, threshold: float = 0.5) -> dict:
     pe = _safe_div((tp + fp) * n_all + (tn + fn) * n_hem, n * n)
     kappa = (po - pe) / (1 - pe) if pe < 1 else 0.0
     return {
-        "WP": weighted(prec), "WR": weighted(rec), "WFS": weighted(f1),
+        "WP": weighted(prec),
+        "WR": weighted(rec),
+        "WFS": weighted(f1),
         "ACC": po,
         "BA": (rec[0] + rec[1]) / 2,  # Eq. 6: (specificity + sensitivity) / 2
-        "AUC": auc_score(y, p), "kappa": float(kappa),
-        "precision_hem": prec[0], "recall_hem": rec[0], "f1_hem": f1[0],
-        "precision_all": prec[1], "recall_all": rec[1], "f1_all": f1[1],
-        "n": int(n), "n_all": n_all, "n_hem": n_hem,
+        "AUC": auc_score(y, p),
+        "kappa": float(kappa),
+        "precision_hem": prec[0],
+        "recall_hem": rec[0],
+        "f1_hem": f1[0],
+        "precision_all": prec[1],
+        "recall_all": rec[1],
+        "f1_all": f1[1],
+        "n": int(n),
+        "n_all": n_all,
+        "n_hem": n_hem,
     }
 
 
@@ -74,7 +84,9 @@ def f1_weighted(y_true, p_all) -> float:
 def confusion(y_true, p_all) -> pd.DataFrame:
     """Confusion matrix in the layout of Table 6: rows = true class, columns = predicted class."""
     cm = skm.confusion_matrix(np.asarray(y_true).astype(int), predict_labels(p_all), labels=[0, 1])
-    return pd.DataFrame(cm, index=pd.Index(["Hem", "ALL"], name="true"), columns=pd.Index(["Hem", "ALL"], name="predicted"))
+    return pd.DataFrame(
+        cm, index=pd.Index(["Hem", "ALL"], name="true"), columns=pd.Index(["Hem", "ALL"], name="predicted")
+    )
 
 
 def confusion_percent(cm: pd.DataFrame) -> pd.DataFrame:
@@ -97,7 +109,13 @@ def expected_calibration_error(y_true, p_all, bins: int = 10) -> tuple[float, pd
     for b in range(bins):
         sel = idx == b
         if sel.any():
-            rows.append({"bin": b, "mean_predicted": p[sel].mean(), "fraction_all": y[sel].mean(), "count": int(sel.sum())})
+            rows.append(
+                {"bin": b, "mean_predicted": p[sel].mean(), "fraction_all": y[sel].mean(), "count": int(sel.sum())}
+            )
     table = pd.DataFrame(rows)
-    ece = float((table["count"] * (table["mean_predicted"] - table["fraction_all"]).abs()).sum() / len(y)) if len(y) else float("nan")
+    ece = (
+        float((table["count"] * (table["mean_predicted"] - table["fraction_all"]).abs()).sum() / len(y))
+        if len(y)
+        else float("nan")
+    )
     return ece, table

@@ -5,6 +5,7 @@ own input preprocessing (a layer) -> the backbone's features -> global average p
 2-way softmax head (index 0 = Hem, 1 = ALL). Keeping the backbone flat (not nested as one layer)
 lets Grad-CAM reach its last convolutional layer by name (tf-keras-vis issue #63).
 """
+
 from __future__ import annotations
 
 import socket
@@ -21,22 +22,25 @@ TORCH_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class Backbone:
     key: str
-    display: str          # name as in the paper's tables
-    application: str      # keras.applications constructor
-    preprocessing: str    # caffe | tf | torch (keras.applications.imagenet_utils modes)
-    min_size: int         # smallest input side keras accepts without top
-    last_conv: str        # layer Grad-CAM reads (the last convolutional activation)
-    cpu_cost: float       # relative CPU seconds of one demo run at equal input size, measured on a 2-core
-                          # machine (graph tracing included); only the order in which the runner starts runs uses it
+    display: str  # name as in the paper's tables
+    application: str  # keras.applications constructor
+    preprocessing: str  # caffe | tf | torch (keras.applications.imagenet_utils modes)
+    min_size: int  # smallest input side keras accepts without top
+    last_conv: str  # layer Grad-CAM reads (the last convolutional activation)
+    cpu_cost: float  # relative CPU seconds of one demo run at equal input size, measured on a 2-core
+    # machine (graph tracing included); only the order in which the runner starts runs uses it
 
 
-BACKBONES = {b.key: b for b in (
-    Backbone("vgg16", "VGG-16", "VGG16", "caffe", 32, "block5_conv3", 1.0),
-    Backbone("xception", "Xception", "Xception", "tf", 71, "block14_sepconv2_act", 0.9),
-    Backbone("mobilenet", "MobileNet", "MobileNet", "tf", 32, "conv_pw_13_relu", 0.2),
-    Backbone("inception_resnet_v2", "InceptionResNet-V2", "InceptionResNetV2", "tf", 75, "conv_7b_ac", 1.5),
-    Backbone("densenet121", "DenseNet-121", "DenseNet121", "torch", 32, "relu", 0.9),
-)}
+BACKBONES = {
+    b.key: b
+    for b in (
+        Backbone("vgg16", "VGG-16", "VGG16", "caffe", 32, "block5_conv3", 1.0),
+        Backbone("xception", "Xception", "Xception", "tf", 71, "block14_sepconv2_act", 0.9),
+        Backbone("mobilenet", "MobileNet", "MobileNet", "tf", 32, "conv_pw_13_relu", 0.2),
+        Backbone("inception_resnet_v2", "InceptionResNet-V2", "InceptionResNetV2", "tf", 75, "conv_7b_ac", 1.5),
+        Backbone("densenet121", "DenseNet-121", "DenseNet121", "torch", 32, "relu", 0.9),
+    )
+}
 DISPLAY_ORDER = [b.display for b in BACKBONES.values()]
 
 
@@ -127,7 +131,8 @@ def build_model(backbone: str, input_px: int, weights: str = "none", num_classes
             raise WeightsUnavailable(
                 f"cannot obtain ImageNet weights for {bb.display} ({type(exc).__name__}: {exc}). This machine may be "
                 "offline. Either place the weights file in the Keras cache (~/.keras/models/) or pass weights=<path to "
-                "the .h5 file>, or train from random initialisation with weights=none (the book then says so).") from None
+                "the .h5 file>, or train from random initialisation with weights=none (the book then says so)."
+            ) from None
         raise
     finally:
         socket.setdefaulttimeout(old_timeout)

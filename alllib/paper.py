@@ -1,15 +1,20 @@
 """The paper's numbers (Mondal et al. 2021), shipped as package data copied from shared/paper/.
 tests/test_paper_data.py keeps the copies identical to the source."""
+
 from __future__ import annotations
 
 from importlib import resources
 
 import pandas as pd
 
-CITATION = ("Mondal C, Hasan MK, Jawad MT, et al. Acute lymphoblastic leukemia detection from microscopic images "
-            "using weighted ensemble of convolutional neural networks. Informatics in Medicine Unlocked 2021.")
-DATA_CITATION = ("C-NMC-2019: Gupta A, Gupta R, et al. ISBI 2019 C-NMC challenge: classification in cancer cell "
-                 "imaging (SBI Lab, IIIT Delhi and AIIMS New Delhi), via TCIA, CC BY 3.0.")
+CITATION = (
+    "Mondal C, Hasan MK, Jawad MT, et al. Acute lymphoblastic leukemia detection from microscopic images "
+    "using weighted ensemble of convolutional neural networks. Informatics in Medicine Unlocked 2021."
+)
+DATA_CITATION = (
+    "C-NMC-2019: Gupta A, Gupta R, et al. ISBI 2019 C-NMC challenge: classification in cancer cell "
+    "imaging (SBI Lab, IIIT Delhi and AIIMS New Delhi), via TCIA, CC BY 3.0."
+)
 
 
 def table(name: str) -> pd.DataFrame:

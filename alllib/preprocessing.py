@@ -11,6 +11,7 @@
   `cache=True` each image is decoded, cropped and resized once (`decode_images`) and held in memory,
   so every epoch only gathers, augments and batches; sets larger than `MEMORY_CACHE_MB` stream from disk.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,10 @@ def subject_split(table: pd.DataFrame, seed: int, candidates: int = 2000) -> pd.
     for label, (n_val, n_all) in PAPER_VALIDATION_SUBJECTS.items():
         counts = out[folds & (out["label"] == label)].groupby("subject").size().sort_index()
         if len(counts) < 2:
-            raise DataError(f"subject_split: class {label!r} has {len(counts)} subject(s); at least 2 are needed "
-                            "for a subject-disjoint split")
+            raise DataError(
+                f"subject_split: class {label!r} has {len(counts)} subject(s); at least 2 are needed "
+                "for a subject-disjoint split"
+            )
         k = min(len(counts) - 1, max(1, round(len(counts) * n_val / n_all)))
         subjects, n = counts.index.to_numpy(), counts.to_numpy()
         best, best_err = None, math.inf
@@ -66,7 +69,11 @@ def split_summary(table: pd.DataFrame) -> pd.DataFrame:
     summary = pd.DataFrame({"subjects": g["subject"].nunique(), "images": g.size()}).unstack("label")
     summary.columns = [f"{cls}_{what}" for what, cls in summary.columns]
     order = [s for s in ("train", "validation", "preliminary_test") if s in summary.index]
-    return summary.loc[order, ["all_subjects", "hem_subjects", "all_images", "hem_images"]].rename_axis("split").reset_index()
+    return (
+        summary.loc[order, ["all_subjects", "hem_subjects", "all_images", "hem_images"]]
+        .rename_axis("split")
+        .reset_index()
+    )
 
 
 def crop_box(side: int, size: int) -> tuple[int, int]:
@@ -81,7 +88,7 @@ def center_crop(images, size: int):
     """Centre crop of the last-but-one two axes (..., H, W, C); numpy arrays or tensors."""
     h = images.shape[-3]
     off, size = crop_box(int(h), size)
-    return images[..., off:off + size, off:off + size, :]
+    return images[..., off : off + size, off : off + size, :]
 
 
 def random_oversampling(labels, seed: int) -> np.ndarray:
@@ -107,7 +114,7 @@ def load_image(path, size: int, scale: float = 1.0):
     img = tf.io.decode_image(raw, channels=3, expand_animations=False)
     h = tf.shape(img)[0]
     off = (h - size) // 2
-    img = img[off:off + size, off:off + size, :]
+    img = img[off : off + size, off : off + size, :]
     img.set_shape((size, size, 3))
     out = input_pixels(size, scale)
     if out != size:
@@ -132,8 +139,12 @@ def decode_images(paths, size: int, scale: float, batch_size: int = 64) -> np.nd
         return np.zeros((0, px, px, 3), np.uint8)
     opts = tf.data.Options()
     opts.deterministic = True
-    ds = (tf.data.Dataset.from_tensor_slices(paths).with_options(opts)
-          .map(lambda p: load_image(p, size, scale), num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size))
+    ds = (
+        tf.data.Dataset.from_tensor_slices(paths)
+        .with_options(opts)
+        .map(lambda p: load_image(p, size, scale), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size)
+    )
     return np.concatenate([x.numpy() for x in ds])
 
 
@@ -175,14 +186,27 @@ def augment(images, seed, cfg: dict):
     side = images.shape[1]
     mats = augmentation_matrices(tf.cast(seed, tf.int32), batch, side, cfg)
     out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32), transforms=mats, output_shape=tf.shape(images)[1:3],
-        interpolation="BILINEAR", fill_mode="CONSTANT", fill_value=0.0)
+        images=tf.cast(images, tf.float32),
+        transforms=mats,
+        output_shape=tf.shape(images)[1:3],
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+        fill_value=0.0,
+    )
     return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
 
 
-def make_dataset(table: pd.DataFrame, size: int, scale: float, batch_size: int, seed: int = 0,
-                 training: bool = False, augment_cfg: dict | None = None, oversample: bool = True,
-                 cache: bool = False):
+def make_dataset(
+    table: pd.DataFrame,
+    size: int,
+    scale: float,
+    batch_size: int,
+    seed: int = 0,
+    training: bool = False,
+    augment_cfg: dict | None = None,
+    oversample: bool = True,
+    cache: bool = False,
+):
     """tf.data pipeline over the images of `table`.
 
     training=True: random oversampling (once, seeded), a fresh seeded shuffle each epoch, online
@@ -204,14 +228,16 @@ def make_dataset(table: pd.DataFrame, size: int, scale: float, batch_size: int, 
         n = int(order.shape[0])
         ds = tf.data.Dataset.range(1 << 30).flat_map(
             lambda epoch: tf.data.Dataset.from_tensor_slices(
-                tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))))
+                tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+            )
+        )
     else:
         n = len(paths)
         ds = tf.data.Dataset.range(n)
     y_t = tf.constant(y, tf.int32)
     opts = tf.data.Options()
     opts.deterministic = True
-    if cache and cached_bytes(len(paths), size, scale) <= MEMORY_CACHE_MB * 2 ** 20:
+    if cache and cached_bytes(len(paths), size, scale) <= MEMORY_CACHE_MB * 2**20:
         images_t = tf.constant(decode_images(paths, size, scale))
 
         def image(i):
@@ -221,14 +247,17 @@ def make_dataset(table: pd.DataFrame, size: int, scale: float, batch_size: int, 
 
         def image(i):
             return load_image(tf.gather(paths_t, i), size, scale)
-    ds = ds.with_options(opts).map(lambda i: (image(i), tf.one_hot(tf.gather(y_t, i), 2)),
-                                   num_parallel_calls=tf.data.AUTOTUNE)
+
+    ds = ds.with_options(opts).map(
+        lambda i: (image(i), tf.one_hot(tf.gather(y_t, i), 2)), num_parallel_calls=tf.data.AUTOTUNE
+    )
     ds = ds.batch(batch_size, drop_remainder=False)
     if training:
         cfg = augment_cfg or {}
         ds = ds.enumerate().map(
             lambda step, xy: (augment(xy[0], tf.stack([tf.cast(seed, tf.int64), step]), cfg), xy[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return ds.prefetch(tf.data.AUTOTUNE), n
 
 

@@ -1,59 +1,307 @@
-"""The results summary: one paragraph generated from the numbers the analysis notebooks saved."""
+"""Sentences of the book, generated from the typed summaries and tables the library produced:
+nothing here reads a notebook's variables, and every number is computed."""
+
 from __future__ import annotations
 
-from .models import DISPLAY_ORDER
+from .models import DISPLAY_ORDER, get_backbone
+
+ALPHA = 0.05
 
 
-def _ci(row: dict, k: str) -> str:
-    return f"{row[k]:.3f} [{row[k + '_lo']:.3f}, {row[k + '_hi']:.3f}]"
+def _ci(e) -> str:
+    return f"{e.est:.3f} [{e.lo:.3f}, {e.hi:.3f}]"
 
 
-def _p(p: float) -> str:
+def p_text(p: float) -> str:
     return "n/a" if p != p else (f"{p:.3f}" if p >= 0.001 else "< 0.001")
 
 
-def headline(ens: dict, var: dict, cam: dict, study) -> str:
-    parts = [f"**Data and profile:** {ens['label']} (data fingerprint `{study.data_info['fingerprint']}`)."]
+def comparison_sentence(size: int, s) -> str:
+    """The ensemble against the best single model on validation, the subject as the unit."""
+    c, t = s.comparison, s.leak_free
+    best = s.best_single
+    d_ba, d_auc = c.dBA.est * 100, c.dAUC.est * 100
+    sig_ba, sig_auc = c.p_BA_holm < ALPHA, c.p_AUC_holm < ALPHA
+    return (
+        f"**{size} px:** the best single model on validation was **{best}** (test BA {_ci(t[best]['BA'])}, "
+        f"AUC {_ci(t[best]['AUC'])}). WEN-kappa with leak-free (validation) weights reached BA "
+        f"{_ci(t['WEN-kappa']['BA'])} and AUC {_ci(t['WEN-kappa']['AUC'])}: {abs(d_ba):.1f} points "
+        f"{'higher' if d_ba > 0 else 'lower'} in BA (95 % CI {c.dBA.lo * 100:+.1f} to {c.dBA.hi * 100:+.1f}) and "
+        f"{abs(d_auc):.1f} points {'higher' if d_auc > 0 else 'lower'} in AUC ({c.dAUC.lo * 100:+.1f} to "
+        f"{c.dAUC.hi * 100:+.1f}). With the subject as the unit ({c.subjects} test subjects, {c.images} images; "
+        f"subject sign-flip permutation test, Holm-adjusted over these two tests) the BA difference is "
+        f"{'' if sig_ba else 'not '}significant at the 5 % level (p = {p_text(c.p_BA_holm)}) and the AUC difference "
+        f"{'is' if sig_auc else 'is not'} (p = {p_text(c.p_AUC_holm)}). Treating the images as independent would give "
+        f"McNemar p = {p_text(c.p_McNemar_per_image)} and DeLong p = {p_text(c.p_DeLong_per_image)}; those per-image "
+        f"tests overstate the evidence and are not used for any claim."
+    )
+
+
+def headline(ens, var, cam, study) -> str:
+    """The results summary: one paragraph per finding, each from a typed summary."""
+    parts = [
+        f"**Data and profile:** {ens.label} (data fingerprint `{study.data_info['fingerprint']}`). "
+        f"Test set: {ens.test_images} preliminary-test images of {ens.test_subjects} subjects."
+    ]
     if study.synthetic:
-        parts.append("These are synthetic images: the numbers show that the pipeline works end to end, not how well "
-                     "CNNs diagnose ALL.")
-    for size in sorted(ens["sizes"], key=int, reverse=True):
-        s = ens["sizes"][size]
-        if "best_single" not in s:
-            continue
-        best, t = s["best_single"], s["table"]
-        sig = s["significance"].get("WEN-kappa", {})
-        d_ba = (t["WEN-kappa"]["BA"] - t[best]["BA"]) * 100
-        d_auc = (t["WEN-kappa"]["AUC"] - t[best]["AUC"]) * 100
-        p_acc, p_auc = sig.get("McNemar p", float("nan")), sig.get("DeLong p", float("nan"))
         parts.append(
-            f"**{size} px:** the best single model on validation was **{best}** (test BA {_ci(t[best], 'BA')}, "
-            f"AUC {_ci(t[best], 'AUC')}). WEN-kappa with leak-free weights reached BA {_ci(t['WEN-kappa'], 'BA')} and "
-            f"AUC {_ci(t['WEN-kappa'], 'AUC')}: {abs(d_ba):.1f} points {'higher' if d_ba > 0 else 'lower'} in BA and "
-            f"{abs(d_auc):.1f} points {'higher' if d_auc > 0 else 'lower'} in AUC. The accuracy difference is "
-            f"{'' if p_acc < 0.05 else 'not '}significant at the 5 % level (McNemar p = {_p(p_acc)}), the AUC difference "
-            f"{'is' if p_auc < 0.05 else 'is not'} (DeLong p = {_p(p_auc)}).")
-        gap = s.get("weight_gap_pp", {}).get("BA", {}).get("WEN-kappa")
+            "These are synthetic images: the numbers show that the pipeline works end to end, not how well "
+            "CNNs diagnose ALL."
+        )
+    for size in sorted(ens.sizes, reverse=True):
+        s = ens.sizes[size]
+        parts.append(comparison_sentence(size, s))
+        gap = s.weight_gap_BA_pp.get("WEN-kappa")
         if gap is not None:
-            parts.append(f"Measuring the weights on the test labels, as the paper does, changes WEN-kappa's BA by "
-                         f"{gap:+.2f} points.")
-    t5 = {r["classifier"]: r for r in var["table"]}
+            parts.append(
+                f"Measuring the weights on the test labels, as the paper does, changes WEN-kappa's BA by "
+                f"{gap:+.2f} points at {size} px."
+            )
+    t5 = {r["classifier"]: r for r in var.table}
     if "WEN-kappa" in t5 and t5["WEN-kappa"]["runs"] > 1:
         r = t5["WEN-kappa"]
-        parts.append(f"**Over {r['runs']} seeds** WEN-kappa averaged WFS {r['A_WFS']:.3f} (SD {r['SD_WFS_pp']:.2f} points), "
-                     f"ACC {r['A_ACC']:.3f}, BA {r['A_BA']:.3f} (SD {r['SD_BA_pp']:.2f} points).")
-    parts.append(f"**Grad-CAM:** the ensemble's maps put significantly more energy inside the cell than "
-                 f"{cam['more_concentrated_than']} of {cam['models']} single models over {cam['images']} test images.")
+        singles = {k: v for k, v in t5.items() if v["kind"] == "single"}
+        best = max(singles, key=lambda k: singles[k]["A_BA"]) if singles else None
+        text = (
+            f"**Over {r['runs']} seeds** at {var.size} px ({var.split} subject split, WEN weights from the "
+            f"{var.weights_from} split) WEN-kappa averaged BA {r['A_BA']:.3f} (SD {r['SD_BA_pp']:.2f} points, "
+            f"variance {r['VAR_BA_pp2']:.2f} points²), WFS {r['A_WFS']:.3f}, ACC {r['A_ACC']:.3f}."
+        )
+        if best is not None:
+            b = singles[best]
+            text += (
+                f" The best single backbone on average, {best}, averaged BA {b['A_BA']:.3f}: the ensemble is "
+                f"{'above' if r['A_BA'] > b['A_BA'] else 'not above'} it."
+            )
+        parts.append(text)
+    if ens.ece:
+        worst = max(ens.ece, key=ens.ece.get)
+        parts.append(
+            "**Calibration** (expected calibration error on the test set): "
+            + ", ".join(f"{n} {v:.3f}" for n, v in ens.ece.items())
+            + f"; {worst} is the less well calibrated."
+        )
+    with_maps = [m for m in cam.models if m not in cam.models_without_maps]
+    text = (
+        f"**Grad-CAM** ({cam.images} test images drawn without looking at predictions, stratified by class and "
+        f"subject, {cam.subjects} subjects; paired Wilcoxon test on subject means, Holm-adjusted over the "
+        f"{len(with_maps)} models): the ensemble's maps put significantly more energy inside the cell than "
+        f"{len(cam.more_concentrated_than)} of the {len(with_maps)} single models with usable maps"
+    )
+    text += f" ({', '.join(cam.more_concentrated_than)})" if cam.more_concentrated_than else ""
+    text += (
+        f" and significantly less than {len(cam.less_concentrated_than)} ({', '.join(cam.less_concentrated_than)})"
+        if cam.less_concentrated_than
+        else ""
+    )
+    text += "."
+    if cam.models_without_maps:
+        text += (
+            f" {', '.join(cam.models_without_maps)} produced no usable map (flat at this tensor size) and "
+            "is not counted."
+        )
+    parts.append(text)
     return "\n\n".join(parts)
 
 
-def summary_table(ens: dict) -> str:
+def summary_table(ens) -> str:
     lines = ["| input | classifier | WFS | ACC | BA | AUC |", "|---|---|---|---|---|---|"]
-    for size, s in sorted(ens["sizes"].items(), key=lambda kv: int(kv[0]), reverse=True):
-        rows = s.get("paper_faithful", {})
+    for size in sorted(ens.sizes, reverse=True):
+        rows = ens.sizes[size].paper_faithful
         order = DISPLAY_ORDER + [n for n in rows if n not in DISPLAY_ORDER]
         for name in [n for n in order if n in rows]:
-            row = rows[name]
-            lines.append(f"| {size} px | {name} | " + " | ".join(_ci(row, k) for k in ("WFS", "ACC", "BA", "AUC")) + " |")
-    return ("Table 4 as the paper computes it (weights from the test set), with 95% subject-bootstrap CIs:\n\n"
-            + "\n".join(lines))
+            lines.append(
+                f"| {size} px | {name} | " + " | ".join(_ci(rows[name][k]) for k in ("WFS", "ACC", "BA", "AUC")) + " |"
+            )
+    return (
+        "Table 4 as the paper computes it (**WEN weights from the test set**, as the paper did), with 95 % "
+        "subject-bootstrap CIs; the leak-free numbers of the sentences above use validation weights:\n\n"
+        + "\n".join(lines)
+    )
+
+
+def error_concentration_sentence(e: dict, name: str = "WEN-kappa") -> str:
+    if not e["errors"]:
+        return f"{name} made no error on the test set."
+    return (
+        f"{name} made {int(e['errors'])} errors on {int(e['subjects'])} test subjects; "
+        f"{int(e['subjects_with_errors'])} subjects have at least one. The worst {int(e['worst_subjects'])} subjects "
+        f"(20 %) hold {e['share_in_worst']:.0%} of the errors"
+        + (
+            ", so errors concentrate in a few people."
+            if e["share_in_worst"] > 0.4
+            else ", so errors are spread over many people."
+        )
+    )
+
+
+def departures(cfg: dict) -> str:
+    """One line: how this profile departs from the paper's protocol (empty for the paper profile)."""
+    from .config import training_for
+
+    out = []
+    if cfg["data"]["source"] == "synthetic":
+        out.append("synthetic data")
+    if cfg["weights"] != "imagenet":
+        out.append("random initialisation instead of ImageNet weights")
+    epochs = sorted({training_for(cfg, b)["epochs"] for b in cfg["backbones"]})
+    if epochs != [200]:
+        out.append(f"{'/'.join(map(str, epochs))} epochs instead of up to 200")
+    if cfg["input_scale"] != 1:
+        out.append(f"tensors scaled by {cfg['input_scale']} after cropping")
+    if cfg["training"].get("max_train_images"):
+        out.append(f"{cfg['training']['max_train_images']} training images per run")
+    if cfg["training"]["recalibrate_batchnorm"]:
+        out.append("BatchNorm statistics re-estimated after each epoch")
+    for b, settings in (cfg["training"].get("per_backbone") or {}).items():
+        out.append(f"{get_backbone(b).display}: " + ", ".join(f"{k} {v:g}" for k, v in settings.items()))
+    if cfg["training"].get("run_eagerly"):
+        out.append("eager execution")
+    return "; ".join(out)
+
+
+# ---------------------------------------------------------------- per-run and chapter sentences
+
+
+def run_header(run: dict) -> str:
+    tr = run["training"]
+    return (
+        f"### {run['display']}, {run['input_size']} px ({run['input_px']} px tensors), seed {run['seed']}\n\n"
+        f"Run `{run['run_id']}`; weights: **{run['weights']}**; "
+        f"subject split of seed {run.get('split_seed', run['seed'])}; "
+        f"{run['train_images']} training images ({run['train_images_oversampled']} per epoch after oversampling), "
+        f"{run['steps_per_epoch']} steps per epoch, batch size {tr['batch_size']}; BatchNorm statistics re-estimated "
+        f"after each epoch: {run['batchnorm_recalibrated']}."
+    )
+
+
+def run_curve_facts(run: dict) -> str:
+    tr = run["training"]
+    if run["epochs_run"] < tr["epochs"]:
+        stopping = "ended the run"
+    elif tr["patience"] >= tr["epochs"]:
+        stopping = f"did not trigger, and could not: its patience ({tr['patience']}) is not below the epoch limit"
+    else:
+        stopping = "did not trigger"
+    return (
+        f"{run['epochs_run']} epochs run (at most {tr['epochs']}), best epoch {run['best_epoch']} (lowest validation "
+        f"loss, whose weights early stopping restored); early stopping {stopping}. "
+        f"{run['images_per_second']:.1f} training images/s, {run['train_seconds']:.0f} s training."
+    )
+
+
+def schedule_facts(run: dict) -> str:
+    from . import paper
+
+    tr, steps = run["training"], run["steps_per_epoch"]
+    return (
+        f"Step size {tr['clr_step_epochs']} x {steps} iterations per epoch (the paper: "
+        f"{paper.hyperparameters()['clr_step_size']}), so one cycle lasts {2 * tr['clr_step_epochs']} epochs; this run "
+        f"trained {run['epochs_run']} epochs, peak rate {tr['clr_max_lr']:g}."
+    )
+
+
+def run_evaluation(run: dict):
+    import pandas as pd
+
+    from . import metrics
+
+    pred = run["predictions"]
+    rows = {s: metrics.evaluate(g.y, g.p_all) for s, g in pred.groupby("split")}
+    test = pred[pred["split"] == "preliminary_test"]
+    return pd.DataFrame(rows).T[metrics.HEADLINE + ["n"]], metrics.confusion(test.y, test.p_all)
+
+
+def runs_facts(runs: list[dict], cfg: dict) -> str:
+    minutes = sum(r["train_seconds"] for r in runs) / 60
+    text = f"{len(runs)} runs, {minutes:.1f} min of training in all. Weights: **{cfg['weights']}**."
+    per = cfg["training"].get("per_backbone") or {}
+    if per:
+        text += (
+            " This profile departs from its common training settings for some backbones (see the method notes): "
+            + "; ".join(
+                f"{get_backbone(b).display}: " + ", ".join(f"{k} {v:g}" for k, v in s.items()) for b, s in per.items()
+            )
+            + ". Each run's `peak_lr` and `max_epochs` above are the settings it trained with."
+        )
+    if cfg["training"]["recalibrate_batchnorm"]:
+        text += (
+            " BatchNorm moving statistics are re-estimated on training images after each epoch (see the method notes)."
+        )
+    if any(r["training"].get("run_eagerly") for r in runs):
+        text += (
+            " Training and prediction steps ran eagerly, op by op, without graph tracing: for a run of a few steps "
+            "tracing costs more than the steps (see `alllib.training`)."
+        )
+    return text
+
+
+def run_links(runs: list[dict]) -> str:
+    return "\n".join(f"- [{r['display']} {r['input_size']}px seed {r['seed']}](runs/{r['run_id']}.html)" for r in runs)
+
+
+def auc_gain_sentence(gain: dict) -> str:
+    from . import paper
+
+    return (
+        "AUC gain of the 300 px crop over the 450 px image, in points: "
+        + ", ".join(f"{k} {v:+.2f}" for k, v in gain.items())
+        + f". Paper: {paper.hyperparameters()['auc_gain_300_vs_450_pct']}."
+    )
+
+
+def subset_sentence(sub) -> str:
+    full = sub[sub["size"] == sub["size"].max()]
+    return (
+        f"Validation prefers **{sub.models.iloc[0]}** (validation BA {sub.val_BA.iloc[0]:.3f}, test BA "
+        f"{sub.test_BA.iloc[0]:.3f}); all five models: test BA {full.test_BA.iloc[0]:.3f}."
+    )
+
+
+def gradcam_sentence(cam, tensor_px: int) -> str:
+    with_maps = [m for m in cam.models if m not in cam.models_without_maps]
+    text = (
+        f"With the subject as the unit ({cam.subjects} subjects, Holm-adjusted), the ensemble's maps put significantly "
+        f"more energy inside the cell than **{len(cam.more_concentrated_than)} of the {len(with_maps)}** single models "
+        f"with usable maps"
+        + (f" ({', '.join(cam.more_concentrated_than)})" if cam.more_concentrated_than else "")
+        + (
+            f", and significantly less than {', '.join(cam.less_concentrated_than)}"
+            if cam.less_concentrated_than
+            else ""
+        )
+        + ". The paper's claim "
+        + (
+            "holds"
+            if with_maps and len(cam.more_concentrated_than) == len(with_maps)
+            else "does not hold across the board"
+        )
+        + " on this data."
+    )
+    if cam.models_without_maps:
+        text += f" No usable map (flat): {', '.join(cam.models_without_maps)}."
+    if tensor_px < 150:
+        text += (
+            f" At {tensor_px} px tensors the last convolutional layers are only a few pixels wide, so maps are"
+            " coarse by construction."
+        )
+    return text
+
+
+def split_sentence(split: str) -> str:
+    if split == "fixed":
+        return (
+            "subject split `fixed`: one split for every seed, as the paper's Table 3, so the spread covers "
+            "initialisation, oversampling, augmentation and order."
+        )
+    return "subject split `per_seed`: a new subject split per seed, so the spread covers the split as well."
+
+
+def gradcam_setup_sentence(ch) -> str:
+    s = ch.summary
+    weights = ", ".join(f"{n} {w:.3f}" for n, w in ch.weights.items())
+    return (
+        f"{s.images} sampled test images of {s.subjects} subjects (seed {s.sample_seed}, stratified by class and "
+        f"subject, drawn without looking at predictions), {s.method}, {len(ch.names)} models at {ch.size} px "
+        f"({ch.images.shape[1]} px tensors); WEN-kappa weights: {weights}."
+    )

@@ -21,6 +21,7 @@ What it imitates (see the data chapter of the book):
 well-separated classes, 1 identical classes (chance). Its default (0.5) was calibrated with
 the demo profile (see the book's training chapter).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,7 +32,16 @@ import pandas as pd
 from PIL import Image
 
 from . import io
-from .dataset import FINAL_DIR, FOLDS, IMAGE_SIDE, PRELIM_DIR, PRELIM_LABELS, SYNTHETIC_MARKER, TRAIN_DIR, training_subjects
+from .dataset import (
+    FINAL_DIR,
+    FOLDS,
+    IMAGE_SIDE,
+    PRELIM_DIR,
+    PRELIM_LABELS,
+    SYNTHETIC_MARKER,
+    TRAIN_DIR,
+    training_subjects,
+)
 from .errors import ConfigError
 
 # Subjects of the preliminary and final test sets: new people, as in the real challenge
@@ -44,16 +54,16 @@ FINAL_IMAGES = {"all": 1761, "hem": 825}
 # Class means of each morphological feature: (midpoint, half-gap between the classes, spread within a class).
 # Sign convention: ALL gets midpoint + half-gap * (1 - difficulty), Hem midpoint - half-gap * (1 - difficulty).
 FEATURES = {
-    "radius": (80.0, 9.0, 9.0),          # cell radius in px (ALL blasts larger)
-    "nc_ratio": (0.70, 0.07, 0.05),      # nucleus radius / cell radius (ALL higher)
-    "coarseness": (0.45, -0.22, 0.14),   # chromatin texture: 0 fine, 1 condensed (Hem coarser)
-    "nucleus_dark": (0.50, -0.10, 0.08), # darkness of the nucleus stain (Hem darker, condensed)
-    "nucleoli": (1.0, 0.8, 0.0),         # Poisson mean of visible nucleoli (ALL more)
+    "radius": (80.0, 9.0, 9.0),  # cell radius in px (ALL blasts larger)
+    "nc_ratio": (0.70, 0.07, 0.05),  # nucleus radius / cell radius (ALL higher)
+    "coarseness": (0.45, -0.22, 0.14),  # chromatin texture: 0 fine, 1 condensed (Hem coarser)
+    "nucleus_dark": (0.50, -0.10, 0.08),  # darkness of the nucleus stain (Hem darker, condensed)
+    "nucleoli": (1.0, 0.8, 0.0),  # Poisson mean of visible nucleoli (ALL more)
 }
-SUBJECT_STAIN_SD = 0.09      # per-subject multiplicative stain shift per RGB channel
-SUBJECT_SHIFT_SD = 0.35      # per-subject morphology offset, in units of each feature's spread
-P_FRAGMENT = 0.06            # superfluous background fragments (imperfect segmentation)
-P_LARGE = 0.03               # cells reaching past the 300 px crop
+SUBJECT_STAIN_SD = 0.09  # per-subject multiplicative stain shift per RGB channel
+SUBJECT_SHIFT_SD = 0.35  # per-subject morphology offset, in units of each feature's spread
+P_FRAGMENT = 0.06  # superfluous background fragments (imperfect segmentation)
+P_LARGE = 0.03  # cells reaching past the 300 px crop
 
 
 def _rng(seed: int, *keys) -> np.random.Generator:
@@ -68,9 +78,11 @@ def _noise(rng, grid: int, side: int = IMAGE_SIDE) -> np.ndarray:
 
 def subject_profile(seed: int, subject: str) -> dict:
     rng = _rng(seed, "subject", subject)
-    return {"stain": rng.normal(1.0, SUBJECT_STAIN_SD, 3).clip(0.7, 1.3),
-            "brightness": rng.normal(1.0, 0.05),
-            "shift": {k: rng.normal(0, SUBJECT_SHIFT_SD) for k in FEATURES}}
+    return {
+        "stain": rng.normal(1.0, SUBJECT_STAIN_SD, 3).clip(0.7, 1.3),
+        "brightness": rng.normal(1.0, 0.05),
+        "shift": {k: rng.normal(0, SUBJECT_SHIFT_SD) for k in FEATURES},
+    }
 
 
 def draw_cell(rng: np.random.Generator, label: str, difficulty: float, subject: dict) -> dict:
@@ -128,8 +140,12 @@ def render_cell(rng: np.random.Generator, f: dict, subject: dict, side: int = IM
             q = rng.uniform(0, side, 2)
             edge = rng.integers(0, 4)
             q[edge % 2] = [rng.uniform(0, 60), rng.uniform(side - 60, side)][edge // 2]
-            blob = np.clip((rng.uniform(15, 45) * (1 + 0.3 * (coarse - 0.5)) - np.hypot(xx - q[0], yy - q[1])) / 2, 0, 1)
-            img = img * (1 - blob[..., None]) + blob[..., None] * np.array([0.70, 0.55, 0.80], np.float32) * (1 + texture[..., None] * 0.5)
+            blob = np.clip(
+                (rng.uniform(15, 45) * (1 + 0.3 * (coarse - 0.5)) - np.hypot(xx - q[0], yy - q[1])) / 2, 0, 1
+            )
+            img = img * (1 - blob[..., None]) + blob[..., None] * np.array([0.70, 0.55, 0.80], np.float32) * (
+                1 + texture[..., None] * 0.5
+            )
     img = img * subject["stain"] * subject["brightness"] * rng.normal(1.0, 0.03)
     img = img + (img.max(axis=2, keepdims=True) > 0.02) * rng.normal(0, 0.015, img.shape).astype(np.float32)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), mask
@@ -148,20 +164,33 @@ def plan(scale: float, seed: int) -> pd.DataFrame:
     rows = []
     for rec in training_subjects().itertuples(index=False):
         n = max(1, int(round(rec.n_images * scale)))
-        rows += [{"split": "train_folds", "fold": rec.fold, "label": rec.label, "subject": rec.subject, "k": k}
-                 for k in range(n)]
-    for split, subjects, totals in (("preliminary_test", PRELIM_SUBJECTS, PRELIM_IMAGES),
-                                    ("final_test", FINAL_SUBJECTS, FINAL_IMAGES)):
+        rows += [
+            {"split": "train_folds", "fold": rec.fold, "label": rec.label, "subject": rec.subject, "k": k}
+            for k in range(n)
+        ]
+    for split, subjects, totals in (
+        ("preliminary_test", PRELIM_SUBJECTS, PRELIM_IMAGES),
+        ("final_test", FINAL_SUBJECTS, FINAL_IMAGES),
+    ):
         for label in ("all", "hem"):
-            counts = _counts(max(len(subjects[label]), int(round(totals[label] * scale))), len(subjects[label]),
-                             _rng(seed, "counts", split, label))
+            counts = _counts(
+                max(len(subjects[label]), int(round(totals[label] * scale))),
+                len(subjects[label]),
+                _rng(seed, "counts", split, label),
+            )
             for subject, n in zip(subjects[label], counts):
                 rows += [{"split": split, "fold": None, "label": label, "subject": subject, "k": k} for k in range(n)]
     return pd.DataFrame(rows)
 
 
-def synthesize(out_dir, scale: float = 0.08, difficulty: float = 0.5, seed: int = 2019,
-               image_format: str = "png", progress: bool = True) -> Path:
+def synthesize(
+    out_dir,
+    scale: float = 0.08,
+    difficulty: float = 0.5,
+    seed: int = 2019,
+    image_format: str = "png",
+    progress: bool = True,
+) -> Path:
     """Write a synthetic C-NMC-like data set to `out_dir/C-NMC_Leukemia` (and nucleus/cell masks to
     `out_dir/masks`). Deterministic from the arguments; returns the data root. Written atomically:
     an interrupted generation leaves no half-made root."""
@@ -173,8 +202,14 @@ def synthesize(out_dir, scale: float = 0.08, difficulty: float = 0.5, seed: int 
         raise ConfigError(f"synthetic image_format must be 'png' or 'bmp', got {image_format!r}")
     out_dir = Path(out_dir)
     todo = plan(scale, seed)
-    params = {"generator": "alllib.synthetic", "scale": scale, "difficulty": difficulty, "seed": seed,
-              "image_format": image_format, "images": len(todo)}
+    params = {
+        "generator": "alllib.synthetic",
+        "scale": scale,
+        "difficulty": difficulty,
+        "seed": seed,
+        "image_format": image_format,
+        "images": len(todo),
+    }
     root = out_dir / "C-NMC_Leukemia"
     with io.atomic_dir(out_dir) as tmp:
         troot, mroot = tmp / "C-NMC_Leukemia", tmp / "masks"
@@ -183,13 +218,16 @@ def synthesize(out_dir, scale: float = 0.08, difficulty: float = 0.5, seed: int 
                 (troot / TRAIN_DIR / fold / label).mkdir(parents=True)
         (troot / PRELIM_DIR).mkdir(parents=True)
         (troot / FINAL_DIR).mkdir(parents=True)
-        order = {s: _rng(seed, "order", s).permutation(int((todo["split"] == s).sum())) + 1
-                 for s in ("preliminary_test", "final_test")}
+        order = {
+            s: _rng(seed, "order", s).permutation(int((todo["split"] == s).sum())) + 1
+            for s in ("preliminary_test", "final_test")
+        }
         counters = {"preliminary_test": 0, "final_test": 0}
         labels_rows = []
         subjects = {}
-        for rec in tqdm(todo.itertuples(index=False), total=len(todo), desc="synthesising cells",
-                        disable=not progress, leave=False):
+        for rec in tqdm(
+            todo.itertuples(index=False), total=len(todo), desc="synthesising cells", disable=not progress, leave=False
+        ):
             subj = subjects.setdefault(rec.subject, subject_profile(seed, rec.subject))
             rng = _rng(seed, "cell", rec.split, rec.subject, rec.k)
             image, mask = render_cell(rng, draw_cell(rng, rec.label, difficulty, subj), subj)
@@ -201,8 +239,9 @@ def synthesize(out_dir, scale: float = 0.08, difficulty: float = 0.5, seed: int 
                 counters[rec.split] += 1
                 rel = Path(PRELIM_DIR if rec.split == "preliminary_test" else FINAL_DIR) / f"{number}.{image_format}"
                 if rec.split == "preliminary_test":
-                    labels_rows.append({"Patient_ID": f"{uid}.bmp", "new_names": rel.name,
-                                        "labels": 1 if rec.label == "all" else 0})
+                    labels_rows.append(
+                        {"Patient_ID": f"{uid}.bmp", "new_names": rel.name, "labels": 1 if rec.label == "all" else 0}
+                    )
             Image.fromarray(image).save(troot / rel, **({"compress_level": 1} if image_format == "png" else {}))
             (mroot / rel).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(mask).save((mroot / rel).with_suffix(".png"), compress_level=1)
@@ -217,7 +256,7 @@ def mask_path(image_path) -> Path:
     p = Path(image_path)
     parts = p.parts
     i = len(parts) - 1 - parts[::-1].index("C-NMC_Leukemia")
-    return Path(*parts[:i], "masks", *parts[i + 1:]).with_suffix(".png")
+    return Path(*parts[:i], "masks", *parts[i + 1 :]).with_suffix(".png")
 
 
 def ensure_synthetic(parent, data_cfg: dict, progress: bool = True) -> Path:
@@ -228,6 +267,12 @@ def ensure_synthetic(parent, data_cfg: dict, progress: bool = True) -> Path:
     out = Path(parent) / f"synthetic-{fingerprint(key)}"
     root = out / "C-NMC_Leukemia"
     if not (root / SYNTHETIC_MARKER).is_file():
-        synthesize(out, scale=key["synthetic_scale"], difficulty=key["difficulty"], seed=key["seed"],
-                   image_format=key["image_format"], progress=progress)
+        synthesize(
+            out,
+            scale=key["synthetic_scale"],
+            difficulty=key["difficulty"],
+            seed=key["seed"],
+            image_format=key["image_format"],
+            progress=progress,
+        )
     return root

@@ -20,13 +20,10 @@ epoch took 70 s traced (2.8 s once traced) against 20 s eagerly. It is the same 
 not bit for bit: graph optimisations fuse and reorder operations, and from random initialisation
 Adamax's sign-like first steps let such float differences grow. Demo and paper trace as usual.
 """
+
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -34,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import io
-from .config import fingerprint, input_pixels, training_for
+from .config import input_pixels, training_for
 from .errors import ConfigError
 
 
@@ -123,8 +120,9 @@ def cross_entropy(y: np.ndarray, p_all: np.ndarray) -> float:
     return float(-np.log(p).mean())
 
 
-def predict_table(model, table: pd.DataFrame, size: int, scale: float, batch_size: int = 32,
-                  dataset=None) -> pd.DataFrame:
+def predict_table(
+    model, table: pd.DataFrame, size: int, scale: float, batch_size: int = 32, dataset=None
+) -> pd.DataFrame:
     """Per-image class probabilities with image id, subject and true label. `dataset`: the
     evaluation pipeline of `table` when the caller holds one already (decoded once, reused)."""
     from .preprocessing import make_dataset
@@ -156,53 +154,53 @@ def _callbacks(val_table, val_ds, size, scale, tr, recal_ds, schedule_fn, steps_
             logs["val_accuracy"] = float(((pred["p_all"].to_numpy() >= 0.5) == y).mean())
             logs["lr_end"] = float(schedule_fn((epoch + 1) * steps_per_epoch - 1))
 
-    return [EpochValidation(),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=tr["patience"], restore_best_weights=True,
-                                          verbose=1)]
+    return [
+        EpochValidation(),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=tr["patience"], restore_best_weights=True, verbose=1
+        ),
+    ]
 
 
-def run_key(cfg: dict, backbone: str, size: int, seed: int, data_fingerprint: str) -> dict:
-    """Everything that determines a training run's result; its hash names the run. Bump
-    `alllib.__version__` when a code change alters results, so older runs are not reused."""
-    from . import __version__
-
-    return {"code": __version__, "backbone": backbone, "input_size": size, "seed": seed, "input_scale": cfg["input_scale"],
-            "weights": str(cfg["weights"]), "training": training_for(cfg, backbone), "augment": cfg["augment"],
-            "data": data_fingerprint}
-
-
-def run_id(key: dict) -> str:
-    return f"{key['backbone']}_{key['input_size']}px_seed{key['seed']}_{fingerprint(key)}"
-
-
-def is_complete(run_dir) -> bool:
-    return (Path(run_dir) / "run.json").is_file()
-
-
-def environment() -> dict:
+def fit(
+    cfg: dict,
+    backbone: str,
+    size: int,
+    seed: int,
+    table: pd.DataFrame,
+    out_dir: Path,
+    data_info: dict,
+    verbose: int = 2,
+    split_seed: int | None = None,
+) -> dict:
+    """Train one model and write model.keras, history.csv and predictions.csv to out_dir; returns
+    what run.json records. `split_seed`: the seed of the subject split (default: `seed`)."""
     import keras
-    import tensorflow as tf
 
+    policy = keras.mixed_precision.global_policy()
     try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
-    except Exception:
-        commit = "unknown"
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__, "git_commit": commit, "machine": platform.machine(),
-            "cpus": os.cpu_count(), "gpus": gpus or ["none (CPU)"],
-            "tf_threads": {k: os.environ.get(k, "default") for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}}
+        return _fit(
+            cfg,
+            backbone,
+            size,
+            seed,
+            table,
+            Path(out_dir),
+            data_info,
+            verbose,
+            seed if split_seed is None else split_seed,
+        )
+    finally:  # a failed mixed-precision run must not leave its policy to the next model of the process
+        keras.mixed_precision.set_global_policy(policy)
 
 
-def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out_dir: Path,
-        data_info: dict, verbose: int = 2) -> dict:
-    """Train one model and write model.keras, history.csv, predictions.csv and run.json to out_dir."""
+def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_seed) -> dict:
     import keras
     import tensorflow as tf
 
     from .models import build_model, count_batchnorm, get_backbone
     from .preprocessing import make_dataset, subject_split
+    from .provenance import environment
 
     tr, scale = training_for(cfg, backbone), cfg["input_scale"]
     keras.utils.set_random_seed(seed)
@@ -210,42 +208,57 @@ def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out
         tf.config.experimental.enable_op_determinism()
     if tr.get("mixed_precision"):
         keras.mixed_precision.set_global_policy("mixed_float16")
-    split = subject_split(table, seed)
+    split = subject_split(table, split_seed)
     train = split[split["split"] == "train"]
     if tr.get("max_train_images") and len(train) > tr["max_train_images"]:
         train = train.groupby("label").sample(frac=tr["max_train_images"] / len(train), random_state=seed)
     val = split[split["split"] == "validation"]
     test = split[split["split"] == "preliminary_test"]
     t_decode = time.time()
-    ds, n_epoch = make_dataset(train, size, scale, tr["batch_size"], seed=seed, training=True,
-                               augment_cfg=cfg["augment"], cache=True)
-    val_ds = make_dataset(val, size, scale, 32, cache=True)[0]   # validated every epoch: decoded once
+    ds, n_epoch = make_dataset(
+        train, size, scale, tr["batch_size"], seed=seed, training=True, augment_cfg=cfg["augment"], cache=True
+    )
+    val_ds = make_dataset(val, size, scale, 32, cache=True)[0]  # validated every epoch: decoded once
     decode_seconds = time.time() - t_decode
     steps = math.ceil(n_epoch / tr["batch_size"])
     px = input_pixels(size, scale)
     model = build_model(backbone, px, cfg["weights"])
     optimizer = make_optimizer(tr, steps)
-    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=bool(tr.get("xla")), run_eagerly=bool(tr.get("run_eagerly")))
+    model.compile(
+        optimizer=optimizer,
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=bool(tr.get("xla")),
+        run_eagerly=bool(tr.get("run_eagerly")),
+    )
     recal = None
     if tr.get("recalibrate_batchnorm") and count_batchnorm(model):
         sub = train.sample(n=min(len(train), tr.get("bn_recalibration_images", 256)), random_state=seed)
         t_decode = time.time()
         recal = make_dataset(sub, size, scale, 32, cache=True)[0]
         decode_seconds += time.time() - t_decode
+
     def schedule_fn(step):
         return float(triangular2(step, tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps))
 
     t0 = time.time()
-    hist = model.fit(ds, epochs=tr["epochs"], steps_per_epoch=steps, verbose=verbose, shuffle=False,
-                     callbacks=_callbacks(val, val_ds, size, scale, tr, recal, schedule_fn, steps))
+    hist = model.fit(
+        ds,
+        epochs=tr["epochs"],
+        steps_per_epoch=steps,
+        verbose=verbose,
+        shuffle=False,
+        callbacks=_callbacks(val, val_ds, size, scale, tr, recal, schedule_fn, steps),
+    )
     train_seconds = time.time() - t0
     history = pd.DataFrame(hist.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     best_epoch = int(history["val_loss"].idxmin()) + 1
     t1 = time.time()
-    pred = pd.concat([predict_table(model, val, size, scale, dataset=val_ds), predict_table(model, test, size, scale)],
-                     ignore_index=True)
+    pred = pd.concat(
+        [predict_table(model, val, size, scale, dataset=val_ds), predict_table(model, test, size, scale)],
+        ignore_index=True,
+    )
     predict_seconds = time.time() - t1
     epochs_run = len(history)
     save_model(model, out_dir / "model.keras")
@@ -253,21 +266,41 @@ def fit(cfg: dict, backbone: str, size: int, seed: int, table: pd.DataFrame, out
     io.write_csv(out_dir / "predictions.csv", pred)
     bb = get_backbone(backbone)
     info = {
-        "backbone": bb.key, "display": bb.display, "input_size": size, "input_px": px, "seed": seed,
-        "weights": str(cfg["weights"]), "profile": cfg["name"], "steps_per_epoch": steps,
-        "train_images": len(train), "train_images_oversampled": n_epoch, "validation_images": len(val),
-        "test_images": len(test), "epochs_run": epochs_run, "best_epoch": best_epoch,
+        "backbone": bb.key,
+        "display": bb.display,
+        "input_size": size,
+        "input_px": px,
+        "seed": seed,
+        "weights": str(cfg["weights"]),
+        "profile": cfg["name"],
+        "split_seed": split_seed,
+        "steps_per_epoch": steps,
+        "train_images": len(train),
+        "train_images_oversampled": n_epoch,
+        "validation_images": len(val),
+        "test_images": len(test),
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
         "val_accuracy": float(history["val_accuracy"].iloc[best_epoch - 1]),
-        "test_accuracy": float(((pred.loc[pred.split == "preliminary_test", "p_all"] >= 0.5).astype(int)
-                                == pred.loc[pred.split == "preliminary_test", "y"]).mean()),
-        "decode_seconds": decode_seconds, "train_seconds": train_seconds, "predict_seconds": predict_seconds,
+        "test_accuracy": float(
+            (
+                (pred.loc[pred.split == "preliminary_test", "p_all"] >= 0.5).astype(int)
+                == pred.loc[pred.split == "preliminary_test", "y"]
+            ).mean()
+        ),
+        "decode_seconds": decode_seconds,
+        "train_seconds": train_seconds,
+        "predict_seconds": predict_seconds,
         "images_per_second": epochs_run * steps * tr["batch_size"] / train_seconds,
-        "batchnorm_layers": count_batchnorm(model), "batchnorm_recalibrated": recal is not None,
-        "training": tr, "augment": cfg["augment"], "input_scale": scale, "data": data_info,
-        "environment": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "batchnorm_layers": count_batchnorm(model),
+        "batchnorm_recalibrated": recal is not None,
+        "training": tr,
+        "augment": cfg["augment"],
+        "input_scale": scale,
+        "data": data_info,
+        "environment": environment(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    if tr.get("mixed_precision"):
-        keras.mixed_precision.set_global_policy("float32")
     return info
 
 
@@ -278,50 +311,3 @@ def save_model(model, path) -> None:
     import keras
 
     keras.Model(model.inputs, model.outputs, name=model.name).save(path)
-
-
-def train_or_load(cfg: dict, backbone: str, size: int, seed: int, runs_dir, data_root, verbose: int = 2) -> Path:
-    """The run directory of (backbone, size, seed) under this profile: reused when a finished run
-    with the same key exists, trained otherwise. The run is written to a temporary directory that
-    replaces the final one only when complete, so a killed run is redone, never half-reused."""
-    from .dataset import data_fingerprint, is_synthetic, read_cnmc
-    from .models import get_backbone
-
-    backbone = get_backbone(backbone).key
-    table = read_cnmc(data_root)
-    data_info = {"root": str(data_root), "fingerprint": data_fingerprint(table, data_root),
-                 "synthetic": is_synthetic(data_root)}
-    key = run_key(cfg, backbone, size, seed, data_info["fingerprint"])
-    run_dir = Path(runs_dir) / run_id(key)
-    if is_complete(run_dir):
-        return run_dir
-    with io.atomic_dir(run_dir) as tmp:
-        info = fit(cfg, backbone, size, seed, table, tmp, data_info, verbose=verbose)
-        info["key"], info["run_id"] = key, run_dir.name
-        io.write_json(tmp / "run.json", info)
-    return run_dir
-
-
-def load_run(run_dir) -> dict:
-    run_dir = Path(run_dir)
-    info = json.loads((run_dir / "run.json").read_text())
-    info["history"] = pd.read_csv(run_dir / "history.csv")
-    info["predictions"] = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
-    info["dir"] = str(run_dir)
-    return info
-
-
-def load_runs(runs_dir) -> list[dict]:
-    """Every finished run under runs_dir (unfinished temporary directories are ignored)."""
-    runs_dir = Path(runs_dir)
-    return [load_run(d) for d in sorted(runs_dir.iterdir()) if d.is_dir() and is_complete(d)] if runs_dir.is_dir() else []
-
-
-def runs_table(runs: list[dict]) -> pd.DataFrame:
-    """One row per run: what it trained on and with which peak rate and epoch limit, and what it reached."""
-    cols = ["display", "input_size", "input_px", "seed", "train_images", "epochs_run", "best_epoch", "val_accuracy", "test_accuracy",
-            "images_per_second", "train_seconds"]
-    table = pd.DataFrame([{c: r[c] for c in cols} for r in runs]).rename(columns={"display": "backbone"})
-    table.insert(4, "peak_lr", [r["training"]["clr_max_lr"] for r in runs])
-    table.insert(5, "max_epochs", [r["training"]["epochs"] for r in runs])
-    return table

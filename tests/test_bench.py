@@ -4,7 +4,7 @@ from alllib import bench
 
 
 def test_pipeline_overhead_pools_rounds_and_reports_their_spread():
-    pipeline = [[1.0, 1.1, 5.0], [1.2, 1.2, 1.2]]      # a stalled step in round 1 does not move its median
+    pipeline = [[1.0, 1.1, 5.0], [1.2, 1.2, 1.2]]  # a stalled step in round 1 does not move its median
     memory = [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     got = bench.overhead(pipeline, memory)
     # by hand: round medians 1.1 and 1.2 against 1.0; the six pooled periods have median (1.2 + 1.2) / 2

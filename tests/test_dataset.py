@@ -1,6 +1,5 @@
 import hashlib
 import shutil
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,13 +11,16 @@ from alllib.dataset import PRELIM_DIR, PRELIM_LABELS, parse_name, read_cnmc, ver
 from alllib.errors import DataError
 
 
-@pytest.mark.parametrize("name,subject,label", [
-    ("UID_11_10_1_all.bmp", "11", "all"),
-    ("UID_H6_3_1_hem.bmp", "H6", "hem"),
-    ("UID_h3_2_1_hem.bmp", "H3", "hem"),     # 36 real files use a lowercase h
-    ("UID_1_1_1_all.png", "1", "all"),
-    ("UID_H1_1_1_hem.jpg", "H1", "hem"),
-])
+@pytest.mark.parametrize(
+    "name,subject,label",
+    [
+        ("UID_11_10_1_all.bmp", "11", "all"),
+        ("UID_H6_3_1_hem.bmp", "H6", "hem"),
+        ("UID_h3_2_1_hem.bmp", "H3", "hem"),  # 36 real files use a lowercase h
+        ("UID_1_1_1_all.png", "1", "all"),
+        ("UID_H1_1_1_hem.jpg", "H1", "hem"),
+    ],
+)
 def test_parse_name(name, subject, label):
     assert parse_name(name) == {"subject": subject, "label": label}
 
@@ -40,8 +42,9 @@ def test_reader_on_generated_tree(synth_root):
     folds = t[t["split"] == "train_folds"]
     expected = dataset.training_subjects()
     assert set(folds["subject"]) == set(expected["subject"])
-    assert (folds.groupby("subject")["fold"].first().sort_index()
-            == expected.set_index("subject")["fold"].sort_index()).all()
+    assert (
+        folds.groupby("subject")["fold"].first().sort_index() == expected.set_index("subject")["fold"].sort_index()
+    ).all()
     assert (folds["y"] == (folds["label"] == "all")).all()
     prelim = t[t["split"] == "preliminary_test"]
     labels = pd.read_csv(synth_root / PRELIM_LABELS)
@@ -140,8 +143,13 @@ def _manifest_of(root):
     rows = []
     for p in sorted(root.rglob("*")):
         if p.suffix == ".png":
-            rows.append({"path": "C-NMC_Leukemia/" + str(p.relative_to(root)), "bytes": p.stat().st_size,
-                         "sha256": hashlib.sha256(p.read_bytes()).hexdigest()})
+            rows.append(
+                {
+                    "path": "C-NMC_Leukemia/" + str(p.relative_to(root)),
+                    "bytes": p.stat().st_size,
+                    "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -150,11 +158,11 @@ def test_manifest_verification_on_a_tampered_tree(synth_copy):
     clean = verify_manifest(synth_copy, full=True, manifest=manifest, progress=False)
     assert clean["ok"] and clean["present"] == len(manifest)
     files = sorted((synth_copy / "training_data/fold_0/all").iterdir())
-    files[0].unlink()                                         # missing
+    files[0].unlink()  # missing
     (synth_copy / "training_data/fold_0/all/UID_99_1_1_all.png").write_bytes(files[1].read_bytes())  # extra
-    with open(files[2], "ab") as fh:                          # altered size
+    with open(files[2], "ab") as fh:  # altered size
         fh.write(b"\0")
-    data = bytearray(files[3].read_bytes())                   # altered content, same size
+    data = bytearray(files[3].read_bytes())  # altered content, same size
     data[-1] ^= 0xFF
     files[3].write_bytes(bytes(data))
     fast = verify_manifest(synth_copy, full=False, manifest=manifest, progress=False)
@@ -175,6 +183,7 @@ def test_synthetic_tree_against_official_manifest_reports_counts(synth_root):
 
 def test_synthetic_is_deterministic(tmp_path):
     from alllib.synthetic import synthesize
+
     a = synthesize(tmp_path / "a", scale=0.004, seed=3, progress=False)
     b = synthesize(tmp_path / "b", scale=0.004, seed=3, progress=False)
     fa = sorted(p.relative_to(a) for p in a.rglob("*.png"))
@@ -189,6 +198,8 @@ def test_synthetic_classes_differ_in_cell_size(synth_root):
     """Haematology in the generator: ALL blasts are larger than Hem lymphocytes on average."""
     t = read_cnmc(synth_root)
     t = t[t["split"] == "train_folds"]
-    area = {lab: np.mean([(np.asarray(Image.open(p)).max(axis=2) > 10).mean() for p in g["path"][:40]])
-            for lab, g in t.groupby("label")}
+    area = {
+        lab: np.mean([(np.asarray(Image.open(p)).max(axis=2) > 10).mean() for p in g["path"][:40]])
+        for lab, g in t.groupby("label")
+    }
     assert area["all"] > area["hem"]

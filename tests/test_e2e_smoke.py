@@ -1,18 +1,24 @@
 """End to end: the smoke profile executes every notebook on tiny synthetic data and builds the
 book, exactly as `make book PROFILE=smoke` does, in a private copy of the project."""
+
 import json
 import shutil
 import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
-PAGES = ["01_data_exploration", "02_fine_tuning_overview", "00_results_summary", "03_ensemble_ablation",
-         "04_variance", "05_gradcam"]
+PAGES = [
+    "01_data_exploration",
+    "02_fine_tuning",
+    "06_results_summary",
+    "03_ensemble_ablation",
+    "04_variance",
+    "05_gradcam",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +31,12 @@ def built(tmp_path_factory):
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated", "_static"))
     results = tmp / "results"
-    proc = subprocess.run([sys.executable, "-m", "alllib", "study", "--profile", "smoke", "--results", str(results),
-                           "--root", str(root)], capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "alllib", "study", "--profile", "smoke", "--results", str(results), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, results, proc.stdout
@@ -77,11 +87,34 @@ def test_mathjax_is_served_offline(built):
 
 def test_second_run_trains_nothing(built):
     root, results, _ = built
+    from alllib import runner
     from alllib import study as study_mod
 
     s = study_mod.prepare("smoke", results_dir=results, progress=False)
-    counts = study_mod._run_matrix(s, {"profile": "smoke", "overrides": [], "data_dir": None,
-                                       "results_dir": str(results)}, root, [], None)
+    counts = runner.run_matrix(s, runner.notebook_params(s, "smoke"), root, [], None)
     assert counts == {"trained": 0, "reused": 15}
     runs = s.runs()
     assert all(r["training"]["run_eagerly"] and r["epochs_run"] == 2 for r in runs)  # smoke: eager, two epochs
+    assert {r["split_seed"] for r in runs} == {0}  # split: fixed, the paper's single Table 3 split
+
+
+def test_summaries_follow_the_contract(built):
+    _, results, _ = built
+    from alllib import summaries
+
+    analysis = results / "smoke" / "analysis"
+    ens = summaries.read(summaries.EnsembleSummary, analysis)
+    assert set(ens.sizes) == {450, 300} and ens.test_subjects > 1
+    c = ens.sizes[300].comparison
+    assert c.subjects == ens.test_subjects and 0 <= c.p_BA_holm <= 1 and c.p_BA_holm >= c.p_BA_permutation
+    var = summaries.read(summaries.VarianceSummary, analysis)
+    assert var.split == "fixed" and var.seeds == [0, 1]
+    cam = summaries.read(summaries.GradcamSummary, analysis)
+    assert cam.images > 0 and set(cam.more_concentrated_than) <= set(cam.models)
+
+
+def test_results_summary_uses_the_subject_level_tests(built):
+    root, _, _ = built
+    text = (root / "_build" / "html" / "book" / "_generated" / "06_results_summary.html").read_text()
+    assert "subject sign-flip permutation test" in text and "test subjects" in text
+    assert "per-image tests overstate the evidence" in text

@@ -12,9 +12,19 @@ def _preds(seed, n_val=40, n_test=50, quality=0.7):
     for split, n in (("validation", n_val), ("preliminary_test", n_test)):
         y = rng.integers(0, 2, n)
         p = np.clip(quality * y + (1 - quality) * rng.random(n), 0, 1)
-        frames.append(pd.DataFrame({"split": split, "image_id": [f"{split}_{i:03d}" for i in range(n)],
-                                    "subject": [f"S{i % 7}" for i in range(n)], "label": np.where(y, "all", "hem"),
-                                    "y": y, "p_hem": 1 - p, "p_all": p}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "split": split,
+                    "image_id": [f"{split}_{i:03d}" for i in range(n)],
+                    "subject": [f"S{i % 7}" for i in range(n)],
+                    "label": np.where(y, "all", "hem"),
+                    "y": y,
+                    "p_hem": 1 - p,
+                    "p_all": p,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 

@@ -69,20 +69,25 @@ def test_ensemble_map_of_one_model_is_that_map():
 
 
 def test_ensemble_map_weights():
-    a = np.zeros((1, 4, 4), "float32"); a[0, 0, 0] = 1
-    b = np.zeros((1, 4, 4), "float32"); b[0, 3, 3] = 1
+    a = np.zeros((1, 4, 4), "float32")
+    a[0, 0, 0] = 1
+    b = np.zeros((1, 4, 4), "float32")
+    b[0, 3, 3] = 1
     e = gradcam.ensemble_map([a, b], [3, 1])
     assert e[0, 0, 0] == pytest.approx(1.0) and e[0, 3, 3] == pytest.approx(1 / 3)
-    small = np.zeros((1, 2, 2), "float32"); small[0, 0, 0] = 1
+    small = np.zeros((1, 2, 2), "float32")
+    small[0, 0, 0] = 1
     assert gradcam.ensemble_map([a, small], [1, 1]).shape == (1, 4, 4)  # resized to the first map
     with pytest.raises(ConfigError, match="one positive-sum weight per map"):
         gradcam.ensemble_map([a, b], [1])
 
 
 def test_concentration_measures():
-    inside = np.zeros((1, 10, 10)); inside[0, 4:6, 4:6] = 1
+    inside = np.zeros((1, 10, 10))
+    inside[0, 4:6, 4:6] = 1
     spread = np.ones((1, 10, 10))
-    mask = np.zeros((1, 10, 10)); mask[0, 3:7, 3:7] = 1
+    mask = np.zeros((1, 10, 10))
+    mask[0, 3:7, 3:7] = 1
     c = gradcam.concentration(np.concatenate([inside, spread]), np.concatenate([mask, mask]))
     assert c["energy_in_cell"].tolist() == pytest.approx([1.0, 0.16])
     assert c["entropy"][1] == pytest.approx(1.0) and c["entropy"][0] == pytest.approx(np.log(4) / np.log(100))
@@ -91,8 +96,13 @@ def test_concentration_measures():
 
 def test_registry_layers_are_the_ones_gradcam_uses():
     """A registry change that breaks Grad-CAM fails here (the layer names of keras.applications)."""
-    expected = {"vgg16": "block5_conv3", "xception": "block14_sepconv2_act", "mobilenet": "conv_pw_13_relu",
-                "inception_resnet_v2": "conv_7b_ac", "densenet121": "relu"}
+    expected = {
+        "vgg16": "block5_conv3",
+        "xception": "block14_sepconv2_act",
+        "mobilenet": "conv_pw_13_relu",
+        "inception_resnet_v2": "conv_7b_ac",
+        "densenet121": "relu",
+    }
     assert {k: b.last_conv for k, b in models.BACKBONES.items()} == expected
 
 

@@ -1,4 +1,5 @@
 """Metric wrappers against hand computations (ALL = 1 is the positive class)."""
+
 import numpy as np
 import pytest
 
@@ -14,13 +15,16 @@ def test_against_hand_computation():
     tp, fn, tn, fp = 5, 1, 3, 1
     prec_all, rec_all = tp / (tp + fp), tp / (tp + fn)
     prec_hem, rec_hem = tn / (tn + fn), tn / (tn + fp)
-    f1 = lambda p, r: 2 * p * r / (p + r)
+
+    def f1(p, r):
+        return 2 * p * r / (p + r)
+
     assert m["ACC"] == pytest.approx(8 / 10)
-    assert m["BA"] == pytest.approx((rec_all + rec_hem) / 2)                       # Eq. 6
+    assert m["BA"] == pytest.approx((rec_all + rec_hem) / 2)  # Eq. 6
     assert m["WP"] == pytest.approx((6 * prec_all + 4 * prec_hem) / 10)
     assert m["WR"] == pytest.approx((6 * rec_all + 4 * rec_hem) / 10)
     assert m["WFS"] == pytest.approx((6 * f1(prec_all, rec_all) + 4 * f1(prec_hem, rec_hem)) / 10)  # Eq. 8
-    po, pe = 0.8, (6 / 10) * (6 / 10) + (4 / 10) * (4 / 10)    # predicted: 6 ALL, 4 Hem
+    po, pe = 0.8, (6 / 10) * (6 / 10) + (4 / 10) * (4 / 10)  # predicted: 6 ALL, 4 Hem
     assert m["kappa"] == pytest.approx((po - pe) / (1 - pe))
     # AUC: share of (ALL, Hem) pairs ranked correctly
     pairs = [(a, h) for a in P[Y == 1] for h in P[Y == 0]]
@@ -34,9 +38,9 @@ def test_degenerate_all_predicted_as_all():
     assert m["BA"] == pytest.approx(0.5)
     assert m["kappa"] == pytest.approx(0.0)
     assert m["precision_hem"] == 0.0 and m["recall_hem"] == 0.0
-    assert m["WP"] == pytest.approx(0.6 * 0.6)        # only the ALL class has precision 0.6
+    assert m["WP"] == pytest.approx(0.6 * 0.6)  # only the ALL class has precision 0.6
     assert m["WFS"] == pytest.approx(0.6 * (2 * 0.6 * 1 / 1.6))
-    assert m["AUC"] == pytest.approx(0.5)              # all ties
+    assert m["AUC"] == pytest.approx(0.5)  # all ties
 
 
 def test_confusion_layout_and_percentages():
@@ -54,7 +58,7 @@ def test_table6_counts_reproduce_the_papers_percentages():
     p = np.r_[np.zeros(557), np.ones(91), np.zeros(173), np.ones(1046)]
     pct = metrics.confusion_percent(metrics.confusion(y, p))
     assert round(pct.loc["Hem", "Hem"], 2) == 85.96 and round(pct.loc["ALL", "ALL"], 2) == 85.81
-    assert metrics.evaluate(y, p)["ACC"] == pytest.approx(0.859, abs=5e-4)   # Table 4: Xception 300 px ACC
+    assert metrics.evaluate(y, p)["ACC"] == pytest.approx(0.859, abs=5e-4)  # Table 4: Xception 300 px ACC
 
 
 def test_roc_and_threshold():
@@ -79,10 +83,10 @@ def test_evaluate_matches_scikit_learn(case):
 
     rng = np.random.default_rng(case)
     n = int(rng.integers(2, 60))
-    y = rng.integers(0, 2, n) if case % 10 else np.ones(n, int)           # every tenth case: one class only
-    p = rng.choice([0.1, 0.3, 0.5, 0.7, 0.9], n) if case % 3 == 0 else rng.random(n)   # ties
+    y = rng.integers(0, 2, n) if case % 10 else np.ones(n, int)  # every tenth case: one class only
+    p = rng.choice([0.1, 0.3, 0.5, 0.7, 0.9], n) if case % 3 == 0 else rng.random(n)  # ties
     if case % 7 == 0:
-        p = np.full(n, 0.8)                                                  # everything predicted ALL
+        p = np.full(n, 0.8)  # everything predicted ALL
     yhat = (p >= 0.5).astype(int)
     m = metrics.evaluate(y, p)
     prec, rec, f1, _ = skm.precision_recall_fscore_support(y, yhat, labels=[0, 1], zero_division=0)

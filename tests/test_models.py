@@ -5,8 +5,16 @@ from alllib import models
 from alllib.errors import ConfigError, WeightsUnavailable
 
 
-@pytest.mark.parametrize("key,module", [("vgg16", "vgg16"), ("xception", "xception"), ("mobilenet", "mobilenet"),
-                                        ("inception_resnet_v2", "inception_resnet_v2"), ("densenet121", "densenet")])
+@pytest.mark.parametrize(
+    "key,module",
+    [
+        ("vgg16", "vgg16"),
+        ("xception", "xception"),
+        ("mobilenet", "mobilenet"),
+        ("inception_resnet_v2", "inception_resnet_v2"),
+        ("densenet121", "densenet"),
+    ],
+)
 def test_preprocessing_matches_keras(key, module):
     import keras
 
@@ -41,6 +49,7 @@ def test_imagenet_unavailable_fails_fast_and_names_alternatives(monkeypatch):
 
     def offline(*a, **k):
         raise Exception("URL fetch failure: no network")
+
     monkeypatch.setattr(keras.applications, "MobileNet", offline)
     with pytest.raises(WeightsUnavailable, match="weights=none") as err:
         models.build_model("mobilenet", 64, weights="imagenet")
@@ -64,7 +73,7 @@ def test_flat_model_with_registry_layer(key):
     conv = m.get_layer(bb.last_conv)
     assert len(conv.output.shape) == 4
     names = [layer.name for layer in m.layers]
-    after = names[names.index(bb.last_conv) + 1:]
+    after = names[names.index(bb.last_conv) + 1 :]
     assert all(len(m.get_layer(n).output.shape) != 4 or "pool" in n for n in after)
     assert m.output.shape[-1] == 2 and m.layers[1].name == "backbone_preprocessing"
 

@@ -1,13 +1,15 @@
 """Facts copied from ../shared stay identical to their source, and say what the docs say they say."""
+
 import filecmp
 
 import pytest
-
-from alllib import dataset, paper
 from conftest import ROOT, SHARED
 
-COPIES = [(SHARED / "paper" / p.name, p) for p in sorted((ROOT / "alllib/data/paper").glob("*.csv"))] + \
-         [(SHARED / "cnmc" / p.name, p) for p in sorted((ROOT / "alllib/data/cnmc").iterdir())]
+from alllib import dataset, paper
+
+COPIES = [(SHARED / "paper" / p.name, p) for p in sorted((ROOT / "alllib/data/paper").glob("*.csv"))] + [
+    (SHARED / "cnmc" / p.name, p) for p in sorted((ROOT / "alllib/data/cnmc").iterdir())
+]
 
 
 @pytest.mark.parametrize("source,copy", COPIES, ids=[c.name for _, c in COPIES])

@@ -1,10 +1,10 @@
 """The three dependency lists agree: pyproject.toml (direct pins), environment.yml (conda users)
 and requirements.txt (the full lock that `make setup` installs)."""
+
 import re
 import tomllib
 
 import yaml
-
 from conftest import ROOT
 
 
@@ -27,6 +27,12 @@ def test_environment_yml_matches_pyproject():
 
 def test_lock_contains_every_direct_pin():
     project = _pins(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
-    lock = _pins([l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")])
+    lock = _pins(
+        [
+            line
+            for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+    )
     for name, version in project.items():
         assert lock.get(name) == version, f"{name}: pyproject pins {version}, requirements.txt has {lock.get(name)}"

@@ -21,7 +21,7 @@ def test_split_is_subject_disjoint_and_matches_table3():
     train, val = t[t["split"] == "train"], t[t["split"] == "validation"]
     assert set(train["subject"]).isdisjoint(val["subject"])
     subjects = val.groupby("label")["subject"].nunique()
-    assert subjects["all"] == 15 and subjects["hem"] == 7           # Table 3
+    assert subjects["all"] == 15 and subjects["hem"] == 7  # Table 3
     for label, total in (("all", 7272), ("hem", 3389)):
         share = (val["label"] == label).sum() / total
         assert abs(share - 0.2) < 0.01, f"{label}: validation share {share:.3f}"
@@ -36,7 +36,7 @@ def test_split_is_seed_stable_and_seed_dependent():
 def test_split_on_generated_tree(synth_root):
     t = pp.subject_split(read_cnmc(synth_root), 0)
     assert set(t[t.split == "train"].subject).isdisjoint(t[t.split == "validation"].subject)
-    assert (t[t.split == "preliminary_test"].shape[0] > 0)
+    assert t[t.split == "preliminary_test"].shape[0] > 0
     summary = pp.split_summary(t)
     assert list(summary["split"]) == ["train", "validation", "preliminary_test"]
 
@@ -109,8 +109,9 @@ def test_flip_only_augmentation_is_a_flip():
     import tensorflow as tf
 
     x = np.random.default_rng(2).integers(0, 255, (16, 8, 8, 3)).astype(np.uint8)
-    out = pp.augment(tf.constant(x), tf.constant([5, 5], tf.int64),
-                     {"rotation_deg": 0, "zoom": 0.0, "shift": 0.0, "flips": True}).numpy()
+    out = pp.augment(
+        tf.constant(x), tf.constant([5, 5], tf.int64), {"rotation_deg": 0, "zoom": 0.0, "shift": 0.0, "flips": True}
+    ).numpy()
     for o, i in zip(out, x):
         assert any(np.array_equal(o, f) for f in (i, i[:, ::-1], i[::-1], i[::-1, ::-1]))
 

@@ -27,8 +27,10 @@ def test_mcnemar_no_discordance():
 def _brute_delong(y, s1, s2):
     """Direct O(mn) structural components (DeLong et al. 1988)."""
     pos, neg = y == 1, y == 0
+
     def psi(x, z):
         return (x > z) + 0.5 * (x == z)
+
     comps = []
     for s in (s1, s2):
         X, Y = s[pos], s[neg]
@@ -68,15 +70,15 @@ def test_bootstrap_resamples_whole_subjects():
     stats.cluster_bootstrap(frame, lambda d: seen.append(d["subject"].value_counts().to_dict()) or {"n": len(d)}, n=50)
     for counts in seen[1:]:
         for subject, c in counts.items():
-            assert c % sizes[subject] == 0          # a subject comes with all of its images
-        assert sum(c for s, c in counts.items() if s[0] == "A") // 1 > 0   # both classes always present
+            assert c % sizes[subject] == 0  # a subject comes with all of its images
+        assert sum(c for s, c in counts.items() if s[0] == "A") // 1 > 0  # both classes always present
         assert sum(c for s, c in counts.items() if s[0] == "H") > 0
 
 
 def test_bootstrap_known_cases():
     frame = pd.DataFrame({"subject": list("aabbccdd"), "y": [1, 1, 1, 1, 0, 0, 0, 0], "x": 1.0})
     ci = stats.cluster_bootstrap(frame, lambda d: {"m": d["x"].mean()}, n=200)
-    assert ci["m"] == (1.0, 1.0, 1.0)   # a constant has no spread
+    assert ci["m"] == (1.0, 1.0, 1.0)  # a constant has no spread
     # per-subject means 0 and 1 within one class: the CI of the mean spans the subject means
     frame = pd.DataFrame({"subject": ["a"] * 5 + ["b"] * 5 + ["c"] * 5, "y": 1, "x": [0.0] * 5 + [1.0] * 5 + [0.5] * 5})
     est, lo, hi = stats.cluster_bootstrap(frame, lambda d: {"m": d["x"].mean()}, n=2000, seed=1)["m"]
@@ -88,7 +90,7 @@ def test_metric_cis_cover_the_estimate():
     n = 300
     subj = rng.integers(0, 30, n)
     y = (subj < 15).astype(int)
-    p = np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1)   # an imperfect classifier: every CI has width
+    p = np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1)  # an imperfect classifier: every CI has width
     frame = pd.DataFrame({"subject": subj.astype(str), "y": y, "p_all": p})
     ci = stats.metric_cis(frame, n=100)
     for k, (est, lo, hi) in ci.items():
@@ -101,7 +103,82 @@ def test_metric_cis_cover_the_estimate():
 
 
 def test_per_subject_accuracy_lists_the_worst_first():
-    frame = pd.DataFrame({"subject": ["a", "a", "b", "b"], "label": ["all"] * 2 + ["hem"] * 2, "y": [1, 1, 0, 0],
-                          "p_all": [0.9, 0.8, 0.7, 0.2]})
+    frame = pd.DataFrame(
+        {
+            "subject": ["a", "a", "b", "b"],
+            "label": ["all"] * 2 + ["hem"] * 2,
+            "y": [1, 1, 0, 0],
+            "p_all": [0.9, 0.8, 0.7, 0.2],
+        }
+    )
     t = stats.per_subject_accuracy(frame)
     assert t["subject"].tolist() == ["b", "a"] and t["accuracy"].tolist() == [0.5, 1.0]
+
+
+def _one_subject_carries_it(n_subjects=12, per_subject=40, seed=0):
+    """A and B agree on every subject but one, where A is right on every image and B wrong."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_subjects):
+        y = s % 2
+        for i in range(per_subject):
+            p = rng.uniform(0.55, 0.95) if y else rng.uniform(0.05, 0.45)
+            pa = pb = p
+            if s == 0:
+                pb = 1 - p  # B gets all of subject 0 wrong, A all right
+            rows.append(
+                {"image_id": f"{s}_{i}", "subject": f"S{s}", "y": y, "label": "all" if y else "hem", "pa": pa, "pb": pb}
+            )
+    return pd.DataFrame(rows)
+
+
+def test_one_subject_difference_is_significant_per_image_not_per_subject():
+    d = _one_subject_carries_it()
+    per_image = stats.paired_tests(d.y, d.pa, d.pb)
+    assert per_image["mcnemar_p"] < 1e-6  # 40 discordant images, all one way: "significant"
+    perm = stats.subject_sign_flip(d.y, d.pa, d.pb, d.subject, stats._ba, n=5000)
+    assert perm["exact"] and perm["subjects"] == 12  # 2^12 flips enumerated
+    assert perm["p"] > 0.3  # one subject of twelve: no evidence
+    boot = stats.paired_subject_bootstrap(d.y, d.pa, d.pb, d.subject, stats._ba, n=400)
+    assert boot["lo"] <= 0 <= boot["hi"] or boot["p"] > 0.05
+    assert boot["difference"] == pytest.approx(perm["difference"]) and perm["difference"] > 0
+
+
+def test_sign_flip_rejects_when_every_subject_agrees():
+    d = _one_subject_carries_it()
+    flip = d.subject.isin([f"S{s}" for s in range(12)])
+    d.loc[flip, "pb"] = np.where(d.y[flip] == 1, d.pa[flip] - 0.5, d.pa[flip] + 0.5).clip(0, 1)
+    perm = stats.subject_sign_flip(d.y, d.pa, d.pb, d.subject, stats._ba, n=5000)
+    assert perm["p"] == pytest.approx(2 / 2**12)  # only the identity and the full flip are as extreme
+
+
+def test_sign_flip_is_exact_against_brute_force_enumeration():
+    import itertools
+
+    rng = np.random.default_rng(3)
+    d = pd.DataFrame({"subject": np.repeat(list("abcde"), 6), "y": np.repeat([1, 0, 1, 0, 1], 6)})
+    d["pa"], d["pb"] = rng.random(30), rng.random(30)
+    res = stats.subject_sign_flip(d.y, d.pa, d.pb, d.subject, stats._auc, n=1000)
+    obs = metrics.auc_score(d.y, d.pa) - metrics.auc_score(d.y, d.pb)
+    count = 0
+    for flips in itertools.product([0, 1], repeat=5):
+        swap = d.subject.map(dict(zip("abcde", flips))).astype(bool)
+        diff = metrics.auc_score(d.y, np.where(swap, d.pb, d.pa)) - metrics.auc_score(d.y, np.where(swap, d.pa, d.pb))
+        count += abs(diff) >= abs(obs) - 1e-12
+    assert res["p"] == pytest.approx(count / 32) and res["difference"] == pytest.approx(obs)
+
+
+def test_holm_against_hand_computation():
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(stats.holm([0.5, 0.001]), [0.5, 0.002])
+    out = stats.holm([0.2, np.nan, 0.01])
+    assert np.isnan(out[1]) and out[0] == pytest.approx(0.2) and out[2] == pytest.approx(0.02)
+
+
+def test_error_concentration_counts_the_worst_fifth_of_subjects():
+    pred = pd.DataFrame(
+        {"subject": list("aaaabbbbcdefghij"), "y": 1, "p_all": [0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9] + [0.9] * 8}
+    )
+    e = stats.error_concentration(pred)
+    assert e["subjects"] == 10 and e["worst_subjects"] == 2 and e["errors"] == 5
+    assert e["share_in_worst"] == pytest.approx(1.0) and e["subjects_with_errors"] == 2

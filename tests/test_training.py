@@ -1,10 +1,9 @@
 import json
-import os
 
 import numpy as np
 import pytest
 
-from alllib import config, training
+from alllib import config, runs, training
 from alllib.errors import ConfigError
 
 
@@ -15,23 +14,30 @@ def _piecewise_triangular2(steps, base, peak, step_size):
     xs, ys = [], []
     for n in range(n_cycles):
         xs += [2 * n * step_size, (2 * n + 1) * step_size]
-        ys += [base, base + (peak - base) / 2 ** n]
+        ys += [base, base + (peak - base) / 2**n]
     return np.interp(steps, xs, ys)
 
 
 def test_triangular2_closed_form_against_vertices():
     steps = np.arange(0, 12 * 50 + 7)
-    np.testing.assert_allclose(training.triangular2(steps, 1e-7, 2e-3, 50),
-                               _piecewise_triangular2(steps, 1e-7, 2e-3, 50), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(
+        training.triangular2(steps, 1e-7, 2e-3, 50),
+        _piecewise_triangular2(steps, 1e-7, 2e-3, 50),
+        rtol=1e-9,
+        atol=1e-15,
+    )
 
 
 def test_triangular2_landmarks():
     s = 6 * 100  # Eq. 5 with 100 iterations per epoch
-    lr = lambda t: float(training.triangular2(t, 1e-7, 2e-3, s))
+
+    def lr(t):
+        return float(training.triangular2(t, 1e-7, 2e-3, s))
+
     assert lr(0) == pytest.approx(1e-7)
-    assert lr(s) == pytest.approx(2e-3)                 # first peak after 6 epochs
-    assert lr(2 * s) == pytest.approx(1e-7)             # back to base after 12 epochs
-    assert lr(3 * s) == pytest.approx(1e-7 + (2e-3 - 1e-7) / 2)   # amplitude halved
+    assert lr(s) == pytest.approx(2e-3)  # first peak after 6 epochs
+    assert lr(2 * s) == pytest.approx(1e-7)  # back to base after 12 epochs
+    assert lr(3 * s) == pytest.approx(1e-7 + (2e-3 - 1e-7) / 2)  # amplitude halved
     assert lr(5 * s) == pytest.approx(1e-7 + (2e-3 - 1e-7) / 4)
 
 
@@ -80,8 +86,15 @@ def test_cross_entropy():
     assert training.cross_entropy(y, p) == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.5])))
 
 
-TINY = ["backbones=[mobilenet]", "input_scale=0.12", "epochs=1", "max_train_images=24", "bn_recalibration_images=16",
-        "batch_size=8", "run_eagerly=false"]   # traced, as demo and paper train (the smoke study covers eager)
+TINY = [
+    "backbones=[mobilenet]",
+    "input_scale=0.12",
+    "epochs=1",
+    "max_train_images=24",
+    "bn_recalibration_images=16",
+    "batch_size=8",
+    "run_eagerly=false",
+]  # traced, as demo and paper train (the smoke study covers eager)
 
 
 @pytest.fixture()
@@ -89,13 +102,19 @@ def tiny_cfg():
     return config.load_profile("smoke", TINY)
 
 
+def _study(synth_root, results, extra=()):
+    from alllib.study import prepare
+
+    return prepare("smoke", TINY + list(extra), data_dir=str(synth_root), results_dir=results, progress=False)
+
+
 def test_same_seed_same_predictions_on_cpu(tiny_cfg, synth_root, tmp_path):
-    a = training.train_or_load(tiny_cfg, "mobilenet", 300, 0, tmp_path / "a", synth_root, verbose=0)
-    b = training.train_or_load(tiny_cfg, "mobilenet", 300, 0, tmp_path / "b", synth_root, verbose=0)
-    pa, pb = training.load_run(a)["predictions"], training.load_run(b)["predictions"]
+    a = runs.train_or_load(_study(synth_root, tmp_path / "a"), "mobilenet", 300, 0, verbose=0)
+    b = runs.train_or_load(_study(synth_root, tmp_path / "b"), "mobilenet", 300, 0, verbose=0)
+    pa, pb = runs.load_run(a)["predictions"], runs.load_run(b)["predictions"]
     assert len(pa) > 0
     np.testing.assert_array_equal(pa["p_all"].to_numpy(), pb["p_all"].to_numpy())
-    run = training.load_run(a)
+    run = runs.load_run(a)
     assert set(run["predictions"]["split"]) == {"validation", "preliminary_test"}
     assert {"model.keras", "history.csv", "predictions.csv", "run.json"} <= {p.name for p in a.iterdir()}
     assert run["weights"] == "none" and run["data"]["synthetic"] is True
@@ -119,37 +138,81 @@ def test_same_seed_same_predictions_on_cpu(tiny_cfg, synth_root, tmp_path):
     np.testing.assert_allclose(val["p_all"], pa.loc[pa["split"] == "validation", "p_all"], atol=1e-6)
 
 
+def test_fixed_split_trains_every_seed_on_the_first_seeds_split(synth_root, tmp_path):
+    fixed = _study(synth_root, tmp_path, ["runs={300: [0, 5]}"])
+    per_seed = _study(synth_root, tmp_path, ["runs={300: [0, 5]}", "split=per_seed"])
+    assert fixed.cfg["split"] == "fixed" and [fixed.split_seed(s) for s in (0, 5)] == [0, 0]
+    assert [per_seed.split_seed(s) for s in (0, 5)] == [0, 5]
+    # the split is part of a run's identity
+    assert fixed.run_dir("mobilenet", 300, 5) != per_seed.run_dir("mobilenet", 300, 5)
+
+
 def test_finished_run_is_reused(tiny_cfg, synth_root, tmp_path, monkeypatch):
-    d = training.train_or_load(tiny_cfg, "mobilenet", 300, 1, tmp_path, synth_root, verbose=0)
+    study = _study(synth_root, tmp_path)
+    d = runs.train_or_load(study, "mobilenet", 300, 1, verbose=0)
+    assert d == study.run_dir("mobilenet", 300, 1)
     stamp = (d / "run.json").stat().st_mtime_ns
     monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a finished run was retrained"))
-    assert training.train_or_load(tiny_cfg, "mobilenet", 300, 1, tmp_path, synth_root) == d
+    assert runs.train_or_load(study, "mobilenet", 300, 1) == d
     assert (d / "run.json").stat().st_mtime_ns == stamp
     # another code version is another run
     import alllib
-    current = training.run_id(training.run_key(tiny_cfg, "mobilenet", 300, 1, "x"))
+
+    current = runs.run_id(runs.run_key(tiny_cfg, "mobilenet", 300, 1, "x"))
     monkeypatch.setattr(alllib, "__version__", "99.0")
-    assert training.run_id(training.run_key(tiny_cfg, "mobilenet", 300, 1, "x")) != current
+    assert runs.run_id(runs.run_key(tiny_cfg, "mobilenet", 300, 1, "x")) != current
     # another setting is another run
     other = config.load_profile("smoke", TINY + ["epochs=2"])
-    assert training.run_id(training.run_key(other, "mobilenet", 300, 1, "x")) != \
-        training.run_id(training.run_key(tiny_cfg, "mobilenet", 300, 1, "x"))
+    assert runs.run_id(runs.run_key(other, "mobilenet", 300, 1, "x")) != runs.run_id(
+        runs.run_key(tiny_cfg, "mobilenet", 300, 1, "x")
+    )
 
 
 def test_killed_run_is_redone_not_reused(tiny_cfg, synth_root, tmp_path, monkeypatch):
     real_fit = training.fit
 
-    def killed(cfg, backbone, size, seed, table, out_dir, data_info, verbose=2):
+    def killed(cfg, backbone, size, seed, table, out_dir, data_info, verbose=2, split_seed=None):
         (out_dir / "model.keras").write_text("half")
         (out_dir / "predictions.csv").write_text("image_id\n")
         raise KeyboardInterrupt("killed mid-way")
+
     monkeypatch.setattr(training, "fit", killed)
+    study = _study(synth_root, tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        training.train_or_load(tiny_cfg, "mobilenet", 300, 2, tmp_path, synth_root)
-    assert not any(training.is_complete(d) for d in tmp_path.iterdir())
-    assert not any(p.name.startswith("mobilenet") for p in tmp_path.iterdir())  # no half-written final dir
-    assert training.load_runs(tmp_path) == []
+        runs.train_or_load(study, "mobilenet", 300, 2)
+    assert not any(runs.is_complete(d) for d in study.runs_dir.iterdir())
+    assert not any(p.name.startswith("mobilenet") for p in study.runs_dir.iterdir())  # no half-written final dir
+    assert runs.load_runs(study.runs_dir) == []
     monkeypatch.setattr(training, "fit", real_fit)
-    d = training.train_or_load(tiny_cfg, "mobilenet", 300, 2, tmp_path, synth_root, verbose=0)
-    assert training.is_complete(d)
+    d = runs.train_or_load(study, "mobilenet", 300, 2, verbose=0)
+    assert runs.is_complete(d)
     assert json.loads((d / "run.json").read_text())["epochs_run"] == 1
+
+
+def test_a_kernel_reads_the_data_tree_once(synth_root, tmp_path, monkeypatch):
+    """setup (prepare) reads the tree; training a run reuses the Study's table instead of reading again."""
+    from alllib import dataset, notebook
+
+    calls = []
+    real = dataset.read_cnmc
+    monkeypatch.setattr(dataset, "read_cnmc", lambda *a, **k: calls.append(a) or real(*a, **k))
+    study, _ = notebook.setup("smoke", TINY, str(synth_root), tmp_path, show=False)
+    runs.train_or_load(study, "mobilenet", 300, 0, verbose=0)
+    runs.load_run(study.run_dir("mobilenet", 300, 0))
+    assert len(calls) == 1
+
+
+def test_failed_mixed_precision_run_restores_the_policy(tiny_cfg, synth_root, tmp_path, monkeypatch):
+    import keras
+
+    from alllib import models
+
+    def broken(*a, **k):
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(models, "build_model", broken)
+    cfg = config.load_profile("smoke", TINY + ["mixed_precision=true"])
+    with pytest.raises(RuntimeError, match="out of memory"):
+        training.fit(cfg, "mobilenet", 300, 0, _study(synth_root, tmp_path).table, tmp_path, {}, verbose=0)
+    assert keras.mixed_precision.global_policy().name == "float32"

@@ -1,0 +1,278 @@
+"""The study runner: data -> data-exploration notebook -> the run matrix of training notebooks ->
+the analysis notebooks -> the book. `make book` calls `python -m alllib study`.
+
+Every notebook is executed by papermill in its own kernel (a subprocess, so that several GPUs can
+each take one training run at a time). A finished training run is recognised by its key (backbone,
+size, seed, profile settings, data fingerprint) and reused; an interrupted study resumes where it
+stopped; a failed notebook stops the study with its path and failing cell and is kept for reading.
+Everything that can be checked before the first notebook (settings, the image files) is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from . import io
+from .errors import ConfigError, StudyError
+from .study import PACKAGE_ROOT, Study, prepare
+
+GENERATED = Path("book") / "_generated"
+# The chapters in the order they run: data, the run matrix (the per-run template), then analysis.
+DATA_NOTEBOOK = "01_data_exploration"
+TRAIN_NOTEBOOK = "train_run"
+ANALYSIS_NOTEBOOKS = ("02_fine_tuning", "03_ensemble_ablation", "04_variance", "05_gradcam", "06_results_summary")
+
+
+# ---------------------------------------------------------------- notebook execution
+
+
+def _failing_cell(notebook: Path) -> str:
+    """Index, error and last traceback lines of the first cell with an error output."""
+    try:
+        nb = json.loads(notebook.read_text())
+    except Exception:
+        return "an unknown cell (the notebook could not be read)"
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(out.get("traceback", [])[-3:]))
+                return f"cell In [{cell.get('execution_count')}] ({out.get('ename')}: {out.get('evalue')})\n{tb}"
+    return "an unknown cell"
+
+
+def execute(notebook: str, output: Path, params: dict, root: Path, env: dict | None = None, log=None) -> None:
+    """Run one notebook with papermill in a subprocess, its output streamed to `log`. On failure the
+    partial notebook is kept beside `output` as `.failed.ipynb` and a StudyError names it and the
+    failing cell."""
+    src = root / "notebooks" / f"{notebook}.ipynb"
+    if not src.is_file():
+        raise StudyError(f"notebook {src} does not exist")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.stem + ".partial.ipynb")
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(src),
+        str(partial),
+        "-y",
+        yaml.safe_dump(params),
+        "--cwd",
+        str(root / "notebooks"),
+        "--no-progress-bar",
+        "--kernel",
+        "python3",
+        "--log-output",
+    ]
+    if log is not None:
+        log.write(f"\n==== {time.strftime('%H:%M:%S')} {notebook} {json.dumps(params)}\n")
+        log.flush()
+    proc = subprocess.run(
+        cmd,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        stdout=log if log is not None else subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if proc.returncode != 0:
+        failed = output.with_name(output.stem + ".failed.ipynb")
+        if partial.exists():
+            os.replace(partial, failed)
+            where = _failing_cell(failed)
+        else:
+            where = "start-up (no notebook was written)\n" + (proc.stdout or "")[-2000:]
+        raise StudyError(
+            f"notebook {src.name} failed at {where}\nThe partial notebook is kept at {failed}"
+            + (f"; the full log is {log.name}" if log is not None else "")
+        )
+    _hide_injected_parameters(partial)
+    os.replace(partial, output)
+    output.with_name(output.stem + ".failed.ipynb").unlink(missing_ok=True)  # an earlier failure, now mended
+
+
+def _hide_injected_parameters(path: Path) -> None:
+    """Fold the cell papermill injects (this build's parameters) in the book, like the defaults cell."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            cell["metadata"]["tags"] = tags + ["hide-cell"]
+    path.write_text(json.dumps(nb, indent=1))
+
+
+# ---------------------------------------------------------------- scheduling the run matrix
+
+
+def cpu_threads(jobs: int) -> dict[str, str]:
+    """Environment that gives each of `jobs` side-by-side CPU training kernels an equal share of the
+    cores. TensorFlow's default (every kernel sized for all cores) oversubscribes them: measured on
+    the 2-core machine, a VGG-16 step took 2.0 s next to another kernel's graph tracing, 1.2 s with
+    one thread each. Empty for a single job (TensorFlow's default then uses every core)."""
+    if jobs <= 1:
+        return {}
+    per_job = max(1, (os.cpu_count() or 1) // jobs)
+    return {"TF_NUM_INTRAOP_THREADS": str(per_job), "TF_NUM_INTEROP_THREADS": str(per_job)}
+
+
+def notebook_params(study: Study, profile: str, overrides=(), data_dir=None) -> dict:
+    """The papermill parameters every notebook of `study` gets (the same the user gave)."""
+    return {
+        "profile": profile,
+        "overrides": list(overrides or ()),
+        "data_dir": data_dir,
+        "results_dir": str(study.results_root),
+    }
+
+
+def run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log, jobs: int = 1) -> dict:
+    """Execute the training notebook for every run of the matrix that is not finished yet. With GPUs,
+    one run per GPU at a time; on CPU, `jobs` runs side by side (on a 2-core machine two kernels
+    overlap one run's single-threaded graph tracing with the other's training)."""
+    from tqdm.auto import tqdm
+
+    from .runs import is_complete
+
+    todo, reused = [], 0
+    for bb, size, seed in study.matrix():
+        d = study.run_dir(bb, size, seed)
+        if is_complete(d) and (d / f"{TRAIN_NOTEBOOK}.ipynb").is_file():
+            reused += 1
+        else:
+            todo.append((bb, size, seed, d))
+    bar = tqdm(
+        total=len(study.matrix()),
+        initial=reused,
+        desc="training runs",
+        unit="run",
+        file=sys.stdout,
+        dynamic_ncols=False,
+        ncols=100,
+    )
+    slots: queue.Queue = queue.Queue()
+    for g in gpus or [None] * max(1, jobs):
+        slots.put(g)
+    errors: list[Exception] = []
+    lock = threading.Lock()
+    workers = len(gpus) if gpus else max(1, jobs)
+    threads = cpu_threads(workers) if not gpus else {}
+
+    def one(job):
+        bb, size, seed, d = job
+        if errors:
+            return
+        gpu = slots.get()
+        try:
+            out = study.runs_dir / ".notebooks" / f"{d.name}.ipynb"
+            execute(
+                TRAIN_NOTEBOOK,
+                out,
+                {**base_params, "backbone": bb, "input_size": size, "seed": seed},
+                root,
+                env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else threads or None,
+                log=log,
+            )
+            os.replace(out, d / f"{TRAIN_NOTEBOOK}.ipynb")  # the kernel trained into d: the same run_dir
+        except Exception as exc:  # collected and re-raised after the workers stop
+            with lock:
+                errors.append(exc)
+        finally:
+            slots.put(gpu)
+            with lock:
+                bar.set_postfix_str(f"{bb} {size}px seed {seed}")
+                bar.update(1)
+
+    if workers == 1:
+        for job in todo:
+            one(job)
+            if errors:
+                break
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, todo))
+    bar.close()
+    if errors:
+        raise errors[0]
+    return {"trained": len(todo), "reused": reused}
+
+
+# ---------------------------------------------------------------- the whole study
+
+
+def check_before_running(study: Study) -> None:
+    """What would otherwise fail late, refused before any notebook runs: a study needs two backbones
+    for its ensembles, and every labelled image must open as a 450 x 450 RGB picture."""
+    if len(study.cfg["backbones"]) < 2:
+        raise ConfigError(
+            f"profile {study.cfg['name']!r}: setting backbones = {study.cfg['backbones']!r}: a study "
+            "needs at least two backbones (its ensembles combine them); to train one backbone alone "
+            "use `python -m alllib trial`"
+        )
+    print(f"[study] checking {int(study.table['label'].notna().sum())} labelled images", flush=True)
+    study.image_checks()
+
+
+def run_study(
+    profile: str = "demo",
+    overrides=(),
+    data_dir=None,
+    results_dir=None,
+    root=None,
+    gpus: list[str] | None = None,
+    book: bool = True,
+    jobs: int | None = None,
+) -> dict:
+    from .book import build_book, write_generated_pages
+
+    t0 = time.time()
+    root = Path(root or PACKAGE_ROOT).resolve()
+    print(f"[study] profile {profile}: preparing data", flush=True)
+    study = prepare(profile, overrides, data_dir, results_dir)
+    print(f"[study] {study.label()}; data root {study.data_root}; {len(study.table)} images", flush=True)
+    check_before_running(study)
+    study.results.mkdir(parents=True, exist_ok=True)
+    for stale in study.runs_dir.glob(".*.partial"):  # left by a run that was killed: never reused
+        shutil.rmtree(stale, ignore_errors=True)
+    gen = root / GENERATED
+    base = notebook_params(study, profile, overrides, data_dir)
+    log_path = study.results / "notebooks.log"
+    with open(log_path, "a") as log:
+        print("[study] data exploration", flush=True)
+        execute(DATA_NOTEBOOK, gen / f"{DATA_NOTEBOOK}.ipynb", base, root, log=log)
+        print(f"[study] run matrix: {len(study.matrix())} training runs", flush=True)
+        counts = run_matrix(study, base, root, gpus or [], log, jobs or study.cfg["jobs"])
+        runs_gen = gen / "runs"
+        shutil.rmtree(runs_gen, ignore_errors=True)
+        runs_gen.mkdir(parents=True)
+        for bb, size, seed in study.matrix():
+            d = study.run_dir(bb, size, seed)
+            shutil.copy(d / f"{TRAIN_NOTEBOOK}.ipynb", runs_gen / f"{d.name}.ipynb")
+        for nb in ANALYSIS_NOTEBOOKS:
+            print(f"[study] {nb}", flush=True)
+            execute(nb, gen / f"{nb}.ipynb", base, root, log=log)
+    timings = {**counts, "wall_seconds": time.time() - t0}
+    write_generated_pages(study, timings, gen)
+    io.write_json(study.results / "study.json", {"profile": study.cfg, "data": study.data_info, **timings})
+    result = {"study": study, **timings}
+    if book:
+        print("[study] building the book", flush=True)
+        result["index"] = build_book(root)
+        print(f"[study] book: {result['index']}", flush=True)
+    print(
+        f"[study] done in {(time.time() - t0) / 60:.1f} min ({counts['trained']} runs trained, "
+        f"{counts['reused']} reused)",
+        flush=True,
+    )
+    return result
