@@ -65,7 +65,7 @@ def headline(ens, var, cam, study) -> str:
         text = (
             f"**Over {r['runs']} seeds** at {var.size} px ({var.split} subject split, WEN weights from the "
             f"{var.weights_from} split) WEN-kappa averaged BA {r['A_BA']:.3f} (SD {r['SD_BA_pp']:.2f} points, "
-            f"variance {r['VAR_BA_pp2']:.2f} points²), WFS {r['A_WFS']:.3f}, ACC {r['A_ACC']:.3f}."
+            f"variance {r['V_BA']:.2f} %², as the paper's V_), WFS {r['A_WFS']:.3f}, ACC {r['A_ACC']:.3f}."
         )
         if best is not None:
             b = singles[best]

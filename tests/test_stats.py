@@ -182,3 +182,11 @@ def test_error_concentration_counts_the_worst_fifth_of_subjects():
     e = stats.error_concentration(pred)
     assert e["subjects"] == 10 and e["worst_subjects"] == 2 and e["errors"] == 5
     assert e["share_in_worst"] == pytest.approx(1.0) and e["subjects_with_errors"] == 2
+
+
+def test_fast_balanced_accuracy_matches_the_metrics_module():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        y = rng.integers(0, 2, 40)
+        p = rng.random(40)
+        assert stats._ba(y, p) == pytest.approx(metrics.evaluate(y, p)["BA"])
