@@ -62,7 +62,7 @@ def test_stray_files_are_ignored(synth_copy):
     (synth_copy / "training_data/fold_0/all/.DS_Store").write_text("x")
     (synth_copy / "training_data/fold_1/hem/Thumbs.db").write_text("x")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")   # OS metadata files of macOS and Windows alike: ignored silently
+        warnings.simplefilter("error")  # OS metadata files of macOS and Windows alike: ignored silently
         n = len(read_cnmc(synth_copy))
     (synth_copy / "training_data/fold_0/all/notes.txt").write_text("x")
     with pytest.warns(UserWarning, match="notes.txt"):
@@ -133,7 +133,8 @@ def test_truncated_image_is_named(synth_copy):
 def test_wrong_size_image_is_named(synth_copy):
     victim = next((synth_copy / "training_data/fold_1/hem").iterdir())
     Image.new("RGB", (300, 300)).save(victim)
-    with pytest.raises(DataError, match=f"each must be a complete 450x450 RGB image\\): .*{victim.name} \\(300x300 RGB\\)"):
+    expected = f"each must be a complete 450x450 RGB image\\): .*{victim.name} \\(300x300 RGB\\)"
+    with pytest.raises(DataError, match=expected):
         dataset.check_images(read_cnmc(synth_copy), progress=False)
 
 
