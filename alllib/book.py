@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import io
 from .errors import StudyError
+from .paper import choices_markdown
 
 
 def build_book(root: Path) -> Path:
@@ -99,3 +100,4 @@ def settings_markdown(study) -> str:
 def write_generated_pages(study, timings: dict, gen: Path) -> None:
     io.write_text(gen / "provenance.md", provenance_markdown(study, timings))
     io.write_text(gen / "settings.md", settings_markdown(study))
+    io.write_text(gen / "choices.md", choices_markdown())

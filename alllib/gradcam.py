@@ -109,7 +109,7 @@ def nucleus_masks(paths, size: int, scale: float) -> np.ndarray | None:
     from PIL import Image
 
     from .config import input_pixels
-    from .preprocessing import crop_box
+    from .preprocessing import center_crop
     from .synthetic import mask_path
 
     files = [mask_path(p) for p in paths]
@@ -119,10 +119,8 @@ def nucleus_masks(paths, size: int, scale: float) -> np.ndarray | None:
     px = input_pixels(size, scale)
     for f in files:
         m = np.asarray(Image.open(f))
-        off, s = crop_box(m.shape[0], size)
-        m = Image.fromarray(((m[off : off + s, off : off + s] == 2) * 255).astype(np.uint8)).resize(
-            (px, px), Image.NEAREST
-        )
+        nucleus = center_crop(m[..., None], size)[..., 0] == 2
+        m = Image.fromarray((nucleus * 255).astype(np.uint8)).resize((px, px), Image.NEAREST)
         out.append(np.asarray(m) > 127)
     return np.stack(out).astype(np.float32)
 

@@ -85,9 +85,16 @@ def crop_box(side: int, size: int) -> tuple[int, int]:
 
 
 def center_crop(images, size: int):
-    """Centre crop of the last-but-one two axes (..., H, W, C); numpy arrays or tensors."""
+    """Centre crop of the last-but-one two axes (..., H, W, C); numpy arrays or tensors, also a
+    decoded tf image whose side is only known when it runs. The one crop of the study: training,
+    evaluation, the data chapter and the figures all call it."""
     h = images.shape[-3]
-    off, size = crop_box(int(h), size)
+    if not isinstance(h, int):  # a tf image decoded from a file inside the tf.data graph
+        import tensorflow as tf
+
+        off = (tf.shape(images)[-3] - size) // 2
+    else:
+        off, size = crop_box(h, size)
     return images[..., off : off + size, off : off + size, :]
 
 
@@ -112,9 +119,7 @@ def load_image(path, size: int, scale: float = 1.0):
 
     raw = tf.io.read_file(path)
     img = tf.io.decode_image(raw, channels=3, expand_animations=False)
-    h = tf.shape(img)[0]
-    off = (h - size) // 2
-    img = img[off : off + size, off : off + size, :]
+    img = center_crop(img, size)
     img.set_shape((size, size, 3))
     out = input_pixels(size, scale)
     if out != size:

@@ -44,3 +44,37 @@ def test_training_subjects_match_readme_and_table3():
     assert t3.loc[["train", "validation"], "all_images"].sum() == 7272
     assert t3.loc[["train", "validation"], "hem_images"].sum() == 3389
     assert t3.loc[["train", "validation"], "all_subjects"].sum() == 47
+
+
+def test_method_notes_cover_every_key_of_the_paper_profile():
+    from alllib import config, paper
+
+    cfg = config.load_profile("paper", data_dir="/x")
+    keys = {".".join(p) for p in config._leaf_paths(cfg) if "per_backbone" not in p}
+    covered = (
+        set(paper.FAITHFUL) | set(paper.BOOKKEEPING) | {k for row in paper.SILENT_OR_AMBIGUOUS for k in row["keys"]}
+    )
+    assert keys - covered == set(), "paper-profile settings neither taken from the paper nor in the method notes' table"
+    assert covered - keys == set(), "the method notes name settings the profile does not have"
+    for topic in (
+        "Model head",
+        "Augmentation ranges",
+        "Early stopping",
+        "Learning rate",
+        "Oversampling",
+        "WEN weights",
+        "Determinism",
+        "Subject split",
+        "Decision threshold",
+    ):
+        assert topic in paper.choices_markdown()
+
+
+@pytest.mark.skipif(not (SHARED / "paper").is_dir(), reason="../shared/paper is not beside this checkout")
+def test_method_notes_quote_the_paper_verbatim():
+    from alllib import paper
+
+    text = " ".join(next((SHARED / "paper").glob("*.txt")).read_text().split())
+    quotes = [q for _, q in paper.FAITHFUL.values()] + [r["paper"] for r in paper.SILENT_OR_AMBIGUOUS if r["paper"]]
+    for q in quotes:
+        assert " ".join(q.split()) in text, f"not in the paper: {q!r}"

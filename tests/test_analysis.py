@@ -1,0 +1,193 @@
+"""The library behind the results chapters: typed summaries built from a small synthetic set of
+predictions, the sentences rendered from them, the Grad-CAM sample and tests, the figures."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np
+import pandas as pd
+import pytest
+
+from alllib import analysis, figures, gradcam, report, summaries, variance
+from alllib.models import DISPLAY_ORDER
+
+
+def _predictions(quality, seed, n_subjects=12, per_subject=6):
+    """Validation and test predictions of one model; `quality` pulls p(ALL) toward the truth."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, prefix in (("validation", "v"), ("preliminary_test", "t")):
+        for s in range(n_subjects):
+            y = s % 2
+            for i in range(per_subject):
+                p = float(np.clip(0.5 + (quality if y else -quality) + rng.normal(0, 0.25), 0.01, 0.99))
+                rows.append(
+                    {
+                        "split": split,
+                        "image_id": f"{prefix}{s}_{i}",
+                        "subject": f"{prefix.upper()}{s}",
+                        "label": "all" if y else "hem",
+                        "y": y,
+                        "p_hem": 1 - p,
+                        "p_all": p,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _runs(sizes=(450, 300), seeds=(0, 1)):
+    out = []
+    for size in sizes:
+        for seed in seeds if size == 300 else seeds[:1]:
+            for k, name in enumerate(DISPLAY_ORDER):
+                out.append(
+                    {
+                        "display": name,
+                        "backbone": name.lower(),
+                        "input_size": size,
+                        "seed": seed,
+                        "predictions": _predictions(0.05 * (k + 1), 100 * seed + 10 * k + size),
+                    }
+                )
+    return out
+
+
+@pytest.fixture(scope="module")
+def chapter():
+    return analysis.ensemble_chapter(_runs(), "SYNTHETIC test label", n_boot=50, n_perm=100)
+
+
+def test_ensemble_summary_from_predictions(chapter, tmp_path):
+    s = chapter.summary
+    assert s.schema_version == summaries.SCHEMA_VERSION and s.seed == 0
+    assert set(s.sizes) == {450, 300} and s.test_subjects == 12 and s.test_images == 72
+    r = s.sizes[300]
+    assert r.best_single in DISPLAY_ORDER and {"WEN-kappa", r.best_single} == set(r.leak_free)
+    assert r.comparison.subjects == 12 and r.comparison.p_BA_holm >= r.comparison.p_BA_permutation
+    # the headline's estimate is the leak-free table's
+    assert r.comparison.dBA.est == pytest.approx(
+        r.leak_free["WEN-kappa"]["BA"].est - r.leak_free[r.best_single]["BA"].est
+    )
+    # written and read back through the contract
+    summaries.write(s, tmp_path)
+    assert summaries.read(summaries.EnsembleSummary, tmp_path) == s
+
+
+def test_summaries_refuse_another_schema_version(chapter, tmp_path):
+    from alllib import io
+    from alllib.errors import StudyError
+
+    path = summaries.write(chapter.summary, tmp_path)
+    data = io.read_json(path)
+    io.write_json(path, {**data, "schema_version": 1})
+    with pytest.raises(StudyError, match="schema version 1"):
+        summaries.read(summaries.EnsembleSummary, tmp_path)
+    with pytest.raises(StudyError, match="variance.json is missing"):
+        summaries.read(summaries.VarianceSummary, tmp_path)
+
+
+def test_headline_is_rendered_from_the_summaries(chapter):
+    per_seed = variance.per_seed_metrics(_runs(), 300)
+    t5 = variance.five_run_table(per_seed)
+    var = summaries.VarianceSummary(
+        label="L",
+        size=300,
+        seeds=[0, 1],
+        split="fixed",
+        weights_from="validation",
+        table=t5[t5.weights != variance.WEIGHTS_LABEL["test"]].to_dict("records"),
+    )
+    cam = summaries.GradcamSummary(
+        label="L",
+        method="gradcam",
+        images=24,
+        subjects=12,
+        sample_seed=0,
+        models=DISPLAY_ORDER,
+        models_without_maps=["InceptionResNet-V2"],
+        more_concentrated_than=["VGG-16"],
+        less_concentrated_than=["Xception"],
+        paired=[],
+    )
+
+    class Study:
+        synthetic = True
+        data_info = {"fingerprint": "abc"}
+
+    text = report.headline(chapter.summary, var, cam, Study())
+    c = chapter.summary.sizes[300].comparison
+    assert f"{c.subjects} test subjects" in text and f"p = {report.p_text(c.p_BA_holm)}" in text
+    assert "subject sign-flip permutation test" in text and "per-image tests overstate the evidence" in text
+    assert "1 of the 4 single models with usable maps (VGG-16)" in text and "less than 1 (Xception)" in text
+    assert "InceptionResNet-V2 produced no usable map" in text
+    assert "significant at the 5 % level (p = " in text
+    wk = next(r for r in var.table if r["classifier"] == "WEN-kappa")
+    assert f"BA {wk['A_BA']:.3f}" in text
+
+
+def test_no_sentence_calls_a_per_image_result_significant(chapter):
+    text = report.comparison_sentence(300, chapter.summary.sizes[300])
+    sig_part, per_image_part = text.split("Treating the images as independent")
+    assert "significant" not in per_image_part
+
+
+def test_concentration_sample_ignores_predictions_and_is_stratified():
+    test = _predictions(0.2, 0)
+    test = test[test.split == "preliminary_test"].reset_index(drop=True)
+    a = gradcam.concentration_sample(test, 24, seed=3)
+    b = gradcam.concentration_sample(test.assign(p_all=1 - test.p_all), 24, seed=3)  # other predictions
+    np.testing.assert_array_equal(a, b)
+    assert len(a) == 24 and test.iloc[a].groupby("subject").size().eq(2).all()  # 12 subjects x 2
+    assert not np.array_equal(a, gradcam.concentration_sample(test, 24, seed=4))  # the seed matters
+    small = gradcam.concentration_sample(test, 100, seed=0)
+    assert len(small) == len(test)  # a subject gives all it has
+
+
+def test_concentration_tests_per_subject_with_holm():
+    rows = []
+    for s in range(10):
+        for i in range(3):
+            rows.append({"model": "WEN-kappa", "subject": f"S{s}", "energy_in_cell": 0.8 + 0.01 * i, "entropy": 0.5})
+            rows.append({"model": "A", "subject": f"S{s}", "energy_in_cell": 0.5 + 0.01 * s, "entropy": 0.5})
+            rows.append({"model": "B", "subject": f"S{s}", "energy_in_cell": 0.9 + 0.01 * s, "entropy": 0.5})
+            rows.append({"model": "Flat", "subject": f"S{s}", "energy_in_cell": np.nan, "entropy": np.nan})
+    table, flat = gradcam.concentration_tests(pd.DataFrame(rows))
+    assert flat == ["Flat"]
+    cell = table[table.measure == "energy_in_cell"].set_index("single")
+    assert cell.loc["A", "subjects"] == 10  # the unit is the subject, not the 30 images
+    assert cell.loc["A", "Holm p"] == pytest.approx(min(1, 2 * cell.loc["A", "Wilcoxon p"]))
+    assert gradcam.significantly(table, +1) == ["A"] and gradcam.significantly(table, -1) == ["B"]
+
+
+def test_error_concentration_sentence():
+    e = {"errors": 10, "subjects": 10, "subjects_with_errors": 2, "worst_subjects": 2, "share_in_worst": 1.0}
+    assert "hold 100% of the errors, so errors concentrate in a few people" in report.error_concentration_sentence(e)
+    e.update(share_in_worst=0.2, subjects_with_errors=10)
+    assert "spread over many people" in report.error_concentration_sentence(e)
+
+
+def test_departures_banner_comes_from_the_profile():
+    from alllib import config
+
+    demo = report.departures(config.load_profile("demo"))
+    assert "synthetic data" in demo and "random initialisation" in demo and "VGG-16: clr_max_lr 0.0002" in demo
+    assert report.departures(config.load_profile("paper", data_dir="/x")) == ""
+
+
+def test_figures_have_their_axes_and_artists(chapter):
+    fig = figures.metric_bars(chapter.table4, "BA", "SYNTHETIC x")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "BA" and len(ax.patches) == len(chapter.table4)
+    assert any("SYNTHETIC" in t.get_text() for t in fig.texts)
+    fig = figures.per_subject_accuracy(chapter.per_subject, "L")
+    assert len(fig.axes[0].patches) == 12 and fig.axes[0].get_ylabel() == "accuracy"
+    fig = figures.roc_panels({s: chapter.per_size[s].clf for s in chapter.sizes}, "L")
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 9  # 5 models + 3 WEN + the diagonal
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    maps = {"A": np.ones((2, 8, 8)), "WEN-kappa": np.ones((2, 8, 8))}
+    fig = figures.gradcam_grid(images, maps, {"A": [0.9, 0.2], "WEN-kappa": [0.7, 0.6]}, ["ALL", "ALL"], "L")
+    assert len(fig.axes) == 6 and fig.axes[1].get_title() == "A\np(ALL)=0.90"
+    assert fig.axes[4].title.get_color() == "red"  # p(ALL) 0.2 for an ALL cell: wrong
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
