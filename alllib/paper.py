@@ -61,9 +61,9 @@ SILENT_OR_AMBIGUOUS = [
         "topic": "Model head",
         "section": "4.1.3",
         "paper": "The VGG-16 ends with three fully connected layers followed by a 2-node SoftMax layer",
-        "ours": "Every backbone, VGG-16 included, ends in global average pooling and Dense(2, softmax), with no dropout "
-        "and all layers trainable. We differ from the paper's VGG-16 head (three fully connected layers), to "
-        "give the five backbones one head and Grad-CAM one layer to read.",
+        "ours": "Every backbone, VGG-16 included, ends in global average pooling and Dense(2, softmax), "
+        "with no dropout and all layers trainable. We differ from the paper's VGG-16 head "
+        "(three fully connected layers), to give the five backbones one head and Grad-CAM one layer to read.",
         "keys": [],
     },
     {
@@ -129,7 +129,8 @@ SILENT_OR_AMBIGUOUS = [
         "topic": "Decision threshold",
         "section": "—",
         "paper": "",
-        "ours": "A cell is called ALL when p(ALL) ≥ 0.5 (the arg-max of the two softmax outputs); no threshold is tuned.",
+        "ours": "A cell is called ALL when p(ALL) ≥ 0.5 (the arg-max of the two softmax outputs); "
+        "no threshold is tuned.",
         "keys": [],
     },
     {
