@@ -305,3 +305,15 @@ def gradcam_setup_sentence(ch) -> str:
         f"subject, drawn without looking at predictions), {s.method}, {len(ch.names)} models at {ch.size} px "
         f"({ch.images.shape[1]} px tensors); WEN-kappa weights: {weights}."
     )
+
+
+def inference_sentence(steps, reference: str) -> str:
+    """What temperature scaling and TTA did to WEN-kappa and to the reference model, from the table."""
+    t = steps.set_index(["variant", "classifier"])
+    base = "as trained"
+    parts = []
+    for variant in [v for v in dict.fromkeys(steps["variant"]) if v != base]:
+        for name in ("WEN-kappa", reference):
+            a, b = t.loc[(base, name)], t.loc[(variant, name)]
+            parts.append(f"{variant}: {name} BA {a['BA']:.3f} → {b['BA']:.3f}, ECE {a['ECE']:.3f} → {b['ECE']:.3f}")
+    return "; ".join(parts) + "." if parts else "The profile enables neither step."
