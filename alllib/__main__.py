@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     t.add_argument("--seeds", default="0")
     t.add_argument("--out", help="CSV to write, e.g. alllib/data/trial_<topic>_<profile>.csv")
     b = sub.add_parser("bench", help="throughput benchmarks (input pipeline, training, ensemble ablation)")
-    b.add_argument("what", choices=["pipeline", "training", "ensemble"])
+    b.add_argument("what", choices=["pipeline", "training", "ensemble", "data"])
     b.add_argument("--profile", default="smoke")
     b.add_argument(
         "--out",

@@ -1,4 +1,4 @@
-"""Benchmarks (not timed tests): `python -m alllib bench pipeline|training|ensemble [--profile P]`.
+"""Benchmarks (not timed tests): `python -m alllib bench pipeline|training|ensemble|data [--profile P]`.
 
 - pipeline: images/s of the tf.data input pipeline (decode + crop + resize + augment) against
   Keras' legacy ImageDataGenerator doing the same work on the same files, same machine, same run;
@@ -6,7 +6,8 @@
   decoded once per run, then gathered, augmented and batched every step, as in `training.fit`)
   against the same model fed from in-memory tensors (the pipeline's overhead, goal at most 5 %),
   and the one-off decoding time;
-- ensemble: seconds to rebuild every ensemble of a finished study from cached probabilities.
+- ensemble: seconds to rebuild every ensemble of a finished study from cached probabilities;
+- data: seconds to read and fingerprint a tree of the real data set's size (once per kernel).
 """
 
 from __future__ import annotations
@@ -191,3 +192,52 @@ def ensemble(profile: str = "smoke") -> pd.DataFrame:
     runs = study.runs()
     res = ablation_benchmark(runs, sorted(study.cfg["runs"]), sorted({r["seed"] for r in runs}))
     return pd.DataFrame([res])
+
+
+def data(profile: str = "paper", root=None, repeats: int = 3) -> pd.DataFrame:
+    """Seconds to read and fingerprint a data tree of the real C-NMC-2019 size (what `prepare` does
+    once per notebook kernel). Without `root`, a skeleton of the official tree is built from the
+    shipped manifest: every one of the 15,114 files at its path with its size (sparse, no pixels;
+    `read_cnmc` lists and parses names and `data_fingerprint` reads sizes, neither opens an image)."""
+    import tempfile
+    from pathlib import Path
+
+    from .dataset import PRELIM_LABELS, data_fingerprint, load_manifest, read_cnmc
+
+    def timed(fn):
+        best = np.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = fn()
+            best = min(best, time.perf_counter() - t0)
+        return out, best
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if root is None:
+            manifest = load_manifest()
+            for rel, size in zip(manifest["path"], manifest["bytes"]):
+                p = Path(tmp) / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                with open(p, "wb") as fh:
+                    fh.truncate(int(size))
+            root = Path(tmp) / "C-NMC_Leukemia"
+            prelim = sorted(
+                (root / "validation_data/C-NMC_test_prelim_phase_data").iterdir(), key=lambda p: int(p.stem)
+            )
+            rows = [
+                f"UID_{i % 60 + 1}_{i}_1_all,{p.name},1" if i % 3 else f"UID_H{i % 40 + 1}_{i}_1_hem,{p.name},0"
+                for i, p in enumerate(prelim)
+            ]
+            (root / PRELIM_LABELS).write_text("Patient_ID,new_names,labels\n" + "\n".join(rows) + "\n")
+        table, read_s = timed(lambda: read_cnmc(root))
+        _, fp_s = timed(lambda: data_fingerprint(table, root))
+    return pd.DataFrame(
+        [
+            {
+                "images": len(table),
+                "read_cnmc s": round(read_s, 3),
+                "data_fingerprint s": round(fp_s, 3),
+                "one read s": round(read_s + fp_s, 3),
+            }
+        ]
+    )
