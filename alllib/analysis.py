@@ -263,6 +263,11 @@ def batchnorm_table(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def batchnorm_summary(bn: pd.DataFrame) -> pd.DataFrame:
+    """Mean validation accuracy with running and re-estimated BatchNorm statistics per backbone and size."""
+    return bn.groupby(["backbone", "input"])[["val acc, running BN", "val acc, re-estimated BN"]].mean()
+
+
 def ablation_benchmark(runs: list[dict], sizes, seeds, repeats: int = 3) -> dict:
     """Seconds to recompute every ensemble (3 WEN x 2 weight sources + 2 baselines) for every size
     and seed from cached probabilities (no bootstrap)."""
