@@ -9,9 +9,22 @@ Modules are named after the paper's Section 4:
   metrics        4.3    WP, WR, WFS, ACC, BA, AUC, kappa, confusion matrices
   ensemble       4.1.3  weighted ensembles of networks (WEN, Eqs. 1-4) and baselines
   variance       5      five-run mean and spread (Table 5)
-  stats                 subject-level bootstrap CIs, McNemar, DeLong, calibration
-  gradcam        5      Grad-CAM maps of single models and of the ensemble (Figs. 7-9)
-  study                 the runner that executes the notebooks and builds the book
+  stats                 the subject as the unit: bootstrap CIs, paired tests (permutation, bootstrap), Holm
+  inference             beyond the paper: temperature scaling and test-time augmentation (validation-fitted)
+  gradcam        5      Grad-CAM maps of single models and of the ensemble (Figs. 7-9), concentration tests
+  analysis, report      the results chapters' computations and their generated sentences
+  summaries             the typed contract between the chapters (ensemble, variance, Grad-CAM)
+  exploration, figures  the data chapter's measurements; every figure of the book
+
+The pipeline around them, one concept per module:
+  config                the profile schema (pydantic): every setting's type, range and meaning
+  study                 the Study: a profile and its data, read once per kernel (`prepare`)
+  runs                  the run store: run key, id, `train_or_load`, loading
+  runner                notebook execution, the run matrix's schedule, `run_study`
+  book                  the generated pages and the jupyter-book build
+  recorded              recorded evidence (trial, calibrate), chosen on validation
+  provenance            code, library and machine versions of every result
+  notebook              the one setup call of every chapter
 """
 
 import os as _os
