@@ -97,7 +97,29 @@ def settings_markdown(study) -> str:
     return "\n".join(lines) + "\n"
 
 
+def retitle(notebook: Path, title: str) -> None:
+    """Give an executed notebook its own first heading (each run page is titled by its run)."""
+    import json
+
+    nb = json.loads(notebook.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            src = "".join(cell["source"]).split("\n", 1)
+            if src[0].startswith("# "):
+                cell["source"] = f"# {title}\n" + (src[1] if len(src) > 1 else "")
+            break
+    io.write_text(notebook, json.dumps(nb, indent=1))
+
+
 def write_generated_pages(study, timings: dict, gen: Path) -> None:
+    """The pages around the notebooks: provenance, settings, choices, the runs table, the landing answer."""
+    from . import summaries
+    from .report import landing, runs_table_markdown
+
     io.write_text(gen / "provenance.md", provenance_markdown(study, timings))
+    runs = study.runs()
+    io.write_text(gen / "runs_table.md", runs_table_markdown(runs))
+    ens = summaries.read(summaries.EnsembleSummary, study.analysis_dir)
+    io.write_text(gen / "headline.md", landing(ens))
     io.write_text(gen / "settings.md", settings_markdown(study))
     io.write_text(gen / "choices.md", choices_markdown())

@@ -238,24 +238,28 @@ def concentration_figure(frame: pd.DataFrame, label: str):
 
 
 def gradcam_grid(images, maps: dict, probs: dict, true: list[str], label: str, title: str = ""):
-    """Fig. 9: one row per image, the image then each model's map (title: model, p(ALL))."""
-    cols = list(maps)
+    """Fig. 9: one column per image; the image on top, then one row per model's map (row label:
+    the model; each panel's title: p(ALL), green when right, red when wrong)."""
+    rows = list(maps)
     n = max(len(images), 1)
-    fig, axes = plt.subplots(n, len(cols) + 1, figsize=(1.9 * (len(cols) + 1), 2.1 * n), squeeze=False)
+    fig, axes = plt.subplots(len(rows) + 1, n, figsize=(2.3 * n + 1.2, 2.1 * (len(rows) + 1)), squeeze=False)
     for ax in axes.flat:
-        ax.axis("off")
-    for row, i in zip(axes, range(len(images))):
-        row[0].imshow(images[i])
-        row[0].set_title(true[i], fontsize=8)
-        for ax, name in zip(row[1:], cols):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    axes[0, 0].set_ylabel("image", fontsize=9)
+    for r, name in enumerate(rows, start=1):
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    for i in range(len(images)):
+        axes[0, i].imshow(images[i])
+        axes[0, i].set_title(f"true {true[i]}", fontsize=9)
+        for r, name in enumerate(rows, start=1):
             p = probs[name][i]
-            ax.imshow(images[i])
-            ax.imshow(maps[name][i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            ax.set_title(
-                f"{name}\np(ALL)={p:.2f}",
-                fontsize=7,
-                color="green" if (p >= 0.5) == (true[i] == CLASS_NAMES["all"]) else "red",
-            )
+            axes[r, i].imshow(images[i])
+            axes[r, i].imshow(maps[name][i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            right = (p >= 0.5) == (true[i] == CLASS_NAMES["all"])
+            axes[r, i].set_title(f"p(ALL)={p:.2f}", fontsize=9, color="green" if right else "red")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -317,3 +317,59 @@ def inference_sentence(steps, reference: str) -> str:
             a, b = t.loc[(base, name)], t.loc[(variant, name)]
             parts.append(f"{variant}: {name} BA {a['BA']:.3f} → {b['BA']:.3f}, ECE {a['ECE']:.3f} → {b['ECE']:.3f}")
     return "; ".join(parts) + "." if parts else "The profile enables neither step."
+
+
+def landing(ens) -> str:
+    """The first page's answer: at each size WEN-kappa (leak-free) against the best single model on
+    validation, our BA beside the paper's (Table 4, its WEN-kappa and Xception rows)."""
+    from . import paper
+
+    ref = paper.table("table4_prelim_test").set_index(["input_px", "classifier"])
+    lines = ["| input | classifier | BA ours [95 % CI] | BA paper | AUC ours [95 % CI] |", "|---|---|---|---|---|"]
+    for size in sorted(ens.sizes, reverse=True):
+        s = ens.sizes[size]
+        for name in (s.best_single, "WEN-kappa"):
+            e = s.leak_free[name]
+            p_ba = ref["BA"].get((size, name), float("nan"))
+            label = f"{name} (best single on validation)" if name == s.best_single else "WEN-kappa (validation weights)"
+            lines.append(f"| {size} px | {label} | {_ci(e['BA'])} | {_num(p_ba)} | {_ci(e['AUC'])} |")
+    verdicts = []
+    for size in sorted(ens.sizes, reverse=True):
+        c = ens.sizes[size].comparison
+        verdicts.append(
+            f"at {size} px WEN-kappa is {abs(c.dBA.est) * 100:.1f} BA points "
+            f"{'above' if c.dBA.est > 0 else 'below'} {c.reference} "
+            f"({'significant' if c.p_BA_holm < ALPHA else 'not significant'}, subject-level p = "
+            f"{p_text(c.p_BA_holm)}, {c.subjects} subjects)"
+        )
+    return (
+        "On " + ens.label + ": " + "; ".join(verdicts) + ". The paper's numbers use weights measured on the test set; "
+        "ours use the validation split. The results summary says more.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def _num(v: float) -> str:
+    return "n/a" if v != v else f"{v:.3f}"
+
+
+def runs_table_markdown(runs: list[dict]) -> str:
+    """The appendix's table of every run with a link to its page."""
+    from . import metrics
+
+    lines = [
+        "| backbone | input | seed | epochs | validation BA | test BA | training time | page |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (-r["input_size"], r["seed"], DISPLAY_ORDER.index(r["display"]))):
+        p = r["predictions"]
+        ba = {s: metrics.evaluate(g["y"], g["p_all"])["BA"] for s, g in p.groupby("split")}
+        lines.append(
+            f"| {r['display']} | {r['input_size']} px | {r['seed']} | {r['epochs_run']} | "
+            f"{ba.get('validation', float('nan')):.3f} | {ba.get('preliminary_test', float('nan')):.3f} | "
+            f"{r['train_seconds'] / 60:.1f} min | {{doc}}`{run_title(r)} </book/_generated/runs/{r['run_id']}>` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_title(run: dict) -> str:
+    return f"{run['display']} · {run['input_size']} px · seed {run['seed']}"

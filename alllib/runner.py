@@ -234,7 +234,9 @@ def run_study(
     book: bool = True,
     jobs: int | None = None,
 ) -> dict:
-    from .book import build_book, write_generated_pages
+    from .book import build_book, retitle, write_generated_pages
+    from .report import run_title
+    from .runs import load_run
 
     t0 = time.time()
     root = Path(root or PACKAGE_ROOT).resolve()
@@ -259,6 +261,7 @@ def run_study(
         for bb, size, seed in study.matrix():
             d = study.run_dir(bb, size, seed)
             shutil.copy(d / f"{TRAIN_NOTEBOOK}.ipynb", runs_gen / f"{d.name}.ipynb")
+            retitle(runs_gen / f"{d.name}.ipynb", run_title(load_run(d)))
         for nb in ANALYSIS_NOTEBOOKS:
             print(f"[study] {nb}", flush=True)
             execute(nb, gen / f"{nb}.ipynb", base, root, log=log)

@@ -186,8 +186,20 @@ def test_figures_have_their_axes_and_artists(chapter):
     images = np.zeros((2, 8, 8, 3), np.uint8)
     maps = {"A": np.ones((2, 8, 8)), "WEN-kappa": np.ones((2, 8, 8))}
     fig = figures.gradcam_grid(images, maps, {"A": [0.9, 0.2], "WEN-kappa": [0.7, 0.6]}, ["ALL", "ALL"], "L")
-    assert len(fig.axes) == 6 and fig.axes[1].get_title() == "A\np(ALL)=0.90"
-    assert fig.axes[4].title.get_color() == "red"  # p(ALL) 0.2 for an ALL cell: wrong
+    axes = np.array(fig.axes).reshape(3, 2)  # image row + one row per model, a column per image
+    assert axes[1, 0].get_ylabel() == "A" and axes[2, 0].get_ylabel() == "WEN-kappa"
+    assert axes[1, 0].get_title() == "p(ALL)=0.90" and axes[1, 0].title.get_color() == "green"
+    assert axes[1, 1].title.get_color() == "red"  # p(ALL) 0.2 for an ALL cell: wrong
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_table4_beside_the_paper_fits_the_page(chapter):
+    from alllib import paper
+
+    side = analysis.beside_paper(chapter.per_size[300].table, 300)
+    assert list(side.columns) == analysis.TABLE4 and "Soft vote (equal weights)" not in side.index
+    ours = chapter.per_size[300].table.set_index("classifier").loc["Xception", "BA"]
+    theirs = paper.table("table4_prelim_test").query("input_px == 300 and classifier == 'Xception'")["BA"].iloc[0]
+    assert side.loc["Xception", "BA"] == f"{ours:.3f} ({theirs:.3f}, {(ours - theirs) * 100:+.1f})"
