@@ -36,6 +36,18 @@ def build_book(root: Path) -> Path:
     return index
 
 
+def shown_path(path) -> str:
+    """A path as the book shows it: relative to the project when inside it, else only its last two
+    parts (a reader's machine layout is nobody's business)."""
+    from .study import PACKAGE_ROOT
+
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(PACKAGE_ROOT))
+    except ValueError:
+        return str(Path("…", *path.parts[-2:]))
+
+
 def provenance_markdown(study, timings: dict) -> str:
     from .provenance import environment
 
@@ -56,7 +68,7 @@ def provenance_markdown(study, timings: dict) -> str:
         "| | |",
         "|---|---|",
         f"| Data | **{data}** |",
-        f"| Data root | `{study.data_root}` |",
+        f"| Data root | `{shown_path(study.data_root)}` |",
         f"| Data fingerprint | `{study.data_info['fingerprint']}` ({len(study.table)} images) |",
         f"| Profile | `{cfg['name']}`: {cfg['description']} |",
         f"| Initialisation | {init} |",

@@ -28,11 +28,16 @@ def recorded(name: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def recorded_note(table: pd.DataFrame) -> str:
-    """Where a recorded table comes from, in words: the `stamp` columns."""
+def recorded_note(table: pd.DataFrame, build_commit: str | None = None) -> str:
+    """Where a recorded table comes from, in words: the `stamp` columns, and whether its commit is
+    the build's (`build_commit`)."""
     first = table.iloc[0]
     where = f" on {first['cpus']} CPUs (GPU: {first['gpus']})" if "cpus" in table else ""
-    return f"Recorded {first['recorded']} with the `{first['profile']}` profile{where} at commit `{first['commit']}`."
+    text = f"Recorded {first['recorded']} with the `{first['profile']}` profile{where} at commit `{first['commit']}`"
+    if build_commit is not None:
+        same = str(first["commit"]).removesuffix("-dirty") == build_commit.removesuffix("-dirty")
+        text += " (this build's commit)" if same else f" (this build: `{build_commit}`)"
+    return text + "."
 
 
 # What the training chapter shows: recorded table -> heading
@@ -52,7 +57,9 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
 
 def note_for(name: str, table: pd.DataFrame) -> str:
     """The provenance sentence, and for trials the choice validation makes."""
-    text = recorded_note(table)
+    from .provenance import git_commit
+
+    text = recorded_note(table, git_commit())
     if "difficulty" in table:
         d = calibration_choice(table)
         best = table[table["difficulty"] == d]

@@ -31,7 +31,14 @@ GENERATED = Path("book") / "_generated"
 # The chapters in the order they run: data, the run matrix (the per-run template), then analysis.
 DATA_NOTEBOOK = "01_data_exploration"
 TRAIN_NOTEBOOK = "train_run"
-ANALYSIS_NOTEBOOKS = ("02_fine_tuning", "03_ensemble_ablation", "04_variance", "05_gradcam", "06_results_summary")
+ANALYSIS_NOTEBOOKS = (
+    "02_fine_tuning",
+    "03_ensemble_ablation",
+    "04_variance",
+    "05_gradcam",
+    "06_results_summary",
+    "07_engineering",
+)
 
 
 # ---------------------------------------------------------------- notebook execution

@@ -18,6 +18,7 @@ PAGES = [
     "03_ensemble_ablation",
     "04_variance",
     "05_gradcam",
+    "07_engineering",
 ]
 
 
