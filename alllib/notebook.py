@@ -7,7 +7,30 @@ and shows the data label and, for a CPU profile, its departures from the paper."
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow and look for GPUs with the process's stderr (file descriptor 2) sent to
+    /dev/null. TensorFlow writes its start-up lines (oneDNN, cudart, "failed call to cuInit" on a
+    machine without a GPU) from C++ before its logging is initialised, so TF_CPP_MIN_LOG_LEVEL does
+    not hold them back and a kernel would print them into the book. Errors raised later are not
+    affected; on a GPU machine the study's provenance table says which devices it used."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def setup(profile: str = "demo", overrides=(), data_dir=None, results_dir=None, show: bool = True):
@@ -17,6 +40,7 @@ def setup(profile: str = "demo", overrides=(), data_dir=None, results_dir=None, 
     from .report import departures
     from .study import prepare
 
+    quiet_tensorflow()
     warnings.filterwarnings("ignore", category=UserWarning)
     pd.set_option("display.precision", 3)
     study = prepare(profile, overrides, data_dir, results_dir, progress=False)

@@ -70,6 +70,8 @@ def test_no_notebook_has_an_error_or_placeholder(built):
                 assert out.get("output_type") != "error", f"{nb.name}: {out.get('ename')}: {out.get('evalue')}"
                 text = json.dumps(out)
                 assert "TODO" not in text and "placeholder" not in text.lower(), nb.name
+                for noise in ("cuInit", "oneDNN", "absl::InitializeLog", "cudart_stub"):
+                    assert noise not in text, f"{nb.name}: TensorFlow start-up log line {noise!r} in the book"
 
 
 def test_figures_are_rendered(built):
