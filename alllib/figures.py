@@ -76,6 +76,8 @@ def learning_curves(history: pd.DataFrame, title: str, label: str, axes=None):
         ax.set_ylabel(m)
         ax.set_title(f"{title}: {m}", fontsize=9)
     axes[0].legend(fontsize=8)
+    for ax in axes:
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     if own:
         fig.tight_layout()
         return stamp(fig, label)
@@ -123,7 +125,7 @@ def roc_figure(curves: dict, title: str, label: str, ax=None):
     ax.set_xlabel("false positive rate (Hem called ALL)")
     ax.set_ylabel("true positive rate (ALL found)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=8, loc="lower right")
     if own:
         fig.tight_layout()
         return stamp(fig, label)
@@ -174,9 +176,10 @@ def metric_bars(frame: pd.DataFrame, metric: str, label: str, hue: str = "input"
             lw=0.8,
         )
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(metric)
-    ax.set_ylim(max(0, np.nanmin(frame[f"{metric}_lo"]) - 0.05), min(1, np.nanmax(frame[f"{metric}_hi"]) + 0.03))
-    ax.legend(fontsize=8)
+    low = max(0, np.nanmin(frame[f"{metric}_lo"]) - 0.05)
+    ax.set_ylim(low, min(1, np.nanmax(frame[f"{metric}_hi"]) + 0.03))
+    ax.set_ylabel(metric + (f" (axis starts at {low:.2f})" if low > 0 else ""))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title or f"{metric} on the preliminary test set, 95% subject-bootstrap CIs", fontsize=10)
     fig.tight_layout()
     return stamp(fig, label)
@@ -287,7 +290,7 @@ def batchnorm_bars(bn: pd.DataFrame, label: str):
     bn.groupby("backbone")[["val acc, running BN", "val acc, re-estimated BN"]].mean().plot.bar(ax=ax, rot=20)
     ax.set_ylabel("validation accuracy (best epoch)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return stamp(fig, label)
 

@@ -103,18 +103,19 @@ def execute(notebook: str, output: Path, params: dict, root: Path, env: dict | N
             f"notebook {src.name} failed at {where}\nThe partial notebook is kept at {failed}"
             + (f"; the full log is {log.name}" if log is not None else "")
         )
-    _hide_injected_parameters(partial)
+    _hide_injected_parameters(partial, "hide-cell" if notebook == TRAIN_NOTEBOOK else "remove-cell")
     os.replace(partial, output)
     output.with_name(output.stem + ".failed.ipynb").unlink(missing_ok=True)  # an earlier failure, now mended
 
 
-def _hide_injected_parameters(path: Path) -> None:
-    """Fold the cell papermill injects (this build's parameters) in the book, like the defaults cell."""
+def _hide_injected_parameters(path: Path, how: str = "remove-cell") -> None:
+    """Keep the cell papermill injects (this build's parameters) off a chapter's page
+    (`remove-cell`); a run page keeps it folded (`hide-cell`), so its appendix says how it was run."""
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags and "hide-cell" not in tags:
-            cell["metadata"]["tags"] = tags + ["hide-cell"]
+        if "injected-parameters" in tags and how not in tags:
+            cell["metadata"]["tags"] = tags + [how]
     path.write_text(json.dumps(nb, indent=1))
 
 

@@ -34,15 +34,16 @@ def test_failed_notebook_is_kept_and_named(tmp_path):
     assert out.is_file() and not failed.exists()
 
 
-def test_successful_notebook_has_parameters_folded(tmp_path):
+def test_injected_parameters_leave_chapters_and_stay_folded_on_run_pages(tmp_path):
     (tmp_path / "notebooks").mkdir()
-    _notebook(tmp_path / "notebooks" / "ok.ipynb", ["print(x * 2)"])
-    out = tmp_path / "gen" / "ok.ipynb"
-    runner.execute("ok", out, {"x": 21}, tmp_path)
-    cells = json.loads(out.read_text())["cells"]
-    injected = [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])]
-    assert injected and "hide-cell" in injected[0]["metadata"]["tags"]
-    assert "42" in json.dumps(cells[-1]["outputs"])
+    for name, tag in (("ok", "remove-cell"), (runner.TRAIN_NOTEBOOK, "hide-cell")):
+        _notebook(tmp_path / "notebooks" / f"{name}.ipynb", ["print(x * 2)"])
+        out = tmp_path / "gen" / f"{name}.ipynb"
+        runner.execute(name, out, {"x": 21}, tmp_path)
+        cells = json.loads(out.read_text())["cells"]
+        injected = [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])]
+        assert injected and tag in injected[0]["metadata"]["tags"]
+        assert "42" in json.dumps(cells[-1]["outputs"])
 
 
 def test_missing_notebook(tmp_path):
