@@ -121,3 +121,25 @@ def test_results_summary_uses_the_subject_level_tests(built):
     text = (root / "_build" / "html" / "book" / "_generated" / "06_results_summary.html").read_text()
     assert "subject sign-flip permutation test" in text and "test subjects" in text
     assert "per-image tests overstate the evidence" in text
+
+
+def test_run_pages_are_titled_by_their_run_and_listed(built):
+    import re
+
+    root, _, _ = built
+    html = root / "_build" / "html" / "book"
+    titles = [
+        re.search(r"<title>([^<]*?) &#8212;", p.read_text()).group(1)
+        for p in (html / "_generated" / "runs").glob("*.html")
+    ]
+    assert len(titles) == 15 and len(set(titles)) == 15, titles
+    assert all(re.fullmatch(r"[\w\-]+ · (450|300) px · seed \d", t) for t in titles), titles
+    runs_page = (html / "runs.html").read_text()
+    assert runs_page.count("_generated/runs/") >= 15 and "validation BA" in runs_page
+
+
+def test_no_absolute_local_path_in_the_book(built):
+    root, results, _ = built
+    for page in (root / "_build" / "html").rglob("*.html"):
+        text = page.read_text()
+        assert str(results) not in text and str(root) not in text, f"{page.name} shows a local path"
