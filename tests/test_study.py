@@ -103,17 +103,9 @@ def test_trial_tabulates_every_variant_and_seed(synth_root, tmp_path, monkeypatc
     monkeypatch.setattr(runner, "run_matrix", run_matrix)
     tiny = ["input_scale=0.12", "epochs=1", "max_train_images=16", "bn_recalibration_images=8"]
     out = tmp_path / "trial.csv"
-    t = recorded.trial(
-        "smoke",
-        [[], ["clr_max_lr=1e-3", "epochs=2"]],
-        ["mobilenet"],
-        300,
-        (3,),
-        results_dir=tmp_path,
-        out=out,
-        base=tiny,
-        data_dir=str(synth_root),
-    )
+    args = ("smoke", [[], ["clr_max_lr=1e-3", "epochs=2"]], ["mobilenet"], 300, (3,))
+    kwargs = {"results_dir": tmp_path, "base": tiny, "data_dir": str(synth_root)}
+    t = recorded.trial(*args, out=out, **kwargs)
     assert list(t["setting"]) == ["profile as is", "clr_max_lr=1e-3 epochs=2"]
     assert list(t["seed"]) == [3, 3] and set(t["backbone"]) == {"MobileNet"}
     assert list(t["clr_max_lr"]) == [2e-3, 1e-3] and list(t["epochs"]) == [1, 2]
@@ -123,16 +115,7 @@ def test_trial_tabulates_every_variant_and_seed(synth_root, tmp_path, monkeypatc
     pd.testing.assert_frame_equal(pd.read_csv(out), t, check_dtype=False)
     # a second call reuses both runs
     monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a finished trial run was retrained"))
-    again = recorded.trial(
-        "smoke",
-        [[], ["clr_max_lr=1e-3", "epochs=2"]],
-        ["mobilenet"],
-        300,
-        (3,),
-        results_dir=tmp_path,
-        base=tiny,
-        data_dir=str(synth_root),
-    )
+    again = recorded.trial(*args, **kwargs)
     pd.testing.assert_frame_equal(again, t)
 
 
