@@ -241,7 +241,7 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
         "train_seconds",
     ]
     table = pd.DataFrame([{c: r[c] for c in cols} for r in runs]).rename(columns={"display": "backbone"})
-    table.insert(4, "peak_lr", [r["training"]["clr_max_lr"] for r in runs])
+    table.insert(4, "peak_lr", [f"{r['training']['clr_max_lr']:g}" for r in runs])
     table.insert(5, "max_epochs", [r["training"]["epochs"] for r in runs])
     return table
 

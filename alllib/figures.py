@@ -225,6 +225,7 @@ def gradcam_rows(rows: list[dict], label: str, title: str):
             ax.set_title(f"{name}: {pred} (p(ALL)={p:.2f})", fontsize=8, color="green" if pred == r["true"] else "red")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    _map_colourbar(fig, axes)
     return stamp(fig, label)
 
 
@@ -232,11 +233,18 @@ def concentration_figure(frame: pd.DataFrame, label: str):
     measures = [c for c in ("energy_in_cell", "energy_in_nucleus", "entropy") if c in frame]
     fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 3.8), squeeze=False)
     for ax, m in zip(axes[0], measures):
-        sns.boxplot(data=frame, x="model", y=m, ax=ax, fliersize=1.5)
-        ax.tick_params(axis="x", rotation=40, labelsize=7)
+        sns.boxplot(
+            data=frame.dropna(subset=[m]),
+            x="model",
+            y=m,
+            ax=ax,
+            fliersize=1.5,
+            order=[n for n in dict.fromkeys(frame["model"]) if frame.loc[frame["model"] == n, m].notna().any()],
+        )
+        ax.tick_params(axis="x", rotation=40, labelsize=8)
         ax.set_xlabel("")
-    fig.suptitle("Grad-CAM concentration over the test images", y=1.02)
-    fig.tight_layout()
+    fig.suptitle("Grad-CAM concentration on the sampled test images (models with usable maps)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))  # room above for the title and the data label
     return stamp(fig, label)
 
 
@@ -266,7 +274,16 @@ def gradcam_grid(images, maps: dict, probs: dict, true: list[str], label: str, t
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    _map_colourbar(fig, axes)
     return stamp(fig, label)
+
+
+def _map_colourbar(fig, axes):
+    """One colourbar for every Grad-CAM overlay of a figure (maps are normalised to [0, 1])."""
+    import matplotlib as mpl
+
+    sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap="jet")
+    fig.colorbar(sm, ax=np.ravel(axes).tolist(), shrink=0.5, pad=0.02, label="Grad-CAM (normalised)")
 
 
 def per_subject_accuracy(ps: pd.DataFrame, label: str, name: str = "WEN-kappa"):

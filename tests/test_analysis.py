@@ -188,7 +188,8 @@ def test_figures_have_their_axes_and_artists(chapter):
     images = np.zeros((2, 8, 8, 3), np.uint8)
     maps = {"A": np.ones((2, 8, 8)), "WEN-kappa": np.ones((2, 8, 8))}
     fig = figures.gradcam_grid(images, maps, {"A": [0.9, 0.2], "WEN-kappa": [0.7, 0.6]}, ["ALL", "ALL"], "L")
-    axes = np.array(fig.axes).reshape(3, 2)  # image row + one row per model, a column per image
+    axes = np.array(fig.axes[:6]).reshape(3, 2)  # image row + one row per model, a column per image; then the colourbar
+    assert fig.axes[6].get_ylabel() == "Grad-CAM (normalised)"
     assert axes[1, 0].get_ylabel() == "A" and axes[2, 0].get_ylabel() == "WEN-kappa"
     assert axes[1, 0].get_title() == "p(ALL)=0.90" and axes[1, 0].title.get_color() == "green"
     assert axes[1, 1].title.get_color() == "red"  # p(ALL) 0.2 for an ALL cell: wrong
