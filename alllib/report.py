@@ -162,7 +162,7 @@ def run_header(run: dict) -> str:
     tr = run["training"]
     return (
         f"### {run['display']}, {run['input_size']} px ({run['input_px']} px tensors), seed {run['seed']}\n\n"
-        f"Run `{run['run_id']}`; weights: **{run['weights']}**; "
+        f"Run `{run['run_id']}` of the `{run['profile']}` profile; weights: **{run['weights']}**; "
         f"subject split of seed {run.get('split_seed', run['seed'])}; "
         f"{run['train_images']} training images ({run['train_images_oversampled']} per epoch after oversampling), "
         f"{run['steps_per_epoch']} steps per epoch, batch size {tr['batch_size']}; BatchNorm statistics re-estimated "

@@ -103,14 +103,14 @@ def execute(notebook: str, output: Path, params: dict, root: Path, env: dict | N
             f"notebook {src.name} failed at {where}\nThe partial notebook is kept at {failed}"
             + (f"; the full log is {log.name}" if log is not None else "")
         )
-    _hide_injected_parameters(partial, "hide-cell" if notebook == TRAIN_NOTEBOOK else "remove-cell")
+    _hide_injected_parameters(partial)
     os.replace(partial, output)
     output.with_name(output.stem + ".failed.ipynb").unlink(missing_ok=True)  # an earlier failure, now mended
 
 
 def _hide_injected_parameters(path: Path, how: str = "remove-cell") -> None:
-    """Keep the cell papermill injects (this build's parameters) off a chapter's page
-    (`remove-cell`); a run page keeps it folded (`hide-cell`), so its appendix says how it was run."""
+    """Keep the cell papermill injects (this build's parameters, with local paths) off the page; a run
+    page states its backbone, size, seed and run id in its header instead."""
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])

@@ -34,9 +34,9 @@ def test_failed_notebook_is_kept_and_named(tmp_path):
     assert out.is_file() and not failed.exists()
 
 
-def test_injected_parameters_leave_chapters_and_stay_folded_on_run_pages(tmp_path):
+def test_injected_parameters_leave_the_page(tmp_path):
     (tmp_path / "notebooks").mkdir()
-    for name, tag in (("ok", "remove-cell"), (runner.TRAIN_NOTEBOOK, "hide-cell")):
+    for name, tag in (("ok", "remove-cell"), (runner.TRAIN_NOTEBOOK, "remove-cell")):
         _notebook(tmp_path / "notebooks" / f"{name}.ipynb", ["print(x * 2)"])
         out = tmp_path / "gen" / f"{name}.ipynb"
         runner.execute(name, out, {"x": 21}, tmp_path)
