@@ -397,3 +397,34 @@ def roc_panels(clf_by_size: dict, label: str, names=None):
         roc_figure(curves, f"({'abcdef'[i]}) {size} x {size} px", label, ax=ax)
     fig.tight_layout()
     return stamp(fig, label)
+
+
+def paper_against_ours(ens, label: str, metrics_=("WFS", "BA", "AUC")):
+    """Ours (Table 4 as the paper computes it: WEN weights from the test set, 95 % subject-bootstrap
+    CIs) beside the paper's values, one panel per metric, one row per classifier and input size.
+    The paper's Table 4 has no AUC column, so that panel shows ours alone."""
+    from . import paper
+    from .models import DISPLAY_ORDER
+
+    ref = paper.table("table4_prelim_test").set_index(["input_px", "classifier"])
+    names = DISPLAY_ORDER + ["WEN-auc", "WEN-f1", "WEN-kappa"]
+    rows = [(size, n) for size in sorted(ens.sizes, reverse=True) for n in names if n in ens.sizes[size].paper_faithful]
+    fig, axes = plt.subplots(
+        1, len(metrics_), figsize=(4.0 * len(metrics_), 0.32 * len(rows) + 1.6), sharey=True, squeeze=False
+    )
+    y = np.arange(len(rows))[::-1]
+    for ax, m in zip(axes[0], metrics_):
+        est = np.array([ens.sizes[s].paper_faithful[n][m].est for s, n in rows])
+        lo = np.array([ens.sizes[s].paper_faithful[n][m].lo for s, n in rows])
+        hi = np.array([ens.sizes[s].paper_faithful[n][m].hi for s, n in rows])
+        ax.errorbar(est, y, xerr=[est - lo, hi - est], fmt="o", color="#1b7837", ms=4, capsize=2, label="ours, 95 % CI")
+        if m in ref:
+            theirs = np.array([ref[m].get((s, n), np.nan) for s, n in rows])
+            ax.plot(theirs, y, "x", color="black", ms=6, label="paper")
+        ax.set_title(m, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_yticks(y, [f"{n} · {s} px" for s, n in rows], fontsize=8)
+    axes[0, 0].legend(fontsize=8, loc="lower left")
+    fig.suptitle("Table 4: ours beside the paper (WEN weights from the test set, as the paper)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return stamp(fig, label)

@@ -206,3 +206,17 @@ def test_table4_beside_the_paper_fits_the_page(chapter):
     ours = chapter.per_size[300].table.set_index("classifier").loc["Xception", "BA"]
     theirs = paper.table("table4_prelim_test").query("input_px == 300 and classifier == 'Xception'")["BA"].iloc[0]
     assert side.loc["Xception", "BA"] == f"{ours:.3f} ({theirs:.3f}, {(ours - theirs) * 100:+.1f})"
+
+
+def test_paper_against_ours_figure(chapter):
+    from alllib import paper
+
+    fig = figures.paper_against_ours(chapter.summary, "SYNTHETIC x")
+    assert [ax.get_title() for ax in fig.axes] == ["WFS", "BA", "AUC"]
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(labels) == 16 and labels[0] == "VGG-16 · 450 px" and labels[-1] == "WEN-kappa · 300 px"
+    # the paper's crosses sit at the paper's values (none on the AUC panel: Table 4 has no AUC)
+    crosses = [line for line in fig.axes[1].lines if line.get_marker() == "x"][0]
+    ref = paper.table("table4_prelim_test").set_index(["input_px", "classifier"])["BA"]
+    assert crosses.get_xdata()[0] == ref[(450, "VGG-16")] and crosses.get_xdata()[-1] == ref[(300, "WEN-kappa")]
+    assert not [line for line in fig.axes[2].lines if line.get_marker() == "x"]
