@@ -145,19 +145,26 @@ def weight_sources(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.Dat
     return pd.DataFrame(wrows), pd.concat([mt, gap], ignore_index=True)
 
 
-def significance(
+def compare_ensembles(
     clf: dict[str, pd.DataFrame], reference: str, n_boot: int = 1000, n_perm: int = 2000, seed: int = 0
-) -> pd.DataFrame:
-    """Every ensemble against the reference single model on the same test images, the subject as the
-    unit: BA and AUC differences with paired subject-bootstrap CIs, subject sign-flip permutation
-    p-values, and those p-values Holm-adjusted over every test in the table. The per-image McNemar
-    and DeLong p-values (images treated as independent) stay as labelled secondary columns."""
-    ref = clf[reference]
+) -> dict[str, dict]:
+    """Every ensemble against the reference single model on the same test images, the subject as
+    the unit (`stats.compare_subject_level`), by ensemble name: computed once, read by the
+    significance table and by the headline."""
+    return {
+        name: stats.compare_subject_level(pred, clf[reference], n_boot, n_perm, seed)
+        for name, pred in clf.items()
+        if name not in DISPLAY_ORDER
+    }
+
+
+def significance(comparisons: dict[str, dict], reference: str) -> pd.DataFrame:
+    """The table of `compare_ensembles`: BA and AUC differences with paired subject-bootstrap CIs,
+    subject sign-flip permutation p-values, and those p-values Holm-adjusted over every test in the
+    table. The per-image McNemar and DeLong p-values (images treated as independent) stay as
+    labelled secondary columns."""
     rows = []
-    for name, pred in clf.items():
-        if name in DISPLAY_ORDER:
-            continue
-        c = stats.compare_subject_level(pred, ref, n_boot, n_perm, seed)
+    for name, c in comparisons.items():
         rows.append(
             {
                 "ensemble": name,
@@ -187,17 +194,9 @@ def significance(
     return table
 
 
-def headline_comparison(
-    clf: dict[str, pd.DataFrame],
-    reference: str,
-    ensemble: str = "WEN-kappa",
-    n_boot: int = 1000,
-    n_perm: int = 2000,
-    seed: int = 0,
-) -> dict:
-    """The comparison behind the headline sentence: `ensemble` against `reference`, with the two
-    tests that back the sentence (BA, AUC; subject permutation) Holm-adjusted together."""
-    c = stats.compare_subject_level(clf[ensemble], clf[reference], n_boot, n_perm, seed)
+def headline_comparison(c: dict, ensemble: str, reference: str) -> dict:
+    """The comparison behind the headline sentence (`c`: one entry of `compare_ensembles`), with the
+    two tests that back the sentence (BA, AUC; subject permutation) Holm-adjusted together."""
     p_ba, p_auc = stats.holm([c["p_BA_permutation"], c["p_AUC_permutation"]])
     return {
         "ensemble": ensemble,
@@ -299,6 +298,7 @@ __all__ = [
     "confusion_beside_paper",
     "best_single",
     "weight_sources",
+    "compare_ensembles",
     "significance",
     "headline_comparison",
     "estimates",
@@ -334,8 +334,9 @@ def ensemble_chapter(runs: list[dict], label: str, seed: int | None = None, n_bo
         clf_lf = classifiers(preds, "validation")
         lf_table = metrics_table({k: clf_lf[k] for k in (best, "WEN-kappa")}, n_boot)
         w, m = weight_sources(preds)
-        sig = significance(clf_lf, best, n_boot, n_perm)
-        comp = headline_comparison(clf_lf, best, "WEN-kappa", n_boot, n_perm)
+        comparisons = compare_ensembles(clf_lf, best, n_boot, n_perm)
+        sig = significance(comparisons, best)
+        comp = headline_comparison(comparisons["WEN-kappa"], "WEN-kappa", best)
         gap = m[m["weights from"].str.startswith("gap")].set_index("ensemble")["BA"]
         out.per_size[size] = SimpleNamespace(
             preds=preds,

@@ -123,13 +123,12 @@ def retitle(notebook: Path, title: str) -> None:
     io.write_text(notebook, json.dumps(nb, indent=1))
 
 
-def write_generated_pages(study, timings: dict, gen: Path) -> None:
+def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path) -> None:
     """The pages around the notebooks: provenance, settings, choices, the runs table, the landing answer."""
     from . import summaries
     from .report import landing, runs_table_markdown
 
     io.write_text(gen / "provenance.md", provenance_markdown(study, timings))
-    runs = study.runs()
     io.write_text(gen / "runs_table.md", runs_table_markdown(runs))
     ens = summaries.read(summaries.EnsembleSummary, study.analysis_dir)
     io.write_text(gen / "headline.md", landing(ens))

@@ -8,15 +8,14 @@ import pandas as pd
 from PIL import Image
 
 from . import CLASS_NAMES
+from .gradcam import cell_mask
 from .preprocessing import center_crop, random_oversampling, subject_split
-
-FOREGROUND_THRESHOLD = 10  # a pixel with any channel above this is cell (the segmented background is black)
 
 
 def outside_crop(full: np.ndarray, crop: int = 300) -> float:
     """Share of an image's cell pixels that fall outside the centred `crop` window (what the centre
     crop of Section 4.1.2 cuts away), from the full-resolution image."""
-    fg = np.asarray(full).max(axis=-1) > FOREGROUND_THRESHOLD
+    fg = cell_mask(full) > 0
     total = fg.sum()
     if not total:
         return 0.0
@@ -31,7 +30,7 @@ def image_features(paths, side: int = 112, crop: int = 300) -> pd.DataFrame:
         with Image.open(p) as im:
             full = np.asarray(im.convert("RGB"))
         a = np.asarray(Image.fromarray(full).resize((side, side), Image.BILINEAR), np.float32)
-        fg = a.max(axis=2) > FOREGROUND_THRESHOLD
+        fg = cell_mask(a) > 0
         px = a[fg] if fg.any() else np.zeros((1, 3), np.float32)
         gray = px.mean(axis=1)
         rows.append(

@@ -130,6 +130,14 @@ def error_concentration_sentence(e: dict, name: str = "WEN-kappa") -> str:
     )
 
 
+def per_backbone_settings(cfg: dict) -> list[str]:
+    """The profile's per-backbone departures, one "Backbone: setting value, ..." item per backbone."""
+    return [
+        f"{get_backbone(b).display}: " + ", ".join(f"{k} {v:g}" for k, v in settings.items())
+        for b, settings in (cfg["training"].get("per_backbone") or {}).items()
+    ]
+
+
 def departures(cfg: dict) -> str:
     """One line: how this profile departs from the paper's protocol (empty for the paper profile)."""
     from .config import training_for
@@ -148,8 +156,7 @@ def departures(cfg: dict) -> str:
         out.append(f"{cfg['training']['max_train_images']} training images per run")
     if cfg["training"]["recalibrate_batchnorm"]:
         out.append("BatchNorm statistics re-estimated after each epoch")
-    for b, settings in (cfg["training"].get("per_backbone") or {}).items():
-        out.append(f"{get_backbone(b).display}: " + ", ".join(f"{k} {v:g}" for k, v in settings.items()))
+    out += per_backbone_settings(cfg)
     if cfg["training"].get("run_eagerly"):
         out.append("eager execution")
     return "; ".join(out)
@@ -210,13 +217,11 @@ def run_evaluation(run: dict):
 def runs_facts(runs: list[dict], cfg: dict) -> str:
     minutes = sum(r["train_seconds"] for r in runs) / 60
     text = f"{len(runs)} runs, {minutes:.1f} min of training in all. Weights: **{cfg['weights']}**."
-    per = cfg["training"].get("per_backbone") or {}
+    per = per_backbone_settings(cfg)
     if per:
         text += (
             " This profile departs from its common training settings for some backbones (see the method notes): "
-            + "; ".join(
-                f"{get_backbone(b).display}: " + ", ".join(f"{k} {v:g}" for k, v in s.items()) for b, s in per.items()
-            )
+            + "; ".join(per)
             + ". Each run's `peak_lr` and `max_epochs` above are the settings it trained with."
         )
     if cfg["training"]["recalibrate_batchnorm"]:

@@ -108,14 +108,14 @@ def execute(notebook: str, output: Path, params: dict, root: Path, env: dict | N
     output.with_name(output.stem + ".failed.ipynb").unlink(missing_ok=True)  # an earlier failure, now mended
 
 
-def _hide_injected_parameters(path: Path, how: str = "remove-cell") -> None:
+def _hide_injected_parameters(path: Path) -> None:
     """Keep the cell papermill injects (this build's parameters, with local paths) off the page; a run
     page states its backbone, size, seed and run id in its header instead."""
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags and how not in tags:
-            cell["metadata"]["tags"] = tags + [how]
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell["metadata"]["tags"] = tags + ["remove-cell"]
     path.write_text(json.dumps(nb, indent=1))
 
 
@@ -244,7 +244,6 @@ def run_study(
 ) -> dict:
     from .book import build_book, retitle, write_generated_pages
     from .report import run_title
-    from .runs import load_run
 
     t0 = time.time()
     root = Path(root or PACKAGE_ROOT).resolve()
@@ -266,15 +265,16 @@ def run_study(
         runs_gen = gen / "runs"
         shutil.rmtree(runs_gen, ignore_errors=True)
         runs_gen.mkdir(parents=True)
-        for bb, size, seed in study.matrix():
-            d = study.run_dir(bb, size, seed)
+        runs = study.runs()  # loaded once: run pages and the generated pages read them
+        for run in runs:
+            d = Path(run["dir"])
             shutil.copy(d / f"{TRAIN_NOTEBOOK}.ipynb", runs_gen / f"{d.name}.ipynb")
-            retitle(runs_gen / f"{d.name}.ipynb", run_title(load_run(d)))
+            retitle(runs_gen / f"{d.name}.ipynb", run_title(run))
         for nb in ANALYSIS_NOTEBOOKS:
             print(f"[study] {nb}", flush=True)
             execute(nb, gen / f"{nb}.ipynb", base, root, log=log)
     timings = {**counts, "wall_seconds": time.time() - t0}
-    write_generated_pages(study, timings, gen)
+    write_generated_pages(study, runs, timings, gen)
     io.write_json(study.results / "study.json", {"profile": study.cfg, "data": study.data_info, **timings})
     result = {"study": study, **timings}
     if book:
