@@ -65,8 +65,8 @@ def headline(ens, var, cam, study) -> str:
         if best is not None:
             b = singles[best]
             text += (
-                f" The best single backbone on average, {best}, averaged BA {b['A_BA']:.3f}: the ensemble is "
-                f"{'above' if r['A_BA'] > b['A_BA'] else 'not above'} it."
+                f" The single backbone with the highest mean test BA, {best} (picked on test, which favours it), "
+                f"averaged BA {b['A_BA']:.3f}: the ensemble is {'above' if r['A_BA'] > b['A_BA'] else 'not above'} it."
             )
         parts.append(text)
     if ens.ece:
@@ -121,11 +121,11 @@ def error_concentration_sentence(e: dict, name: str = "WEN-kappa") -> str:
     return (
         f"{name} made {int(e['errors'])} errors on {int(e['subjects'])} test subjects; "
         f"{int(e['subjects_with_errors'])} subjects have at least one. The worst {int(e['worst_subjects'])} subjects "
-        f"(20 %) hold {e['share_in_worst']:.0%} of the errors"
+        f"({e['share']:.0%}) hold {e['share_in_worst']:.0%} of the errors, "
         + (
-            ", so errors concentrate in a few people."
-            if e["share_in_worst"] > 0.4
-            else ", so errors are spread over many people."
+            "more than twice their even share, so errors concentrate in a few people."
+            if e["share_in_worst"] > 2 * e["share"]
+            else "no more than twice their even share, so errors are spread over many people."
         )
     )
 

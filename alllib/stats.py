@@ -258,6 +258,7 @@ def error_concentration(pred: pd.DataFrame, share: float = 0.2) -> dict:
     k = max(1, int(round(share * len(per))))
     total = int(per.sum())
     return {
+        "share": share,
         "subjects": int(len(per)),
         "worst_subjects": k,
         "errors": total,

@@ -160,9 +160,18 @@ def test_concentration_tests_per_subject_with_holm():
 
 
 def test_error_concentration_sentence():
-    e = {"errors": 10, "subjects": 10, "subjects_with_errors": 2, "worst_subjects": 2, "share_in_worst": 1.0}
-    assert "hold 100% of the errors, so errors concentrate in a few people" in report.error_concentration_sentence(e)
-    e.update(share_in_worst=0.2, subjects_with_errors=10)
+    e = {
+        "share": 0.2,
+        "errors": 10,
+        "subjects": 10,
+        "subjects_with_errors": 2,
+        "worst_subjects": 2,
+        "share_in_worst": 1.0,
+    }
+    text = report.error_concentration_sentence(e)
+    assert "The worst 2 subjects (20%) hold 100% of the errors, more than twice" in text
+    assert text.endswith("so errors concentrate in a few people.")
+    e.update(share_in_worst=0.4, subjects_with_errors=10)  # exactly twice the even share: not concentrated
     assert "spread over many people" in report.error_concentration_sentence(e)
 
 

@@ -186,5 +186,8 @@ def test_method_notes_state_the_demo_per_backbone_settings():
     epochs = re.search(r"\*MobileNet trains (\d+) epochs\*.*?where the others train (\d+)", text, re.S)
     assert int(epochs.group(1)) == config.training_for(cfg, "mobilenet")["epochs"]
     assert int(epochs.group(2)) == cfg["training"]["epochs"]
+    from alllib.recorded import CALIBRATION_WINDOW
+
+    assert f"between {CALIBRATION_WINDOW[0]} and {CALIBRATION_WINDOW[1]}" in text  # the calibration rule as coded
     step = cfg["training"]["clr_step_epochs"]
     assert config.training_for(cfg, "mobilenet")["epochs"] == 2 * step  # "one whole triangular2 cycle"
