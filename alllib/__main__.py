@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     t.add_argument("--seeds", default="0")
     t.add_argument("--out", help="CSV to write, e.g. alllib/data/trial_<topic>_<profile>.csv")
     b = sub.add_parser("bench", help="throughput benchmarks (input pipeline, training, ensemble ablation)")
-    b.add_argument("what", choices=["pipeline", "training", "ensemble", "data"])
+    b.add_argument("what", choices=["pipeline", "training", "ensemble", "data", "gpu"])
+    b.add_argument("--seconds", type=float, default=420.0, help="gpu: start no new case after this many seconds")
     b.add_argument("--profile", default="smoke")
     b.add_argument(
         "--out",
@@ -114,6 +115,11 @@ def main(argv=None) -> int:
         elif args.cmd == "bench":
             from . import bench
 
+            if args.what == "gpu":  # writes --out after every case itself
+                table = bench.gpu(args.profile, seconds=args.seconds, out=args.out)
+                print(table.to_string(index=False))
+                print(bench.paper_matrix_hours(table, args.profile).to_string(index=False))
+                return 0
             table = getattr(bench, args.what)(args.profile)
             print(table.to_string(index=False))
             if args.out:

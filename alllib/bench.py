@@ -241,3 +241,132 @@ def data(profile: str = "paper", root=None, repeats: int = 3) -> pd.DataFrame:
             }
         ]
     )
+
+
+GPU_MODES = {  # Keras backend -> how the training step is compiled in this benchmark
+    "tensorflow": ("xla", "graph"),  # jit_compile=True / a tf.function graph without XLA
+    "jax": ("xla",),  # JAX always compiles with XLA; its uncompiled path is op-by-op and not a training mode
+    "torch": ("eager",),  # PyTorch eager: the no-XLA path on a machine without TensorFlow
+}
+
+
+def gpu(
+    profile: str = "paper",
+    seconds: float = 420.0,
+    steps: int = 12,
+    warmup: int = 2,
+    backbones=None,
+    sizes=(300, 450),
+    precisions=("fp32", "mixed"),
+    out=None,
+) -> pd.DataFrame:
+    """Issue 14 §4, for a GPU when one is lent: images/s of the training step (Adamax with the cyclic
+    schedule, the profile's batch size, weights=none) and of inference (batch 32), per backbone, input
+    size, precision (fp32 | mixed_float16) and compilation, on the active Keras backend (GPU_MODES).
+    Inputs are random uint8 images already in memory: this measures the network, not the input
+    pipeline (`bench pipeline` and `bench data` measure that). Stops starting new cases after
+    `seconds`; with `out`, the table is rewritten after every case, so a cut-off run keeps its rows."""
+    import gc
+
+    import keras
+
+    from .config import input_pixels, load_profile, training_for
+    from .models import build_model, get_backbone
+    from .training import make_optimizer
+
+    cfg = load_profile(profile)
+    backend = keras.backend.backend()
+    keys = [get_backbone(b).key for b in (backbones or cfg["backbones"])]
+    rng = np.random.default_rng(0)
+    rows, t_start = [], time.perf_counter()
+    for precision in precisions:
+        for mode in GPU_MODES[backend]:
+            for size in sizes:
+                for key in keys:
+                    if time.perf_counter() - t_start > seconds:
+                        print(f"bench gpu: {seconds:.0f} s spent, not starting {precision} {mode} {size} px {key}")
+                        continue
+                    tr = training_for(cfg, key)
+                    bs, px = tr["batch_size"], input_pixels(size, cfg["input_scale"])
+                    row = {"backend": backend, "backbone": key, "input_size": size, "input_px": px}
+                    row.update({"precision": precision, "compile": mode, "batch_size": bs})
+                    keras.mixed_precision.set_global_policy("mixed_float16" if precision == "mixed" else "float32")
+                    try:
+                        model = build_model(key, px, "none")
+                        model.compile(
+                            optimizer=make_optimizer(tr, 1000),
+                            loss="categorical_crossentropy",
+                            jit_compile=mode == "xla",
+                            run_eagerly=mode == "eager" and backend != "torch",
+                        )
+                        x = keras.ops.convert_to_tensor(rng.integers(0, 256, (bs, px, px, 3)).astype("float32"))
+                        y = keras.ops.convert_to_tensor(np.eye(2, dtype="float32")[rng.integers(0, 2, bs)])
+                        t0 = time.perf_counter()
+                        for _ in range(warmup):
+                            model.train_on_batch(x, y)  # returns the loss as a number: the step has finished
+                        row["first_steps_s"] = round(time.perf_counter() - t0, 2)
+                        t0 = time.perf_counter()
+                        for _ in range(steps):
+                            model.train_on_batch(x, y)
+                        row["train_images_per_s"] = round(steps * bs / (time.perf_counter() - t0), 1)
+                        xp = keras.ops.convert_to_tensor(rng.integers(0, 256, (32, px, px, 3)).astype("float32"))
+                        np.asarray(model.predict_on_batch(xp))
+                        t0 = time.perf_counter()
+                        for _ in range(max(2, steps // 4)):
+                            np.asarray(model.predict_on_batch(xp))
+                        row["predict_images_per_s"] = round(max(2, steps // 4) * 32 / (time.perf_counter() - t0), 1)
+                        row["status"] = "ok"
+                    except Exception as exc:  # one failing case must not cost the others (OOM, a backend gap)
+                        row["status"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+                    finally:
+                        keras.mixed_precision.set_global_policy("float32")
+                        keras.backend.clear_session()
+                        gc.collect()
+                    rows.append(row)
+                    print(row, flush=True)
+                    if out:
+                        record(pd.DataFrame(rows), out, profile)
+    return pd.DataFrame(rows)
+
+
+def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int | None = None) -> pd.DataFrame:
+    """The whole run matrix of `profile` on one device, from a `gpu` table: per run and epoch, the
+    oversampled training set at the measured training rate plus the validation set at the measured
+    inference rate; image counts from the official manifest with the study's own split and oversampling.
+    `epochs`: the epochs each run lasts (default: the profile's maximum, i.e. no early stop)."""
+    from .config import load_profile
+    from .dataset import manifest_training_table
+    from .preprocessing import random_oversampling, subject_split
+
+    cfg = load_profile(profile)
+    split = subject_split(manifest_training_table(), 0)
+    train = split[split["split"] == "train"]
+    n_train = len(random_oversampling(train["y"].to_numpy(), 0))
+    n_val = int((split["split"] == "validation").sum())
+    n_epochs = epochs or cfg["training"]["epochs"]
+    ok = table[table["status"] == "ok"]
+    out = []
+    for (precision, mode), t in ok.groupby(["precision", "compile"]):
+        rate = t.set_index(["backbone", "input_size"])
+        hours, missing = 0.0, []
+        for size, seeds in cfg["runs"].items():
+            for key in cfg["backbones"]:
+                if (key, int(size)) not in rate.index:
+                    missing.append(f"{key} {size}")
+                    continue
+                r = rate.loc[(key, int(size))]
+                per_epoch = n_train / r["train_images_per_s"] + n_val / r["predict_images_per_s"]
+                hours += len(seeds) * n_epochs * per_epoch / 3600
+        out.append(
+            {
+                "precision": precision,
+                "compile": mode,
+                "train images/epoch": n_train,
+                "validation images": n_val,
+                "epochs per run": n_epochs,
+                "hours": round(hours, 1) if not missing else None,
+                "epochs within 8 h": int(8 * n_epochs / hours) if hours and not missing else None,
+                "missing": ", ".join(missing),
+            }
+        )
+    return pd.DataFrame(out)

@@ -249,6 +249,20 @@ def load_manifest() -> pd.DataFrame:
         return pd.read_csv(fh, sep="\t")
 
 
+def manifest_training_table() -> pd.DataFrame:
+    """The images of the training folds as `read_cnmc` lists them, from the official manifest alone
+    (no data on disk): what sizes the real study's epochs before the data is downloaded."""
+    m = load_manifest()
+    rel = m["path"].str.split("/", n=1).str[1]
+    rows = []
+    for r in rel[rel.str.startswith(TRAIN_DIR + "/")]:
+        _, fold, label, name = r.split("/")
+        rows.append({"image_id": Path(name).stem, "path": r, "split": "train_folds", "fold": fold, **parse_name(name)})
+    table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "y"])
+    table["y"] = table["label"].map({"all": 1, "hem": 0}).astype("Int64")
+    return table[COLUMNS]
+
+
 def training_subjects() -> pd.DataFrame:
     """Per subject of the training folds: label, fold and image count (73 subjects, 10,661 images)."""
     with resources.files("alllib").joinpath("data/cnmc/training_subjects.csv").open() as fh:

@@ -56,15 +56,15 @@ def get_backbone(name: str) -> Backbone:
 def preprocess(x, mode: str):
     """The backbones' ImageNet input preprocessing, written out (pinned against keras' own functions
     in tests/test_models.py). `x`: float RGB in [0, 255]."""
-    import tensorflow as tf
+    from keras import ops  # backend-neutral: the same layer runs under TensorFlow, JAX or PyTorch
 
-    x = tf.cast(x, tf.float32)
+    x = ops.cast(x, "float32")
     if mode == "caffe":
-        return x[..., ::-1] - tf.constant(CAFFE_MEAN_BGR, tf.float32)
+        return ops.flip(x, axis=-1) - ops.convert_to_tensor(CAFFE_MEAN_BGR, "float32")
     if mode == "tf":
         return x / 127.5 - 1.0
     if mode == "torch":
-        return (x / 255.0 - tf.constant(TORCH_MEAN)) / tf.constant(TORCH_STD)
+        return (x / 255.0 - ops.convert_to_tensor(TORCH_MEAN, "float32")) / ops.convert_to_tensor(TORCH_STD, "float32")
     raise ConfigError(f"unknown preprocessing mode {mode!r}: expected caffe, tf or torch")
 
 

@@ -16,6 +16,10 @@ STAMP_COLUMNS = ("profile", "recorded", "cpus", "gpus", "commit")
 
 
 def git_commit() -> str:
+    """`git describe` of the code; where the tree travelled without its .git (a lent GPU machine), the
+    value the sender put in ALLLIB_GIT_COMMIT."""
+    if os.environ.get("ALLLIB_GIT_COMMIT"):
+        return os.environ["ALLLIB_GIT_COMMIT"]
     try:
         return (
             subprocess.run(
@@ -31,15 +35,36 @@ def git_commit() -> str:
         return "unknown"
 
 
-def environment() -> dict:
-    import keras
+def _gpus(backend: str) -> list[str]:
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices() if d.platform == "gpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     import tensorflow as tf
 
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return [d.name for d in tf.config.list_physical_devices("GPU")]
+
+
+def environment() -> dict:
+    from importlib import metadata
+
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        tf_version = metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:
+        tf_version = "not installed"
+    gpus = _gpus(backend)
     return {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        "tensorflow": tf_version,
         "keras": keras.__version__,
+        "keras_backend": backend,
         "numpy": np.__version__,
         "pandas": pd.__version__,
         "git_commit": git_commit(),

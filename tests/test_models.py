@@ -19,7 +19,7 @@ def test_preprocessing_matches_keras(key, module):
     import keras
 
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
-    ours = models.preprocess(x, models.BACKBONES[key].preprocessing).numpy()
+    ours = np.asarray(models.preprocess(x, models.BACKBONES[key].preprocessing))
     ref = getattr(keras.applications, module).preprocess_input(x.copy())
     np.testing.assert_allclose(ours, np.asarray(ref), rtol=1e-5, atol=1e-4)
 
