@@ -243,6 +243,7 @@ def data(profile: str = "paper", root=None, repeats: int = 3) -> pd.DataFrame:
     )
 
 
+NO_DATA = ("data.source=synthetic", "weights=none")  # the real profile's settings, without its data root
 GPU_MODES = {  # Keras backend -> how the training step is compiled in this benchmark
     "tensorflow": ("xla", "graph"),  # jit_compile=True / a tf.function graph without XLA
     "jax": ("xla",),  # JAX always compiles with XLA; its uncompiled path is op-by-op and not a training mode
@@ -274,7 +275,7 @@ def gpu(
     from .models import build_model, get_backbone
     from .training import make_optimizer
 
-    cfg = load_profile(profile)
+    cfg = load_profile(profile, NO_DATA)  # the benchmark feeds random images: no data set needed
     backend = keras.backend.backend()
     keys = [get_backbone(b).key for b in (backbones or cfg["backbones"])]
     rng = np.random.default_rng(0)
@@ -338,7 +339,7 @@ def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int 
     from .dataset import manifest_training_table
     from .preprocessing import random_oversampling, subject_split
 
-    cfg = load_profile(profile)
+    cfg = load_profile(profile, NO_DATA)
     split = subject_split(manifest_training_table(), 0)
     train = split[split["split"] == "train"]
     n_train = len(random_oversampling(train["y"].to_numpy(), 0))

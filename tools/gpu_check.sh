@@ -11,7 +11,7 @@ out=${1:?usage: tools/gpu_check.sh OUT_DIR [SECONDS_JAX] [SECONDS_TORCH]}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c "import keras, numpy; print('keras', keras.__version__, 'numpy', numpy.__version__)"
+KERAS_BACKEND=jax python3 -c "import keras, numpy; print('keras', keras.__version__, 'numpy', numpy.__version__)"
 if python3 -c "import tensorflow" 2>/dev/null; then
   KERAS_BACKEND=tensorflow timeout "$(( ${2:-300} + 200 ))" python3 -m alllib bench gpu --profile paper \
     --seconds "${2:-300}" --out "$out/bench_gpu_tensorflow.csv"
