@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="throughput benchmarks (input pipeline, training, ensemble ablation)")
     b.add_argument("what", choices=["pipeline", "training", "ensemble", "data", "gpu"])
     b.add_argument("--seconds", type=float, default=420.0, help="gpu: start no new case after this many seconds")
+    b.add_argument("--sizes", default="300,450", help="gpu: input sizes (px), in the order measured")
+    b.add_argument("--precisions", default="fp32,mixed", help="gpu: fp32 and/or mixed, in the order measured")
     b.add_argument("--profile", default="smoke")
     b.add_argument(
         "--out",
@@ -116,7 +118,13 @@ def main(argv=None) -> int:
             from . import bench
 
             if args.what == "gpu":  # writes --out after every case itself
-                table = bench.gpu(args.profile, seconds=args.seconds, out=args.out)
+                table = bench.gpu(
+                    args.profile,
+                    seconds=args.seconds,
+                    sizes=[int(x) for x in args.sizes.split(",")],
+                    precisions=args.precisions.split(","),
+                    out=args.out,
+                )
                 print(table.to_string(index=False))
                 print(bench.paper_matrix_hours(table, args.profile).to_string(index=False))
                 return 0
