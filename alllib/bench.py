@@ -335,7 +335,7 @@ def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int 
     oversampled training set at the measured training rate plus the validation set at the measured
     inference rate; image counts from the official manifest with the study's own split and oversampling.
     `epochs`: the epochs each run lasts (default: the profile's maximum, i.e. no early stop)."""
-    from .config import load_profile
+    from .config import input_pixels, load_profile
     from .dataset import manifest_training_table
     from .preprocessing import random_oversampling, subject_split
 
@@ -347,19 +347,28 @@ def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int 
     n_epochs = epochs or cfg["training"]["epochs"]
     ok = table[table["status"] == "ok"]
     out = []
-    for (precision, mode), t in ok.groupby(["precision", "compile"]):
+    for (backend, precision, mode), t in ok.groupby(["backend", "precision", "compile"]):
         rate = t.set_index(["backbone", "input_size"])
-        hours, missing = 0.0, []
+        hours, missing, extrapolated = 0.0, [], []
         for size, seeds in cfg["runs"].items():
             for key in cfg["backbones"]:
-                if (key, int(size)) not in rate.index:
-                    missing.append(f"{key} {size}")
-                    continue
-                r = rate.loc[(key, int(size))]
-                per_epoch = n_train / r["train_images_per_s"] + n_val / r["predict_images_per_s"]
+                if (key, int(size)) in rate.index:
+                    r = rate.loc[(key, int(size))]
+                    train_rate, predict_rate = r["train_images_per_s"], r["predict_images_per_s"]
+                else:  # the other size of the same network, its rate scaled by the pixel ratio
+                    other = t[t["backbone"] == key]
+                    if other.empty:
+                        missing.append(f"{key} {size}")
+                        continue
+                    r = other.iloc[0]
+                    ratio = (r["input_px"] / input_pixels(int(size), cfg["input_scale"])) ** 2
+                    train_rate, predict_rate = r["train_images_per_s"] * ratio, r["predict_images_per_s"] * ratio
+                    extrapolated.append(f"{key} {size} from {r['input_size']}")
+                per_epoch = n_train / train_rate + n_val / predict_rate
                 hours += len(seeds) * n_epochs * per_epoch / 3600
         out.append(
             {
+                "backend": backend,
                 "precision": precision,
                 "compile": mode,
                 "train images/epoch": n_train,
@@ -367,7 +376,59 @@ def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int 
                 "epochs per run": n_epochs,
                 "hours": round(hours, 1) if not missing else None,
                 "epochs within 8 h": int(8 * n_epochs / hours) if hours and not missing else None,
+                "extrapolated (pixel ratio)": ", ".join(extrapolated),
                 "missing": ", ".join(missing),
             }
         )
     return pd.DataFrame(out)
+
+
+def gpu_note(table: pd.DataFrame, profile: str = "paper") -> str:
+    """What a recorded `gpu` table says about the paper's run matrix on that GPU, in words."""
+    from .config import load_profile
+
+    cfg = load_profile(profile, NO_DATA)
+    hours = paper_matrix_hours(table, profile)
+    backends = sorted(set(table["backend"]))
+    n_runs = sum(len(seeds) for seeds in cfg["runs"].values()) * len(cfg["backbones"])
+    text = (
+        f"Each rate is the mean over a few steps at the profile's batch size ({int(table['batch_size'].iloc[0])}), "
+        "images already in device memory, so it is the network's rate, not the input pipeline's."
+    )
+    if "tensorflow" not in backends:
+        text += (
+            f" Measured through Keras 3 on {' and '.join(backends)}: the GPU machine had no TensorFlow, so XLA "
+            "ran through JAX and the uncompiled path is eager PyTorch; the study itself trains on TensorFlow."
+        )
+    cases = [f"{p} {c} ({b})" for (b, p, c), _ in table.groupby(["backend", "precision", "compile"])]
+    text += f" Cases measured: {', '.join(cases)}."
+    for _, h in hours.dropna(subset=["hours"]).iterrows():
+        text += (
+            f" With {h['backend']} {h['precision']} {h['compile']}, the paper's {n_runs} runs at their maximum of "
+            f"{h['epochs per run']} epochs ({h['train images/epoch']} oversampled training and "
+            f"{h['validation images']} validation images per epoch) would take **{h['hours']} h**; 8 h allow "
+            f"{h['epochs within 8 h']} epochs per run"
+            + (
+                f" ({h['extrapolated (pixel ratio)']}, rate scaled by the pixel ratio)"
+                if h["extrapolated (pixel ratio)"]
+                else ""
+            )
+            + "."
+        )
+    patience = cfg["training"]["patience"]
+    text += f" Early stopping at patience {patience} ends a run after {patience + 1} epochs at the earliest."
+    return text
+
+
+def gpu_markdown(table: pd.DataFrame) -> str:
+    """A recorded `gpu` table as the README shows it: training images/s per backbone (rows) and
+    backend, compilation, precision and input size (columns); `-` where a case was not measured."""
+    ok = table[table["status"] == "ok"].copy()
+    ok["case"] = (
+        ok["backend"] + " " + ok["compile"] + " " + ok["precision"] + " " + ok["input_size"].astype(str) + " px"
+    )
+    wide = ok.pivot_table(index="backbone", columns="case", values="train_images_per_s", sort=False)
+    lines = ["| backbone | " + " | ".join(wide.columns) + " |", "|---" * (len(wide.columns) + 1) + "|"]
+    for key, row in wide.iterrows():
+        lines.append(f"| {key} | " + " | ".join("-" if pd.isna(v) else f"{v:.0f}" for v in row) + " |")
+    return "\n".join(lines)

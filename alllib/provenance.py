@@ -39,7 +39,7 @@ def _gpus(backend: str) -> list[str]:
     if backend == "jax":
         import jax
 
-        return [str(d) for d in jax.devices() if d.platform == "gpu"]
+        return [d.device_kind for d in jax.devices() if d.platform == "gpu"]
     if backend == "torch":
         import torch
 

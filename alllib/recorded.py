@@ -45,6 +45,7 @@ CHAPTER_TABLES = {
     "calibration_demo": "Synthetic difficulty (demo profile)",
     "trial_lr_demo": "VGG-16's peak learning rate (demo profile)",
     "bench_training": "Training throughput: the input pipeline against in-memory tensors",
+    "bench_gpu": "Training and inference throughput on one GPU (paper profile, random weights)",
 }
 
 
@@ -77,6 +78,10 @@ def note_for(name: str, table: pd.DataFrame) -> str:
             f"{int(best['runs'])} runs, worst {best['val_BA_worst']:.3f}); its mean test BA was "
             f"{best['test_BA_mean']:.3f}."
         )
+    elif "train_images_per_s" in table:
+        from .bench import gpu_note
+
+        text += " " + gpu_note(table)
     elif "pipeline overhead %" in table:
         text += f" Median pipeline overhead over the pairs: **{table['pipeline overhead %'].median():.1f} %**."
     return text

@@ -1,3 +1,6 @@
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
 from alllib import bench
@@ -13,3 +16,78 @@ def test_pipeline_overhead_pools_rounds_and_reports_their_spread():
     assert got["overall"] == pytest.approx(20.0)
     assert got["pipeline_s"] == pytest.approx(1.2) and got["memory_s"] == pytest.approx(1.0)
     assert bench.overhead([[0.9, 0.9]], [[1.0, 1.0]])["overall"] == pytest.approx(-10.0)  # faster than in-memory: noise
+
+
+def _gpu_table(rate_train, rate_predict, sizes=(300, 450)):
+    from alllib.models import BACKBONES
+
+    return pd.DataFrame(
+        [
+            {
+                "backend": "jax",
+                "backbone": key,
+                "input_size": size,
+                "input_px": size,
+                "precision": "fp32",
+                "compile": "xla",
+                "batch_size": 8,
+                "train_images_per_s": rate_train,
+                "predict_images_per_s": rate_predict,
+                "status": "ok",
+            }
+            for size in sizes
+            for key in BACKBONES
+        ]
+    )
+
+
+def test_paper_matrix_hours_against_a_hand_count():
+    from alllib import bench
+    from alllib.config import load_profile
+    from alllib.dataset import manifest_training_table
+    from alllib.preprocessing import subject_split
+
+    split = subject_split(manifest_training_table(), 0)
+    train = split[split["split"] == "train"]
+    n_train = 2 * int(train["label"].value_counts().max())  # oversampling to the majority class
+    n_val = int((split["split"] == "validation").sum())
+    cfg = load_profile("paper", bench.NO_DATA)
+    runs = sum(len(s) for s in cfg["runs"].values()) * len(cfg["backbones"])
+    assert runs == 30 and len(split) == 10661
+
+    h = bench.paper_matrix_hours(_gpu_table(100.0, 400.0)).iloc[0]
+    assert (h["train images/epoch"], h["validation images"]) == (n_train, n_val)
+    assert h["hours"] == round(runs * 200 * (n_train / 100 + n_val / 400) / 3600, 1)
+    assert h["epochs within 8 h"] == int(8 * 200 / h["hours"]) and h["extrapolated (pixel ratio)"] == ""
+
+
+def test_paper_matrix_hours_scales_a_missing_size_by_its_pixels():
+    from alllib import bench
+
+    only_300 = bench.paper_matrix_hours(_gpu_table(100.0, 400.0, sizes=(300,)), epochs=1).iloc[0]
+    both = _gpu_table(100.0, 400.0)
+    both.loc[both["input_size"] == 450, ["train_images_per_s", "predict_images_per_s"]] = [100 * 4 / 9, 400 * 4 / 9]
+    assert only_300["hours"] == bench.paper_matrix_hours(both, epochs=1).iloc[0]["hours"]
+    assert only_300["extrapolated (pixel ratio)"].count("from 300") == 5
+
+
+def test_readme_gpu_table_is_the_recorded_one():
+    from alllib import bench
+    from alllib.recorded import recorded
+
+    table = recorded("bench_gpu")
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    shown = readme.split("<!-- bench_gpu -->\n")[1].split("\n<!-- /bench_gpu -->")[0]
+    assert shown == bench.gpu_markdown(table)
+    h = bench.paper_matrix_hours(table)
+    xla = h[(h["backend"] == "jax") & (h["precision"] == "fp32")].iloc[0]
+    assert f"about {xla['hours']:.0f} GPU hours" in readme and f"({xla['epochs within 8 h']} epochs per run" in readme
+
+
+def test_gpu_benchmark_runs_a_case_on_cpu(tmp_path):
+    from alllib import bench
+
+    out = tmp_path / "gpu.csv"
+    table = bench.gpu("smoke", steps=1, warmup=1, backbones=["mobilenet"], sizes=(300,), precisions=("fp32",), out=out)
+    assert list(table["status"]) == ["ok", "ok"] and set(table["compile"]) == {"xla", "graph"}
+    assert (table["train_images_per_s"] > 0).all() and len(pd.read_csv(out)) == 2
