@@ -3,13 +3,16 @@
 #   make book                  run the study (PROFILE=demo by default) and build the book into _build/html
 #   make test                  lint (ruff), unit tests + the end-to-end smoke run (every notebook, then the book)
 #   make lint                  ruff check and ruff format --check (settings in pyproject.toml)
+#   make test-cluster          the smoke study through a real single-node Slurm (tools/slurm_local.sh starts and stops it)
 # Variables: PROFILE=smoke|demo|paper  DATA_DIR=/path/to/C-NMC_Leukemia  SET="epochs=3 batch_size=16"
+#            EXECUTOR=local|slurm (slurm: one job per training run through submitit; SET="partition=gpu")
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= demo
 DATA_DIR ?=
 SET ?=
+EXECUTOR ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: setup book test unit lint clean-book
@@ -26,7 +29,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 book: $(STAMP)
-	$(PY) -m alllib study --profile $(PROFILE) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(foreach s,$(SET),--set $(s))
+	$(PY) -m alllib study --profile $(PROFILE) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(foreach s,$(SET),--set $(s))
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -24,6 +24,12 @@ def main(argv=None) -> int:
     s.add_argument("--gpus", default="", help="comma-separated GPU ids: one training run per GPU side by side")
     s.add_argument("--jobs", type=int, help="CPU training runs side by side (default: the profile's jobs)")
     s.add_argument("--no-book", action="store_true", help="run the notebooks but do not build the HTML")
+    s.add_argument(
+        "--executor",
+        choices=["local", "slurm", "submitit_local"],
+        help="where training runs execute (default: the profile's executor.kind, local); job options: "
+        "--set partition=... gpus_per_job=... cpus_per_job=... mem_gb=... time_min=... array_parallelism=...",
+    )
     sub.add_parser("settings", help="list every profile setting: key, type, meaning (the schema of alllib.config)")
     v = sub.add_parser("verify", help="check a data root against the official C-NMC-2019 manifest")
     v.add_argument("root", help="path to C-NMC_Leukemia/")
@@ -69,7 +75,7 @@ def main(argv=None) -> int:
 
             run_study(
                 args.profile,
-                args.set,
+                args.set + ([f"executor.kind={args.executor}"] if args.executor else []),
                 args.data_dir,
                 args.results,
                 args.root,

@@ -134,6 +134,32 @@ class Inference(_Strict):
     temperature_scaling: StrictBool = Field(True, description="temperature scaling of each model, fitted on validation")
 
 
+class Executor(_Strict):
+    """Where the run matrix's training runs execute (issue 14). Recorded in every run's run.json and
+    never part of its key: a run finished on the cluster is reused locally and the other way round."""
+
+    kind: Literal["local", "slurm", "submitit_local"] = Field(
+        "local",
+        description="local: kernels on this machine (--gpus/jobs); slurm: one Slurm job per run through "
+        "submitit (a job array); submitit_local: the slurm path with submitit's local executor (tests)",
+    )
+    partition: str | None = Field(None, description="slurm: partition (null = the cluster's default)")
+    gpus_per_job: Annotated[int, Field(ge=0, strict=True)] = Field(1, description="slurm: GPUs per training job")
+    cpus_per_job: PositiveInt = Field(4, description="slurm: CPUs per training job")
+    mem_gb: Annotated[float, Field(gt=0)] = Field(32, description="slurm: memory per training job (GB)")
+    time_min: PositiveInt = Field(
+        24 * 60, description="slurm: time limit per job (minutes); a job cut off here is requeued and resumes"
+    )
+    array_parallelism: PositiveInt = Field(4, description="slurm: training jobs running at once (job array cap)")
+    sbatch: dict[str, str | int] = Field(
+        default_factory=dict, description="slurm: further sbatch options, e.g. {qos: high, account: lab}"
+    )
+    poll_seconds: Annotated[float, Field(gt=0)] = Field(10, description="slurm: seconds between progress checks")
+    requeues: Annotated[int, Field(ge=0, strict=True)] = Field(
+        3, description="slurm: times a preempted or timed-out job is requeued before it counts as failed"
+    )
+
+
 class Profile(_Strict):
     name: str = Field(description="profile name (results/<name>/)")
     description: str = Field(description="one line shown on the book's first page")
@@ -155,6 +181,7 @@ class Profile(_Strict):
     gradcam: GradCAM
     stats: Stats
     inference: Inference = Inference()
+    executor: Executor = Executor()
 
     @field_validator("backbones", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import submitit
 import yaml
 
 from . import io
@@ -143,10 +144,49 @@ def notebook_params(study: Study, profile: str, overrides=(), data_dir=None) -> 
     }
 
 
+class TrainingJob(submitit.helpers.Checkpointable):
+    """One training run as a submitted job (executor slurm or submitit_local): the same papermill
+    execution of the per-run notebook as a local run, into the same atomic run store. A preempted or
+    timed-out Slurm job is requeued (submitit's checkpointing calls this object again) and the run
+    resumes from its last finished epoch (the backup of `training.fit`)."""
+
+    def __init__(self, root: Path, params: dict, output: Path, run_dir: Path, executor: dict):
+        self.root, self.params, self.output, self.run_dir, self.executor = root, params, output, run_dir, executor
+
+    def __call__(self) -> str:
+        from .cluster import JOB_ENV
+
+        execute(
+            TRAIN_NOTEBOOK,
+            self.output,
+            self.params,
+            self.root,
+            env={JOB_ENV: json.dumps(self.executor)},
+            log=sys.stdout,
+        )
+        os.replace(self.output, self.run_dir / f"{TRAIN_NOTEBOOK}.ipynb")
+        return self.run_dir.name
+
+
+def _submit_matrix(study: Study, todo: list, base_params: dict, root: Path, reused: int) -> None:
+    from .cluster import run_jobs
+
+    opts = study.cfg["executor"]
+    notebooks = study.runs_dir / ".notebooks"
+    tasks, failed = {}, {}
+    for bb, size, seed, d in todo:
+        params = {**base_params, "backbone": bb, "input_size": size, "seed": seed}
+        tasks[d.name] = TrainingJob(root, params, notebooks / f"{d.name}.ipynb", d, opts)
+        failed[d.name] = notebooks / f"{d.name}.failed.ipynb"
+    print(f"[study] {len(todo)} training jobs through submitit ({opts['kind']}); logs in {study.results / 'jobs'}")
+    run_jobs(opts, study.results / "jobs", tasks, failed, initial=reused)
+
+
 def run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log, jobs: int = 1) -> dict:
-    """Execute the training notebook for every run of the matrix that is not finished yet. With GPUs,
-    one run per GPU at a time; on CPU, `jobs` runs side by side (on a 2-core machine two kernels
-    overlap one run's single-threaded graph tracing with the other's training)."""
+    """Execute the training notebook for every run of the matrix that is not finished yet. With the
+    executor `local`: with GPUs, one run per GPU at a time; on CPU, `jobs` runs side by side (on a
+    2-core machine two kernels overlap one run's single-threaded graph tracing with the other's
+    training). With `slurm` (or `submitit_local`): one job per run through submitit."""
     from tqdm.auto import tqdm
 
     from .runs import is_complete
@@ -158,6 +198,15 @@ def run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log
             reused += 1
         else:
             todo.append((bb, size, seed, d))
+    if study.cfg["executor"]["kind"] != "local":
+        if gpus:
+            raise ConfigError(
+                f"--gpus {','.join(gpus)} places runs on this machine's GPUs, but executor.kind = "
+                f"{study.cfg['executor']['kind']!r} submits them as jobs (set executor.gpus_per_job instead)"
+            )
+        if todo:
+            _submit_matrix(study, todo, base_params, root, reused)
+        return {"trained": len(todo), "reused": reused}
     bar = tqdm(
         total=len(study.matrix()),
         initial=reused,

@@ -52,6 +52,7 @@ def train_or_load(study, backbone: str, size: int, seed: int, verbose: int = 2) 
     """The run directory of (backbone, size, seed) of `study`: reused when a finished run with the
     same key exists, trained otherwise. The run is written to a temporary directory that replaces
     the final one only when complete, so a killed run is redone, never half-reused."""
+    from .cluster import executor_record
     from .models import get_backbone
     from .training import fit
 
@@ -71,6 +72,7 @@ def train_or_load(study, backbone: str, size: int, seed: int, verbose: int = 2) 
             verbose=verbose,
             split_seed=study.split_seed(seed),
         )
+        info["executor"] = executor_record()  # where it ran: never part of the key
         info["key"] = run_key(study.cfg, backbone, size, seed, study.data_info["fingerprint"])
         info["run_id"] = out.name
         io.write_json(tmp / "run.json", info)
