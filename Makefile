@@ -15,7 +15,7 @@ SET ?=
 EXECUTOR ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup book test unit lint clean-book
+.PHONY: setup book test test-cluster unit lint clean-book
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest tests
+
+# A real single-node Slurm on this machine (Debian's slurm-wlm and munge, installed if missing; root).
+test-cluster: $(STAMP)
+	tools/test_cluster.sh
 
 unit: lint
 	$(PY) -m pytest tests -m "not e2e"

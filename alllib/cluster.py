@@ -46,14 +46,13 @@ def make_executor(opts: dict, folder: Path):
                 "executor.kind = 'slurm' but `sbatch` is not on the PATH: run the study on a Slurm login "
                 "node, or set SLURM_CONF for a local Slurm (tools/slurm_local.sh), or use --executor local"
             )
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=opts["requeues"])
         params = {
             "timeout_min": opts["time_min"],
             "gpus_per_node": opts["gpus_per_job"],
             "cpus_per_task": opts["cpus_per_job"],
             "mem_gb": opts["mem_gb"],
             "slurm_array_parallelism": opts["array_parallelism"],
-            "slurm_max_num_timeout": opts["requeues"],
             "name": "alllib",
         }
         if opts["partition"]:
@@ -138,6 +137,7 @@ def _wait(seconds: float) -> None:  # between two looks at the jobs (a test inte
 
 def _last_lines(text: str, n: int = 6) -> str:
     """The end of a job's error: submitit's traceback comes first, the run's own error last."""
+    text = text.split("\n----------------------\nYou can check full logs")[0]  # submitit's footer: the log paths
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return "\n      ".join((["..."] if len(lines) > n else []) + lines[-n:])
 

@@ -211,6 +211,7 @@ def make_dataset(
     augment_cfg: dict | None = None,
     oversample: bool = True,
     cache: bool = False,
+    start_step: int = 0,
 ):
     """tf.data pipeline over the images of `table`.
 
@@ -220,7 +221,11 @@ def make_dataset(
 
     cache=True decodes every image once, now, and holds the array in memory when it needs at most
     `MEMORY_CACHE_MB` (the same pixels as decoding on the fly, so results do not change); the
-    dataset can then be iterated many times (every epoch, every validation) without touching disk."""
+    dataset can then be iterated many times (every epoch, every validation) without touching disk.
+
+    start_step (training): begin at that batch of the stream, exactly as if `start_step` batches had
+    been drawn: a resumed run sees the images and augmentations an uninterrupted one would. The
+    skipped batches cost nothing (only their indices are skipped, nothing is decoded)."""
     import tensorflow as tf
 
     if size not in (450, 300):
@@ -231,10 +236,14 @@ def make_dataset(
         order = random_oversampling(y, seed) if oversample else np.arange(len(y))
         order = tf.constant(order, tf.int64)
         n = int(order.shape[0])
-        ds = tf.data.Dataset.range(1 << 30).flat_map(
-            lambda epoch: tf.data.Dataset.from_tensor_slices(
-                tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+        ds = (
+            tf.data.Dataset.range(1 << 30)
+            .flat_map(
+                lambda epoch: tf.data.Dataset.from_tensor_slices(
+                    tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+                )
             )
+            .skip(start_step * batch_size)
         )
     else:
         n = len(paths)
@@ -259,7 +268,7 @@ def make_dataset(
     ds = ds.batch(batch_size, drop_remainder=False)
     if training:
         cfg = augment_cfg or {}
-        ds = ds.enumerate().map(
+        ds = ds.enumerate(start=start_step).map(
             lambda step, xy: (augment(xy[0], tf.stack([tf.cast(seed, tf.int64), step]), cfg), xy[1]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )

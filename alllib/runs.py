@@ -5,6 +5,7 @@ per-run training notebook calls."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -60,6 +61,7 @@ def train_or_load(study, backbone: str, size: int, seed: int, verbose: int = 2) 
     out = run_dir(study, backbone, size, seed)
     if is_complete(out):
         return out
+    backup = backup_dir(out)
     with io.atomic_dir(out) as tmp:
         info = fit(
             study.cfg,
@@ -71,12 +73,20 @@ def train_or_load(study, backbone: str, size: int, seed: int, verbose: int = 2) 
             study.data_info,
             verbose=verbose,
             split_seed=study.split_seed(seed),
+            backup_dir=backup,
         )
         info["executor"] = executor_record()  # where it ran: never part of the key
         info["key"] = run_key(study.cfg, backbone, size, seed, study.data_info["fingerprint"])
         info["run_id"] = out.name
         io.write_json(tmp / "run.json", info)
+    shutil.rmtree(backup, ignore_errors=True)  # the run is stored: its mid-run backup has done its work
     return out
+
+
+def backup_dir(run: Path) -> Path:
+    """Where an unfinished run keeps its state between epochs (outside the run folder, which appears
+    only when the run is complete): runs/.backup/<run id>/."""
+    return run.parent / ".backup" / run.name
 
 
 def load_run(path) -> dict:

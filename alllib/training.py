@@ -23,6 +23,7 @@ Adamax's sign-like first steps let such float differences grow. Demo and paper t
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -134,6 +135,84 @@ def predict_table(
     return out
 
 
+KERAS_BACKUP_METADATA = "training_metadata.json"  # keras.callbacks.BackupAndRestore's epoch record
+
+
+def resume_epoch(backup_dir) -> int:
+    """The epoch a run resumes at: how many epochs the backup in `backup_dir` holds (0: none)."""
+    path = Path(backup_dir) / KERAS_BACKUP_METADATA if backup_dir else None
+    if path is None or not path.is_file():
+        return 0
+    try:
+        return int(json.loads(path.read_text())["epoch"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"the training backup {path} is unreadable ({exc}); delete the folder {path.parent} to restart "
+            "this run from epoch 0"
+        ) from None
+
+
+def _backup_class():
+    import keras
+
+    class RunBackup(keras.callbacks.BackupAndRestore):
+        """Keras' BackupAndRestore (the weights, the optimizer's state and with it the cyclic
+        schedule's step, the epoch), plus what it leaves out: the history so far and early
+        stopping's state (epochs without improvement, best loss and epoch, best weights). Saved at
+        every epoch end; Keras' metadata file is written last and names the epoch whose state is
+        read back, so a run killed while saving resumes from one consistent epoch."""
+
+        def __init__(self, backup_dir, early_stopping, start_epoch: int):
+            super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
+            self.dir, self.es, self.start_epoch, self.rows = Path(backup_dir), early_stopping, start_epoch, []
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)  # weights and optimizer back, model._initial_epoch set
+            epoch = int(getattr(self.model, "_initial_epoch", 0) or 0)
+            if epoch != self.start_epoch:
+                raise ConfigError(
+                    f"the training backup in {self.dir} holds epoch {epoch}, but its data stream was positioned "
+                    f"at epoch {self.start_epoch}; delete {self.dir} to restart this run from epoch 0"
+                )
+            if epoch:
+                state = json.loads((self.dir / f"state_{epoch}.json").read_text())
+                self.rows = state["history"]
+                self.es.wait, self.es.best, self.es.best_epoch = state["wait"], state["best"], state["best_epoch"]
+                if state["best_weights"]:
+                    with np.load(self.dir / state["best_weights"]) as f:
+                        self.es.best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.rows.append({k: float(v) for k, v in (logs or {}).items()})
+            self.dir.mkdir(parents=True, exist_ok=True)
+            best = None
+            if self.es.best_weights is not None:
+                best = f"best_{self.es.best_epoch}.npz"
+                if not (self.dir / best).is_file():
+                    with io.atomic_path(self.dir / best) as tmp:
+                        with open(tmp, "wb") as fh:
+                            np.savez(fh, *self.es.best_weights)
+            state = {
+                "history": self.rows,
+                "wait": int(self.es.wait),
+                "best": None if self.es.best is None else float(self.es.best),
+                "best_epoch": int(self.es.best_epoch),
+                "best_weights": best,
+            }
+            io.write_json(self.dir / f"state_{epoch + 1}.json", state)
+            super().on_epoch_end(epoch, logs)  # weights, then the metadata that commits this epoch
+            keep = {f"state_{epoch}.json", f"state_{epoch + 1}.json"}  # this epoch and the one before it
+            for old in self.dir.glob("state_*.json"):
+                if old.name not in keep:
+                    old.unlink(missing_ok=True)
+            wanted = {json.loads((self.dir / k).read_text())["best_weights"] for k in keep if (self.dir / k).is_file()}
+            for old in self.dir.glob("best_*.npz"):
+                if old.name not in wanted:
+                    old.unlink(missing_ok=True)
+
+    return RunBackup
+
+
 def _callbacks(val_table, val_ds, size, scale, tr, recal_ds, schedule_fn, steps_per_epoch):
     import keras
 
@@ -172,9 +251,16 @@ def fit(
     data_info: dict,
     verbose: int = 2,
     split_seed: int | None = None,
+    backup_dir: Path | None = None,
+    callbacks=(),
 ) -> dict:
     """Train one model and write model.keras, history.csv and predictions.csv to out_dir; returns
-    what run.json records. `split_seed`: the seed of the subject split (default: `seed`)."""
+    what run.json records. `split_seed`: the seed of the subject split (default: `seed`).
+
+    `backup_dir`: where the run's state is saved at every epoch end (`RunBackup`); a run started
+    again with the same folder resumes at its last finished epoch, with the data stream, the
+    schedule, early stopping and the history where they were. The caller removes the folder once
+    the run is stored. `callbacks`: more Keras callbacks (tests interrupt a run with one)."""
     import keras
 
     policy = keras.mixed_precision.global_policy()
@@ -189,17 +275,19 @@ def fit(
             data_info,
             verbose,
             seed if split_seed is None else split_seed,
+            backup_dir,
+            list(callbacks),
         )
     finally:  # a failed mixed-precision run must not leave its policy to the next model of the process
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_seed) -> dict:
+def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_seed, backup_dir, extra) -> dict:
     import keras
     import tensorflow as tf
 
     from .models import build_model, count_batchnorm, get_backbone
-    from .preprocessing import make_dataset, subject_split
+    from .preprocessing import make_dataset, random_oversampling, subject_split
     from .provenance import environment
 
     tr, scale = training_for(cfg, backbone), cfg["input_scale"]
@@ -215,12 +303,24 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
     val = split[split["split"] == "validation"]
     test = split[split["split"] == "preliminary_test"]
     t_decode = time.time()
-    ds, n_epoch = make_dataset(
-        train, size, scale, tr["batch_size"], seed=seed, training=True, augment_cfg=cfg["augment"], cache=True
+    n_epoch = len(random_oversampling(train["y"].fillna(0).astype(int).to_numpy(), seed))
+    steps = math.ceil(n_epoch / tr["batch_size"])
+    start_epoch = resume_epoch(backup_dir)
+    if start_epoch:
+        print(f"[train] resuming {backbone} {size}px seed {seed} after epoch {start_epoch} from {backup_dir}")
+    ds, _ = make_dataset(
+        train,
+        size,
+        scale,
+        tr["batch_size"],
+        seed=seed,
+        training=True,
+        augment_cfg=cfg["augment"],
+        cache=True,
+        start_step=start_epoch * steps,
     )
     val_ds = make_dataset(val, size, scale, 32, cache=True)[0]  # validated every epoch: decoded once
     decode_seconds = time.time() - t_decode
-    steps = math.ceil(n_epoch / tr["batch_size"])
     px = input_pixels(size, scale)
     model = build_model(backbone, px, cfg["weights"])
     optimizer = make_optimizer(tr, steps)
@@ -241,6 +341,11 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
     def schedule_fn(step):
         return float(triangular2(step, tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps))
 
+    callbacks = _callbacks(val, val_ds, size, scale, tr, recal, schedule_fn, steps)
+    backup = None
+    if backup_dir is not None:
+        backup = _backup_class()(backup_dir, callbacks[-1], start_epoch)  # after early stopping: reads its state
+        callbacks.append(backup)
     t0 = time.time()
     hist = model.fit(
         ds,
@@ -248,10 +353,12 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
         steps_per_epoch=steps,
         verbose=verbose,
         shuffle=False,
-        callbacks=_callbacks(val, val_ds, size, scale, tr, recal, schedule_fn, steps),
+        callbacks=callbacks + extra,
     )
     train_seconds = time.time() - t0
     history = pd.DataFrame(hist.history)
+    if backup is not None:  # the epochs before a resume too, in Keras' column order
+        history = pd.DataFrame(backup.rows)[list(hist.history) or None]
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     best_epoch = int(history["val_loss"].idxmin()) + 1
     t1 = time.time()
@@ -291,7 +398,8 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
         "decode_seconds": decode_seconds,
         "train_seconds": train_seconds,
         "predict_seconds": predict_seconds,
-        "images_per_second": epochs_run * steps * tr["batch_size"] / train_seconds,
+        "images_per_second": (epochs_run - start_epoch) * steps * tr["batch_size"] / train_seconds,
+        "resumed_at_epoch": start_epoch,
         "batchnorm_layers": count_batchnorm(model),
         "batchnorm_recalibrated": recal is not None,
         "training": tr,

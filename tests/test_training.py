@@ -171,7 +171,7 @@ def test_finished_run_is_reused(tiny_cfg, synth_root, tmp_path, monkeypatch):
 def test_killed_run_is_redone_not_reused(tiny_cfg, synth_root, tmp_path, monkeypatch):
     real_fit = training.fit
 
-    def killed(cfg, backbone, size, seed, table, out_dir, data_info, verbose=2, split_seed=None):
+    def killed(cfg, backbone, size, seed, table, out_dir, data_info, verbose=2, split_seed=None, **kw):
         (out_dir / "model.keras").write_text("half")
         (out_dir / "predictions.csv").write_text("image_id\n")
         raise KeyboardInterrupt("killed mid-way")
@@ -216,3 +216,85 @@ def test_failed_mixed_precision_run_restores_the_policy(tiny_cfg, synth_root, tm
     with pytest.raises(RuntimeError, match="out of memory"):
         training.fit(cfg, "mobilenet", 300, 0, _study(synth_root, tmp_path).table, tmp_path, {}, verbose=0)
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def _counting_callbacks():
+    import keras
+
+    class Interrupt(keras.callbacks.Callback):
+        """Preemption at the start of epoch 3 (index 2), in the manner of Keras' own BackupAndRestore tests."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("preempted")
+
+    class Count(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs, self.batches = [], 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+    return Interrupt, Count
+
+
+def test_an_interrupted_run_resumes_at_its_last_epoch_and_equals_an_uninterrupted_one(synth_root, tmp_path):
+    """On CPU with op determinism, a run interrupted after two of four epochs and resumed from its
+    backup gives the same history and the same predictions, bit for bit, as one never interrupted:
+    the weights, the optimizer's state (and the schedule's step), the data stream, early stopping
+    and the history all continue where they stopped."""
+    study = _study(synth_root, tmp_path / "r", ["epochs=4", "patience=1", "deterministic=true"])
+    cfg, table, data = study.cfg, study.table, study.data_info
+    Interrupt, Count = _counting_callbacks()
+    backup = tmp_path / "backup"
+    for d in "abc":
+        (tmp_path / d).mkdir()
+    with pytest.raises(RuntimeError, match="preempted"):
+        training.fit(
+            cfg, "mobilenet", 300, 0, table, tmp_path / "a", data, verbose=0, backup_dir=backup, callbacks=[Interrupt()]
+        )
+    assert training.resume_epoch(backup) == 2
+    state = json.loads((backup / "state_2.json").read_text())
+    assert len(state["history"]) == 2 and {"wait", "best", "best_epoch", "best_weights"} <= set(state)
+    count = Count()
+    resumed = training.fit(
+        cfg, "mobilenet", 300, 0, table, tmp_path / "b", data, verbose=0, backup_dir=backup, callbacks=[count]
+    )
+    whole_count = Count()
+    whole = training.fit(cfg, "mobilenet", 300, 0, table, tmp_path / "c", data, verbose=0, callbacks=[whole_count])
+    assert resumed["resumed_at_epoch"] == 2 and whole["resumed_at_epoch"] == 0
+    assert count.epochs == [e for e in whole_count.epochs if e >= 2]  # only the epochs after the backup
+    assert count.batches == len(count.epochs) * resumed["steps_per_epoch"]
+    assert resumed["epochs_run"] == whole["epochs_run"] and resumed["best_epoch"] == whole["best_epoch"]
+    for name in ("history.csv", "predictions.csv"):
+        hb, hc = (tmp_path / "b" / name).read_text(), (tmp_path / "c" / name).read_text()
+        assert hb == hc, name
+
+
+def test_a_finished_run_removes_its_backup_and_a_broken_backup_is_named(synth_root, tmp_path):
+    study = _study(synth_root, tmp_path)
+    d = runs.train_or_load(study, "mobilenet", 300, 3, verbose=0)
+    assert runs.is_complete(d) and not runs.backup_dir(d).exists()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / training.KERAS_BACKUP_METADATA).write_text("{not json")
+    with pytest.raises(ConfigError, match=f"training backup {broken}.*delete the folder {broken}"):
+        training.resume_epoch(broken)
+    assert training.resume_epoch(None) == 0 and training.resume_epoch(tmp_path / "none") == 0
+
+
+def test_a_resumed_stream_is_the_uninterrupted_stream_from_that_step(synth_root):
+    from alllib.dataset import read_cnmc
+    from alllib.preprocessing import make_dataset, subject_split
+
+    train = subject_split(read_cnmc(synth_root), 0).query("split == 'train'").groupby("label").head(10)
+    aug = {"rotation_deg": 180, "zoom": 0.1, "shift": 0.1, "flips": True}
+    whole, _ = make_dataset(train, 300, 0.1, 8, seed=3, training=True, augment_cfg=aug)
+    later, _ = make_dataset(train, 300, 0.1, 8, seed=3, training=True, augment_cfg=aug, start_step=5)
+    batches = [x.numpy() for x, _ in whole.take(8)]
+    for a, (b, _) in zip(batches[5:], later.take(3)):
+        np.testing.assert_array_equal(a, b.numpy())
