@@ -34,6 +34,7 @@ LABEL_COLUMNS = ["Patient_ID", "new_names", "labels"]
 SYNTHETIC_MARKER = "SYNTHETIC.json"
 OS_METADATA = {".DS_Store", "Thumbs.db", "desktop.ini"}  # files an OS leaves in folders: ignored silently
 IMAGE_SIDE = 450  # training and preliminary-test images are 450 x 450 RGB
+FINAL_IMAGE_SIDE = 600  # the final-phase test images are 600 x 600 RGB (1,080,054-byte BMPs in the manifest)
 
 _NAME = re.compile(r"^UID_(?P<subject>[Hh]?\d+)_(?P<image>\d+)_(?P<cell>\d+)_(?P<label>all|hem)$", re.IGNORECASE)
 

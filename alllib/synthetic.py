@@ -7,7 +7,8 @@ Everything made from it is labelled SYNTHETIC (the marker file `SYNTHETIC.json` 
 What it imitates (see the data chapter of the book):
 - layout, naming, subjects, folds and per-subject image counts of the real training folds
   (`training_subjects.csv`, scaled by `scale`), a labelled preliminary test set and an unlabelled
-  final test set with subjects of their own; 450 x 450 RGB, one segmented cell on black;
+  final test set with subjects of their own; 450 x 450 RGB (the final test 600 x 600, as the
+  real one), one segmented cell on black; at scale 1.0 exactly the real set's 15,114 images;
 - class morphology from haematology: ALL blasts are larger, with a higher nucleus-to-cytoplasm
   ratio, fine chromatin and visible nucleoli; Hem lymphocytes are smaller, with condensed
   (coarse, darker) chromatin and relatively more cytoplasm. Every feature is drawn from
@@ -35,6 +36,7 @@ from . import io
 from .dataset import (
     FINAL_DIR,
     FOLDS,
+    FINAL_IMAGE_SIDE,
     IMAGE_SIDE,
     PRELIM_DIR,
     PRELIM_LABELS,
@@ -152,8 +154,12 @@ def render_cell(rng: np.random.Generator, f: dict, subject: dict, side: int = IM
 
 
 def _counts(total: int, n_subjects: int, rng) -> list[int]:
+    """`total` images over `n_subjects` (at least one each) in Dirichlet shares, summing exactly to
+    `total` (largest remainders), so that scale 1.0 has the real set's 15,114 images."""
     share = rng.dirichlet(np.full(n_subjects, 2.0))
-    counts = np.maximum(1, np.round(share * total)).astype(int)
+    raw = 1 + share * (total - n_subjects)
+    counts = np.floor(raw).astype(int)
+    counts[np.argsort(counts - raw)[: total - counts.sum()]] += 1
     return counts.tolist()
 
 
@@ -230,7 +236,8 @@ def synthesize(
         ):
             subj = subjects.setdefault(rec.subject, subject_profile(seed, rec.subject))
             rng = _rng(seed, "cell", rec.split, rec.subject, rec.k)
-            image, mask = render_cell(rng, draw_cell(rng, rec.label, difficulty, subj), subj)
+            side = FINAL_IMAGE_SIDE if rec.split == "final_test" else IMAGE_SIDE  # as in the real set
+            image, mask = render_cell(rng, draw_cell(rng, rec.label, difficulty, subj), subj, side)
             uid = f"UID_{rec.subject}_{rec.k // 3 + 1}_{rec.k % 3 + 1}_{rec.label}"
             if rec.split == "train_folds":
                 rel = Path(TRAIN_DIR) / rec.fold / rec.label / f"{uid}.{image_format}"
