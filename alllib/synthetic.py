@@ -124,7 +124,7 @@ def render_cell(rng: np.random.Generator, f: dict, subject: dict, side: int = IM
     nwobble = sum(rng.normal(0, 0.04) * np.cos(k * nth + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4))
     nucleus = np.clip((rn * (1 + nwobble) - nr) / 1.5, 0, 1) * cell
     # chromatin: fine (high-frequency) in blasts, condensed clumps in mature lymphocytes
-    fine, coarse = _noise(rng, 90), _noise(rng, 16)
+    fine, coarse = _noise(rng, 90, side), _noise(rng, 16, side)
     texture = (1 - f["coarseness"]) * (fine - 0.5) * 0.5 + f["coarseness"] * (coarse - 0.5) * 1.3
     cyto_rgb = np.array([0.80, 0.68, 0.88], np.float32)
     nuc_rgb = np.array([0.62, 0.40, 0.78], np.float32) * (1.25 - f["nucleus_dark"])

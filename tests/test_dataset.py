@@ -196,7 +196,8 @@ def test_synthetic_is_deterministic(tmp_path):
     assert fa == sorted(p.relative_to(b) for p in b.rglob("*.png"))
     for rel in fa[:20]:
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
-    img = np.asarray(Image.open(a / fa[0]))
+    train = [rel for rel in fa if rel.parts[0] == "training_data"]
+    img = np.asarray(Image.open(a / train[0]))
     assert img.shape == (450, 450, 3) and img[0, 0].sum() == 0  # black background
 
 
@@ -209,3 +210,36 @@ def test_synthetic_classes_differ_in_cell_size(synth_root):
         for lab, g in t.groupby("label")
     }
     assert area["all"] > area["hem"]
+
+
+def test_image_sides_match_the_manifests_bitmap_sizes():
+    from alllib.dataset import FINAL_IMAGE_SIDE, IMAGE_SIDE, load_manifest
+
+    m = load_manifest()
+    top = m["path"].str.split("/").str[1]
+
+    def bmp_bytes(side, header=54):  # 24-bit rows padded to 4 bytes
+        return header + side * (-(-side * 3 // 4) * 4)
+
+    assert set(m.loc[top == "testing_data", "bytes"]) == {bmp_bytes(FINAL_IMAGE_SIDE)}
+    assert set(m.loc[top == "training_data", "bytes"]) == {bmp_bytes(IMAGE_SIDE)}
+
+
+def test_synthetic_plan_at_full_scale_has_the_real_counts():
+    from alllib.dataset import load_manifest
+    from alllib.synthetic import plan
+
+    m = load_manifest()
+    top = m["path"].str.split("/").str[1].map(
+        {"training_data": "train_folds", "validation_data": "preliminary_test", "testing_data": "final_test"}
+    )
+    assert plan(1.0, 2019)["split"].value_counts().to_dict() == top.value_counts().to_dict()
+
+
+def test_synthetic_final_test_images_are_600_px(synth_root):
+    from PIL import Image
+
+    from alllib.dataset import FINAL_DIR
+
+    sizes = {Image.open(p).size for p in (synth_root / FINAL_DIR).iterdir()}
+    assert sizes == {(600, 600)}
