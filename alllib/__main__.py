@@ -61,6 +61,11 @@ def main(argv=None) -> int:
     b.add_argument("what", choices=["pipeline", "training", "ensemble", "data", "gpu"])
     b.add_argument("--seconds", type=float, default=420.0, help="gpu: start no new case after this many seconds")
     b.add_argument("--sizes", default="300,450", help="gpu: input sizes (px), in the order measured")
+    b.add_argument(
+        "--roots",
+        help="data: comma-separated synthetic trees (synthesize --format bmp --scale S) to time each step "
+        "of the data layer on, with its peak memory (default: read and fingerprint a skeleton of the real tree)",
+    )
     b.add_argument("--precisions", default="fp32,mixed", help="gpu: fp32 and/or mixed, in the order measured")
     b.add_argument("--profile", default="smoke")
     b.add_argument(
@@ -134,7 +139,10 @@ def main(argv=None) -> int:
                 print(table.to_string(index=False))
                 print(bench.paper_matrix_hours(table, args.profile).to_string(index=False))
                 return 0
-            table = getattr(bench, args.what)(args.profile)
+            if args.what == "data" and args.roots:
+                table = bench.data_scaling(args.roots.split(","))
+            else:
+                table = getattr(bench, args.what)(args.profile)
             print(table.to_string(index=False))
             if args.out:
                 bench.record(table, args.out, args.profile)

@@ -432,3 +432,145 @@ def gpu_markdown(table: pd.DataFrame) -> str:
     for key, row in wide.iterrows():
         lines.append(f"| {key} | " + " | ".join("-" if pd.isna(v) else f"{v:.0f}" for v in row) + " |")
     return "\n".join(lines)
+
+
+DATA_STEPS = ("verify fast", "verify full", "read_cnmc", "data_fingerprint", "subject_split", "epoch 300 px")
+
+
+def own_manifest(root) -> pd.DataFrame:
+    """path, bytes and sha256 of every image under `root` (C-NMC_Leukemia/), in the layout of the
+    official manifest: what `verify` checks a synthetic tree against (the official one names other files)."""
+    import hashlib
+    from pathlib import Path
+
+    from .dataset import IMAGE_SUFFIXES
+
+    root = Path(root)
+    rows = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            rows.append(
+                {"path": f"{root.name}/{p.relative_to(root)}", "bytes": p.stat().st_size, "sha256": h.hexdigest()}
+            )
+    return pd.DataFrame(rows)
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def data_step(step: str, root: str, manifest: str) -> dict:
+    """One step of `data_scaling` in this process: seconds, peak resident memory and the peak before
+    the step (the interpreter and its imports). Run by `data_scaling` in a fresh process per step."""
+    from .dataset import read_cnmc, verify_manifest
+
+    if step == "epoch 300 px":
+        import tensorflow as tf  # noqa: F401  (imported before the baseline is read)
+
+        from .config import load_profile
+        from .preprocessing import make_dataset, subject_split
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    n = 0
+    if step.startswith("verify"):
+        report = verify_manifest(
+            root, full=step == "verify full", manifest=pd.read_csv(manifest, sep="\t"), progress=False
+        )
+        if not report["ok"]:
+            raise RuntimeError(f"{root} does not match its own manifest {manifest}")
+        n = report["present"]
+    else:
+        table = read_cnmc(root)
+        n = len(table)
+        if step == "data_fingerprint":
+            from .dataset import data_fingerprint
+
+            t0 = time.perf_counter()
+            data_fingerprint(table, root)
+        elif step == "subject_split":
+            from .preprocessing import subject_split
+
+            t0 = time.perf_counter()
+            subject_split(table, 0)
+        elif step == "epoch 300 px":
+            cfg = load_profile("paper", NO_DATA)
+            train = subject_split(table, 0).query("split == 'train'")
+            t0 = time.perf_counter()
+            bs = cfg["training"]["batch_size"]
+            ds, n = make_dataset(
+                train, 300, cfg["input_scale"], bs, seed=0, training=True, augment_cfg=cfg["augment"], cache=False
+            )
+            for _ in ds.take(-(-n // bs)):
+                pass
+    return {
+        "step": step,
+        "images": n,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "baseline MB": round(base),
+        "peak MB": round(_rss_mb()),
+    }
+
+
+def data_scaling(roots, steps=DATA_STEPS) -> pd.DataFrame:
+    """Issue 14 §3: each step of the data layer (verify in fast and full mode, read_cnmc, the
+    fingerprint, the split, one streamed epoch of the training pipeline at 300 px) on each data root,
+    each in a fresh process: seconds, peak resident memory, and the memory the step adds to its
+    process's imports. `roots`: synthetic trees (python -m alllib synthesize --format bmp --scale S)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from . import io
+
+    rows = []
+    for root in roots:
+        root = Path(root)
+        manifest = root.parent / "own_manifest.tsv"
+        if not manifest.is_file():
+            with io.atomic_path(manifest) as tmp:
+                own_manifest(root).to_csv(tmp, sep="\t", index=False)
+        scale = (
+            json.loads((root / "SYNTHETIC.json").read_text())["scale"] if (root / "SYNTHETIC.json").is_file() else None
+        )
+        gb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e9
+        for step in steps:
+            call = f"data_step({step!r}, {str(root)!r}, {str(manifest)!r})"
+            code = f"import json; from alllib.bench import data_step; print(json.dumps({call}))"
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench data step {step!r} on {root} failed:\n{proc.stderr[-2000:]}")
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row.update({"scale": scale, "tree GB": round(gb, 2), "added MB": row["peak MB"] - row["baseline MB"]})
+            print(row, flush=True)
+            rows.append(row)
+    cols = ["scale", "tree GB", "step", "images", "seconds", "baseline MB", "peak MB", "added MB"]
+    return pd.DataFrame(rows)[cols]
+
+
+def data_growth(table: pd.DataFrame) -> pd.DataFrame:
+    """How each step's cost grows with the number of images, from a `data_scaling` table: the
+    exponent b of seconds ~ images^b (least squares on the logs; 1 = linear), the seconds per 1,000
+    images at the largest scale, and the memory each step adds at the smallest and largest scale."""
+    rows = []
+    for step, t in table.groupby("step", sort=False):
+        t = t.sort_values("images")
+        ok = t["seconds"] > 0
+        slope = np.polyfit(np.log(t.loc[ok, "images"]), np.log(t.loc[ok, "seconds"]), 1)[0] if ok.sum() >= 2 else np.nan
+        last, first = t.iloc[-1], t.iloc[0]
+        rows.append(
+            {
+                "step": step,
+                "growth exponent": round(float(slope), 2),
+                "s per 1000 images": round(1000 * last["seconds"] / last["images"], 3),
+                f"added MB at {first['images']} images": int(first["added MB"]),
+                f"added MB at {last['images']} images": int(last["added MB"]),
+            }
+        )
+    return pd.DataFrame(rows)

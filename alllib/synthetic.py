@@ -35,8 +35,8 @@ from PIL import Image
 from . import io
 from .dataset import (
     FINAL_DIR,
-    FOLDS,
     FINAL_IMAGE_SIDE,
+    FOLDS,
     IMAGE_SIDE,
     PRELIM_DIR,
     PRELIM_LABELS,
