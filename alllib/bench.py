@@ -521,7 +521,8 @@ def data_scaling(roots, steps=DATA_STEPS) -> pd.DataFrame:
     """Issue 14 §3: each step of the data layer (verify in fast and full mode, read_cnmc, the
     fingerprint, the split, one streamed epoch of the training pipeline at 300 px) on each data root,
     each in a fresh process: seconds, peak resident memory, and the memory the step adds to its
-    process's imports. `roots`: synthetic trees (python -m alllib synthesize --format bmp --scale S)."""
+    process's imports. `roots`: synthetic trees (python -m alllib synthesize --format bmp --scale S);
+    the tree's own manifest, which `verify` checks against, is written once beside each as own_manifest.tsv."""
     import json
     import subprocess
     import sys

@@ -46,6 +46,7 @@ CHAPTER_TABLES = {
     "trial_lr_demo": "VGG-16's peak learning rate (demo profile)",
     "bench_training": "Training throughput: the input pipeline against in-memory tensors",
     "bench_gpu": "Training and inference throughput on one GPU (paper profile, random weights)",
+    "bench_data_scaling": "The data layer at the real data set's size",
 }
 
 
@@ -77,6 +78,18 @@ def note_for(name: str, table: pd.DataFrame) -> str:
             f" Validation chooses **{best[by]}** (mean validation BA {best['val_BA_mean']:.3f} over "
             f"{int(best['runs'])} runs, worst {best['val_BA_worst']:.3f}); its mean test BA was "
             f"{best['test_BA_mean']:.3f}."
+        )
+    elif "added MB" in table:
+        from .bench import data_growth
+
+        growth = data_growth(table)
+        worst = growth.loc[growth["growth exponent"].idxmax()]
+        text += (
+            " Each step ran in a fresh process on synthetic trees written by `synthesize --format bmp` (scale 1.0 "
+            "is the real set's size); *baseline MB* is the process's peak after its imports, *added MB* what the "
+            "step added to it. How each step grows with the number of images (exponent b of seconds ~ images^b, "
+            f"1 = linear; the steepest is {worst['step']} at {worst['growth exponent']}):\n\n"
+            + growth.to_markdown(index=False)
         )
     elif "train_images_per_s" in table:
         from .bench import gpu_note

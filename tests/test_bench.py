@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -91,3 +92,29 @@ def test_gpu_benchmark_runs_a_case_on_cpu(tmp_path):
     table = bench.gpu("smoke", steps=1, warmup=1, backbones=["mobilenet"], sizes=(300,), precisions=("fp32",), out=out)
     assert list(table["status"]) == ["ok", "ok"] and set(table["compile"]) == {"xla", "graph"}
     assert (table["train_images_per_s"] > 0).all() and len(pd.read_csv(out)) == 2
+
+
+def test_data_growth_recovers_a_power_law():
+    from alllib import bench
+
+    images = np.array([100, 1000, 10000])
+    table = pd.DataFrame(
+        [
+            {"step": step, "images": n, "seconds": c * n**b, "added MB": 5, "scale": n / 10000}
+            for step, c, b in (("linear", 1e-3, 1.0), ("quadratic", 1e-6, 2.0))
+            for n in images
+        ]
+    )
+    g = bench.data_growth(table).set_index("step")
+    assert g.loc["linear", "growth exponent"] == 1.0 and g.loc["quadratic", "growth exponent"] == 2.0
+    assert g.loc["linear", "s per 1000 images"] == 1.0  # 1e-3 s per image
+
+
+def test_data_scaling_times_each_step_against_the_trees_own_manifest(synth_root):
+    from alllib import bench
+
+    table = bench.data_scaling([synth_root], steps=("verify full", "read_cnmc", "subject_split"))
+    assert list(table["step"]) == ["verify full", "read_cnmc", "subject_split"]
+    assert (table["images"] > 0).all() and (table["peak MB"] >= table["baseline MB"]).all()
+    manifest = pd.read_csv(synth_root.parent / "own_manifest.tsv", sep="\t")
+    assert len(manifest) == table["images"].iloc[0] and manifest["sha256"].str.len().eq(64).all()

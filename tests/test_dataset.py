@@ -230,8 +230,11 @@ def test_synthetic_plan_at_full_scale_has_the_real_counts():
     from alllib.synthetic import plan
 
     m = load_manifest()
-    top = m["path"].str.split("/").str[1].map(
-        {"training_data": "train_folds", "validation_data": "preliminary_test", "testing_data": "final_test"}
+    top = (
+        m["path"]
+        .str.split("/")
+        .str[1]
+        .map({"training_data": "train_folds", "validation_data": "preliminary_test", "testing_data": "final_test"})
     )
     assert plan(1.0, 2019)["split"].value_counts().to_dict() == top.value_counts().to_dict()
 

@@ -1,5 +1,7 @@
 """End to end: the smoke profile executes every notebook on tiny synthetic data and builds the
-book, exactly as `make book PROFILE=smoke` does, in a private copy of the project."""
+book, as `make book PROFILE=smoke EXECUTOR=submitit_local` does, in a private copy of the project:
+the training runs go through submitit (its local executor standing in for Slurm: the code path of
+`--executor slurm` without a cluster), and a second pass with the default local executor reuses them."""
 
 import json
 import shutil
@@ -33,7 +35,8 @@ def built(tmp_path_factory):
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated", "_static"))
     results = tmp / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "alllib", "study", "--profile", "smoke", "--results", str(results), "--root", str(root)],
+        [sys.executable, "-m", "alllib", "study", "--profile", "smoke", "--results", str(results), "--root", str(root)]
+        + ["--executor", "submitit_local", "--set", "array_parallelism=2", "--set", "poll_seconds=1"],
         capture_output=True,
         text=True,
         timeout=3600,
@@ -95,8 +98,9 @@ def test_second_run_trains_nothing(built):
 
     s = study_mod.prepare("smoke", results_dir=results, progress=False)
     counts = runner.run_matrix(s, runner.notebook_params(s, "smoke"), root, [], None)
-    assert counts == {"trained": 0, "reused": 15}
+    assert counts == {"trained": 0, "reused": 15}  # trained through submitit, reused by the local executor
     runs = s.runs()
+    assert {r["executor"]["kind"] for r in runs} == {"submitit_local"}
     assert all(r["training"]["run_eagerly"] and r["epochs_run"] == 2 for r in runs)  # smoke: eager, two epochs
     assert {r["split_seed"] for r in runs} == {0}  # split: fixed, the paper's single Table 3 split
 
