@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     g.add_argument("--difficulty", type=float, default=0.5)
     g.add_argument("--seed", type=int, default=2019)
     g.add_argument("--format", default="png", choices=["png", "bmp"])
+    g.add_argument("--workers", type=int, help="processes drawing cells (default: one per CPU; the set is the same)")
     c = sub.add_parser("calibrate", help="train two backbones at several synthetic difficulties and tabulate BA")
     c.add_argument("--profile", default="demo")
     c.add_argument("--difficulties", default="0.3,0.5")
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
         elif args.cmd == "synthesize":
             from .synthetic import synthesize
 
-            print(synthesize(args.out, args.scale, args.difficulty, args.seed, args.format))
+            print(synthesize(args.out, args.scale, args.difficulty, args.seed, args.format, workers=args.workers))
         elif args.cmd == "calibrate":
             from .recorded import calibrate, recorded_path
 

@@ -26,6 +26,8 @@ the demo profile (see the book's training chapter).
 from __future__ import annotations
 
 import hashlib
+import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -196,10 +198,12 @@ def synthesize(
     seed: int = 2019,
     image_format: str = "png",
     progress: bool = True,
+    workers: int | None = None,
 ) -> Path:
     """Write a synthetic C-NMC-like data set to `out_dir/C-NMC_Leukemia` (and nucleus/cell masks to
-    `out_dir/masks`). Deterministic from the arguments; returns the data root. Written atomically:
-    an interrupted generation leaves no half-made root."""
+    `out_dir/masks`). Deterministic from the arguments (not from `workers`, the processes that draw
+    the cells; default: one per CPU); returns the data root. Written atomically: an interrupted
+    generation leaves no half-made root."""
     from tqdm.auto import tqdm
 
     if not 0 <= difficulty <= 1:
@@ -229,15 +233,8 @@ def synthesize(
             for s in ("preliminary_test", "final_test")
         }
         counters = {"preliminary_test": 0, "final_test": 0}
-        labels_rows = []
-        subjects = {}
-        for rec in tqdm(
-            todo.itertuples(index=False), total=len(todo), desc="synthesising cells", disable=not progress, leave=False
-        ):
-            subj = subjects.setdefault(rec.subject, subject_profile(seed, rec.subject))
-            rng = _rng(seed, "cell", rec.split, rec.subject, rec.k)
-            side = FINAL_IMAGE_SIDE if rec.split == "final_test" else IMAGE_SIDE  # as in the real set
-            image, mask = render_cell(rng, draw_cell(rng, rec.label, difficulty, subj), subj, side)
+        labels_rows, jobs = [], []
+        for rec in todo.itertuples(index=False):
             uid = f"UID_{rec.subject}_{rec.k // 3 + 1}_{rec.k % 3 + 1}_{rec.label}"
             if rec.split == "train_folds":
                 rel = Path(TRAIN_DIR) / rec.fold / rec.label / f"{uid}.{image_format}"
@@ -249,13 +246,38 @@ def synthesize(
                     labels_rows.append(
                         {"Patient_ID": f"{uid}.bmp", "new_names": rel.name, "labels": 1 if rec.label == "all" else 0}
                     )
-            Image.fromarray(image).save(troot / rel, **({"compress_level": 1} if image_format == "png" else {}))
             (mroot / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(mask).save((mroot / rel).with_suffix(".png"), compress_level=1)
+            jobs.append((rec.split, rec.subject, rec.k, rec.label, troot / rel, (mroot / rel).with_suffix(".png")))
+        # every cell has its own seeded generator: the set is the same for any number of workers
+        draw = partial(_write_cell, seed=seed, difficulty=difficulty, image_format=image_format)
+        bar = tqdm(total=len(jobs), desc="synthesising cells", disable=not progress, leave=False)
+        workers = workers or os.cpu_count() or 1
+        if workers > 1 and len(jobs) > 4 * workers:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(workers) as pool:
+                for _ in pool.map(draw, jobs, chunksize=32):
+                    bar.update(1)
+        else:
+            for job in jobs:
+                draw(job)
+                bar.update(1)
+        bar.close()
         labels = pd.DataFrame(labels_rows).sort_values("new_names", key=lambda s: s.str.split(".").str[0].astype(int))
         labels.to_csv(troot / PRELIM_LABELS, index=False)
         io.write_json(troot / SYNTHETIC_MARKER, params)
     return root
+
+
+def _write_cell(job, seed: int, difficulty: float, image_format: str) -> None:
+    """Draw one cell (its generator seeded by split, subject and index) and write image and mask."""
+    split, subject, k, label, image_path, mask_file = job
+    subj = subject_profile(seed, subject)
+    rng = _rng(seed, "cell", split, subject, k)
+    side = FINAL_IMAGE_SIDE if split == "final_test" else IMAGE_SIDE  # as in the real set
+    image, mask = render_cell(rng, draw_cell(rng, label, difficulty, subj), subj, side)
+    Image.fromarray(image).save(image_path, **({"compress_level": 1} if image_format == "png" else {}))
+    Image.fromarray(mask).save(mask_file, compress_level=1)
 
 
 def mask_path(image_path) -> Path:

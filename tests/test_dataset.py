@@ -246,3 +246,13 @@ def test_synthetic_final_test_images_are_600_px(synth_root):
 
     sizes = {Image.open(p).size for p in (synth_root / FINAL_DIR).iterdir()}
     assert sizes == {(600, 600)}
+
+
+def test_synthetic_set_does_not_depend_on_the_number_of_workers(tmp_path):
+    from alllib.synthetic import synthesize
+
+    a = synthesize(tmp_path / "a", scale=0.004, seed=3, progress=False, workers=1)
+    b = synthesize(tmp_path / "b", scale=0.004, seed=3, progress=False, workers=2)
+    files = sorted(p.relative_to(a.parent) for p in a.parent.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b.parent) for p in b.parent.rglob("*") if p.is_file())
+    assert all((a.parent / f).read_bytes() == (b.parent / f).read_bytes() for f in files)
