@@ -1,4 +1,5 @@
-"""Command line: `python -m alllib study|settings|verify|synthesize|calibrate|trial|bench ...` (see --help)."""
+"""Command line: `python -m alllib study|settings|verify|synthesize|calibrate|trial|predict|submit|bench ...`
+(see --help)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,41 @@ def main(argv=None) -> int:
     t.add_argument("--size", type=int, default=300, choices=[450, 300])
     t.add_argument("--seeds", default="0")
     t.add_argument("--out", help="CSV to write, e.g. alllib/data/trial_<topic>_<profile>.csv")
+    for name, helptext in (
+        ("predict", "apply a finished study's ensemble to image files or folders (a CSV of probabilities)"),
+        ("submit", "write the challenge's isbi_valid.predict and its zip for a test folder"),
+    ):
+        q = sub.add_parser(name, help=helptext)
+        if name == "predict":
+            q.add_argument("images", nargs="+", help="image files (BMP, PNG, JPEG) or folders of them")
+            q.add_argument("--out", required=True, help="CSV to write (refused if it exists, unless --force)")
+        else:
+            q.add_argument(
+                "folder",
+                nargs="?",
+                help="the test folder (default: the study's testing_data/C-NMC_test_final_phase_data/; the "
+                "preliminary folder checks the command against its labels)",
+            )
+            q.add_argument("--out-dir", required=True, help="where isbi_valid.predict and isbi_valid.zip go")
+        q.add_argument("--study", help="a finished study's results folder, e.g. results/demo")
+        q.add_argument("--profile", default="demo", help="or: the study's profile (with --data-dir, --results)")
+        q.add_argument("--data-dir")
+        q.add_argument("--results")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        q.add_argument(
+            "--size", type=int, choices=[450, 300], help="default: the size the study found better on validation"
+        )
+        q.add_argument("--method", default="wen-kappa", choices=["wen-kappa", "wen-f1", "wen-auc", "soft-vote"])
+        q.add_argument(
+            "--weights-from",
+            default="validation",
+            choices=["validation", "test"],
+            help="validation: leak-free (default); test: as the paper did",
+        )
+        q.add_argument("--seed", type=int, help="the runs' seed (default: the first seed at that size)")
+        q.add_argument("--resize", action="store_true", help="resize images of other sizes to 450 x 450")
+        q.add_argument("--batch-size", type=int, default=32)
+        q.add_argument("--force", action="store_true", help="replace existing output files")
     b = sub.add_parser("bench", help="throughput benchmarks (input pipeline, training, ensemble ablation)")
     b.add_argument("what", choices=["pipeline", "training", "ensemble", "data", "gpu"])
     b.add_argument("--seconds", type=float, default=420.0, help="gpu: start no new case after this many seconds")
@@ -126,6 +162,28 @@ def main(argv=None) -> int:
                     out=args.out,
                 ).to_string(index=False)
             )
+        elif args.cmd in ("predict", "submit"):
+            from . import predict as pr
+            from .dataset import FINAL_DIR
+            from .notebook import quiet_tensorflow
+
+            quiet_tensorflow()
+            study = pr.open_study(args.study, args.profile, args.set, args.data_dir, args.results)
+            ens = pr.load_ensemble(study, args.size, args.method, args.weights_from, args.seed)
+            print(f"[predict] {ens.weights_source}; {pr.FINAL_CROP_NOTE}", file=sys.stderr)
+            if study.data_info.get("synthetic"):
+                print(
+                    "[predict] these models were trained on SYNTHETIC images: their outputs mean nothing clinically",
+                    file=sys.stderr,
+                )
+            if args.cmd == "predict":
+                table = pr.predict(ens, pr.collect_images(args.images), args.resize, args.batch_size)
+                print(pr.write_table(table, args.out, args.force))
+            else:
+                folder = args.folder or str(study.data_root / FINAL_DIR)
+                table = pr.predict(ens, pr.collect_images([folder]), args.resize, args.batch_size)
+                for path in pr.submission(table, args.out_dir, args.force):
+                    print(path)
         elif args.cmd == "bench":
             from . import bench
 

@@ -1,0 +1,299 @@
+"""Using the trained ensemble (issue 13): predict new cells and write the challenge submission.
+
+`load_ensemble` picks a finished study's models at one input size and seed, with their weights:
+WEN-kappa with leak-free (validation) weights by default, at the input size whose ensemble scores
+the higher balanced accuracy on validation. `predict` runs every member on image files through the
+study's own input path (`preprocessing.load_image`: the full 450 px image, or its 300 px centre
+crop, then the profile's input scale), batched through tf.data, and combines them by Eq. 1.
+`submission` writes the C-NMC-2019 challenge's `isbi_valid.predict` (one 1 (ALL) or 0 (Hem) per
+line, in the numeric order of the image names) and its zip.
+
+Images: BMP, PNG or JPEG. 450 x 450 is the training size. 600 x 600, the size of the final-phase
+test images, is centre-cropped to 450 first, as the challenge's published solutions do. Any other
+size is refused unless `resize=True` (then resized to 450). Grayscale or RGBA images are converted
+to RGB with a warning.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import io
+from .dataset import FINAL_IMAGE_SIDE, IMAGE_SIDE, IMAGE_SUFFIXES
+from .ensemble import ensemble_name, model_weights
+from .errors import ConfigError, DataError, StudyError
+
+FINAL_CROP_NOTE = (
+    f"{FINAL_IMAGE_SIDE} x {FINAL_IMAGE_SIDE} images (the final-phase test size) are centre-cropped to "
+    f"{IMAGE_SIDE} x {IMAGE_SIDE} first, as the challenge's published solutions do"
+)
+PREDICT_METHODS = ("wen-kappa", "wen-f1", "wen-auc", "soft-vote")
+SUBMISSION_FILE = "isbi_valid.predict"
+
+
+@dataclass
+class Member:
+    backbone: str  # display name, as in the paper's tables
+    run_dir: Path
+    weight: float
+
+
+@dataclass
+class Ensemble:
+    size: int  # 450 (full image) or 300 (centre crop)
+    scale: float  # the profile's input scale
+    method: str
+    source: str  # where the weights come from: validation (leak-free) or test (the paper's)
+    seed: int
+    profile: str
+    synthetic: bool
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def weights_source(self) -> str:
+        how = "equal weights" if self.method == "soft-vote" else f"weights from {self.source}"
+        return f"{ensemble_name(self.method)}, {how} (profile {self.profile}, {self.size} px, seed {self.seed})"
+
+
+def _validation_ba(preds: dict, method: str) -> float:
+    from .ensemble import ensemble_predictions
+    from .metrics import evaluate
+
+    p, _ = ensemble_predictions(preds, method, "validation", split="validation")
+    return evaluate(p["y"].to_numpy(int), p["p_all"].to_numpy())["BA"]
+
+
+def open_study(study_dir=None, profile: str = "demo", overrides=(), data_dir=None, results_dir=None):
+    """A finished study, given as its results folder (results/<profile>, which holds study.json) or
+    as a profile with its data and results folder, as `python -m alllib study` takes them."""
+    import json
+    import tempfile
+
+    import yaml
+
+    from .study import prepare
+
+    if study_dir is None:
+        return prepare(profile, overrides, data_dir, results_dir, progress=False)
+    folder = Path(study_dir)
+    record = folder / "study.json"
+    if not record.is_file():
+        raise ConfigError(
+            f"{folder} is not a finished study's results folder: it has no study.json (run the study first)"
+        )
+    saved = json.loads(record.read_text())
+    cfg = saved["profile"]
+    cfg["runs"] = {int(k): v for k, v in cfg["runs"].items()}  # JSON made the sizes strings
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{cfg['name']}.yml"
+        path.write_text(yaml.safe_dump(cfg))
+        data = None if saved["data"].get("synthetic") else saved["data"]["root"]
+        return prepare(str(path), list(overrides), data, folder.parent, progress=False)
+
+
+def load_ensemble(
+    study, size: int | None = None, method: str = "wen-kappa", source: str = "validation", seed: int | None = None
+) -> Ensemble:
+    """The ensemble of a finished study's runs at `size` and `seed` (default: the size whose
+    ensemble has the higher validation balanced accuracy, the first seed). Refuses a study whose runs
+    are unfinished, naming them and the command that trains them."""
+    from .analysis import runs_at
+
+    if method not in PREDICT_METHODS:
+        raise ConfigError(f"unknown ensemble {method!r} for prediction: expected one of {', '.join(PREDICT_METHODS)}")
+    if size is not None and size not in study.cfg["runs"]:
+        raise ConfigError(f"the study trained no runs at {size} px: its sizes are {sorted(study.cfg['runs'])}")
+    missing = [
+        study.run_dir(b, s, r).name for b, s, r in study.matrix() if not (study.run_dir(b, s, r) / "run.json").is_file()
+    ]
+    if missing:
+        raise StudyError(
+            f"{len(missing)} of {len(study.matrix())} training runs of profile {study.cfg['name']!r} are not finished "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} under {study.runs_dir}); train them with "
+            f"`python -m alllib study --profile {study.cfg['name']}"
+            + (f" --data-dir {study.data_root}" if not study.data_info.get("synthetic") else "")
+            + f" --results {study.results_root}`"
+        )
+    runs = study.runs()
+    sizes = [size] if size is not None else sorted(study.cfg["runs"])
+    candidates = {}
+    for s in sizes:
+        r = seed if seed is not None else min(study.cfg["runs"][s])
+        preds = runs_at(runs, s, r)
+        if len(preds) < 2:
+            raise StudyError(f"an ensemble needs two backbones at {s} px, seed {r}; the study has {len(preds)}")
+        candidates[s] = (r, preds)
+    chosen = max(candidates, key=lambda s: _validation_ba(candidates[s][1], method)) if size is None else size
+    r, preds = candidates[chosen]
+    weights = {n: 1.0 for n in preds} if method == "soft-vote" else model_weights(preds, method[4:], source)
+    by_name = {run["display"]: Path(run["dir"]) for run in runs if run["input_size"] == chosen and run["seed"] == r}
+    return Ensemble(
+        size=chosen,
+        scale=study.cfg["input_scale"],
+        method=method,
+        source=source,
+        seed=r,
+        profile=study.cfg["name"],
+        synthetic=bool(study.data_info.get("synthetic")),
+        members=[Member(n, by_name[n], float(weights[n])) for n in preds],
+    )
+
+
+def _natural_key(p: Path):
+    return (0, int(p.stem), p.name) if p.stem.isdigit() else (1, 0, p.name)
+
+
+def collect_images(inputs) -> list[Path]:
+    """Image files named by `inputs` (files or folders, a folder's images in numeric-then-name order)."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(
+                (q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key
+            )
+            if not found:
+                raise DataError(f"folder {p} holds no images: expected {', '.join(IMAGE_SUFFIXES)} files")
+            files += found
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(f"{p} is not an image file: expected one of {', '.join(IMAGE_SUFFIXES)}")
+            files.append(p)
+        else:
+            raise DataError(f"{p} does not exist: expected an image file or a folder of images")
+    if not files:
+        raise DataError("no images given: name image files or folders")
+    return files
+
+
+def check_image(path: Path, resize: bool = False) -> str:
+    """Open `path` fully and say how it enters the network: 'as is', 'crop 600' or 'resize'.
+    Raises DataError naming the file for an unreadable or truncated image, or a size other than
+    450 or 600 px square without `resize`. Warns when a grayscale or RGBA image is converted to RGB."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode, size = im.mode, im.size
+    except Exception as exc:
+        raise DataError(f"cannot read image {path}: {type(exc).__name__}: {exc} (unreadable or truncated)") from None
+    if mode != "RGB":
+        warnings.warn(f"{path} is {mode}, not RGB: converted to RGB (grey copied to the three channels)", stacklevel=2)
+    if size == (IMAGE_SIDE, IMAGE_SIDE):
+        return "as is"
+    if size == (FINAL_IMAGE_SIDE, FINAL_IMAGE_SIDE):
+        return "crop 600"
+    if resize:
+        return "resize"
+    raise DataError(
+        f"{path} is {size[0]} x {size[1]} px: expected {IMAGE_SIDE} x {IMAGE_SIDE} (C-NMC training and preliminary "
+        f"test) or {FINAL_IMAGE_SIDE} x {FINAL_IMAGE_SIDE} (final test, centre-cropped to {IMAGE_SIDE}); pass "
+        f"--resize to resize other sizes to {IMAGE_SIDE} x {IMAGE_SIDE}"
+    )
+
+
+def _dataset(paths: list[Path], resize_flags: list[bool], size: int, scale: float, batch_size: int):
+    """tf.data over the files: other sizes resized to 450 where flagged, then exactly the study's
+    `load_image` path (centre crop to `size`, which also takes the 450 centre of a 600 image, and the
+    input scale)."""
+    import tensorflow as tf
+
+    from .config import input_pixels
+    from .preprocessing import center_crop
+
+    px = input_pixels(size, scale)
+
+    def load(path, resize):
+        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        img = tf.cond(
+            resize,
+            lambda: tf.cast(
+                tf.clip_by_value(tf.round(tf.image.resize(img, (IMAGE_SIDE, IMAGE_SIDE))), 0, 255), tf.uint8
+            ),
+            lambda: img,
+        )
+        img = center_crop(img, size)
+        img.set_shape((size, size, 3))
+        if px != size:
+            img = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(img, (px, px), method="area")), 0, 255), tf.uint8)
+        return img
+
+    opts = tf.data.Options()
+    opts.deterministic = True
+    ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], resize_flags)).with_options(opts)
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def predict(ens: Ensemble, paths, resize: bool = False, batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
+    """One row per image: path, how it entered the network, p(ALL) of each member, the ensemble's
+    p(ALL) and label, and where the ensemble's weights come from."""
+    from tqdm.auto import tqdm
+
+    from .models import load_model
+
+    paths = [Path(p) for p in paths]
+    how = [check_image(p, resize) for p in paths]
+    flags = [h == "resize" for h in how]
+    out = pd.DataFrame({"path": [str(p) for p in paths], "input": how})
+    n_batches = -(-len(paths) // batch_size)
+    bar = tqdm(total=n_batches * len(ens.members), desc="predicting", unit="batch", disable=not progress)
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        def on_predict_batch_end(self, batch, logs=None):
+            bar.update(1)
+
+    for m in ens.members:
+        model = load_model(m.run_dir / "model.keras")
+        ds = _dataset(paths, flags, ens.size, ens.scale, batch_size)
+        out[f"p_all {m.backbone}"] = model.predict(ds, verbose=0, callbacks=[Progress()])[:, 1].astype(float)
+    bar.close()
+    w = np.array([m.weight for m in ens.members], float)
+    member_cols = [f"p_all {m.backbone}" for m in ens.members]
+    out["p_all"] = out[member_cols].to_numpy() @ w / w.sum()  # Eq. 1 on the ALL column
+    out["label"] = np.where(out["p_all"] >= 0.5, "ALL", "Hem")
+    out["weights"] = ens.weights_source
+    return out
+
+
+def write_table(table: pd.DataFrame, out, force: bool = False) -> Path:
+    """Write a prediction table as CSV, atomically; an existing file is kept unless `force`."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists: choose another path or pass --force to replace it")
+    io.write_csv(out, table)
+    return out
+
+
+def submission(table: pd.DataFrame, out_dir, force: bool = False) -> tuple[Path, Path]:
+    """The challenge's `isbi_valid.predict` (1 = ALL, 0 = Hem, one line per image in the numeric
+    order of the image names 1.bmp ... N.bmp) and its zip, from a `predict` table of a test folder."""
+    names = [Path(p).stem for p in table["path"]]
+    if not all(re.fullmatch(r"\d+", n) for n in names):
+        bad = next(n for n in names if not re.fullmatch(r"\d+", n))
+        raise DataError(f"image {bad!r} is not named by a number: the challenge's test images are 1.bmp ... N.bmp")
+    numbers = sorted(int(n) for n in names)
+    if numbers != list(range(1, len(numbers) + 1)):
+        gaps = sorted(set(range(1, max(numbers) + 1)) - set(numbers))[:5]
+        raise DataError(f"the test images must be numbered 1 ... {len(numbers)} without gaps; missing e.g. {gaps}")
+    out_dir = Path(out_dir)
+    predict_path, zip_path = out_dir / SUBMISSION_FILE, out_dir / "isbi_valid.zip"
+    for p in (predict_path, zip_path):
+        if p.exists() and not force:
+            raise ConfigError(f"{p} exists: choose another folder or pass --force to replace it")
+    order = np.argsort([int(n) for n in names], kind="stable")
+    lines = "".join(f"{int(v)}\n" for v in (table["p_all"].to_numpy()[order] >= 0.5))
+    with io.atomic_path(predict_path) as tmp:
+        Path(tmp).write_text(lines)
+    with io.atomic_path(zip_path) as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(SUBMISSION_FILE, lines)
+    return predict_path, zip_path

@@ -1,0 +1,179 @@
+"""Using the trained ensemble (issue 13): `predict` reproduces the study's own predictions, the
+challenge submission has the challenge's format and scores the study's ensemble exactly, and bad
+input is refused by name without leaving a partial file."""
+
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from alllib import predict as pr
+from alllib.dataset import FINAL_DIR, PRELIM_DIR, PRELIM_LABELS
+from alllib.errors import ConfigError, DataError, StudyError
+
+TINY = [
+    "backbones=[mobilenet,vgg16]",
+    "runs={450: [0], 300: [0]}",
+    "input_scale=0.12",
+    "epochs=1",
+    "max_train_images=24",
+    "bn_recalibration_images=16",
+    "run_eagerly=false",
+]
+
+
+@pytest.fixture(scope="module")
+def study(synth_root, tmp_path_factory):
+    from alllib.runs import train_or_load
+    from alllib.study import prepare
+
+    s = prepare("smoke", TINY, str(synth_root), tmp_path_factory.mktemp("predict"), progress=False)
+    for bb, size, seed in s.matrix():
+        train_or_load(s, bb, size, seed, verbose=0)
+    return s
+
+
+def _prelim(study, n=None):
+    files = pr.collect_images([study.data_root / PRELIM_DIR])
+    return files[:n] if n else files
+
+
+def test_predict_reproduces_the_studys_predictions_and_ensemble(study):
+    from alllib.analysis import runs_at
+    from alllib.ensemble import ensemble_predictions
+
+    ens = pr.load_ensemble(study, size=300)
+    assert (
+        ens.method == "wen-kappa"
+        and ens.source == "validation"
+        and [m.backbone for m in ens.members]
+        == [
+            "VGG-16",
+            "MobileNet",
+        ]
+    )
+    table = pr.predict(ens, _prelim(study), progress=False)
+    preds = runs_at(study.runs(), 300, 0)
+    for name, p in preds.items():
+        stored = p[p["split"] == "preliminary_test"].set_index("image_id")["p_all"]
+        ours = pd.Series(
+            table[f"p_all {name}"].to_numpy(), index=[f"prelim_{p.split('/')[-1].split('.')[0]}" for p in table["path"]]
+        )
+        np.testing.assert_allclose(ours.loc[stored.index], stored, atol=1e-6)
+    wen, weights = ensemble_predictions(preds, "wen-kappa", "validation")
+    assert [m.weight for m in ens.members] == pytest.approx([weights[m.backbone] for m in ens.members])
+    ours = pd.Series(
+        table["p_all"].to_numpy(), index=[f"prelim_{p.split('/')[-1].split('.')[0]}" for p in table["path"]]
+    )
+    np.testing.assert_allclose(ours.loc[wen["image_id"]], wen["p_all"], atol=1e-6)
+    assert set(table["label"]) <= {"ALL", "Hem"} and table["weights"].str.contains("weights from validation").all()
+
+
+def test_the_default_size_is_chosen_on_validation(study, monkeypatch):
+    from alllib import ensemble
+    from alllib.analysis import runs_at
+
+    by_size = {s: pr._validation_ba(runs_at(study.runs(), s, 0), "wen-kappa") for s in (300, 450)}
+    splits = []
+    real_stack = ensemble._stack
+
+    def recording(preds, split):
+        splits.append(split)
+        return real_stack(preds, split)
+
+    monkeypatch.setattr(ensemble, "_stack", recording)
+    ens = pr.load_ensemble(study)
+    assert ens.size == max(by_size, key=by_size.get)
+    assert splits and set(splits) == {"validation"}  # nothing about the choice looked at test images
+
+
+def test_submission_format_on_a_final_phase_folder(study, tmp_path):
+    final = pr.collect_images([study.data_root / FINAL_DIR])
+    assert {Image.open(p).size for p in final} == {(600, 600)}
+    table = pr.predict(pr.load_ensemble(study, size=450), final, progress=False)
+    assert set(table["input"]) == {"crop 600"}
+    predict_path, zip_path = pr.submission(table, tmp_path)
+    lines = predict_path.read_text().splitlines()
+    assert len(lines) == len(final) and set(lines) <= {"0", "1"}
+    by_number = dict(zip((int(p.stem) for p in map(__import__("pathlib").Path, table["path"])), table["p_all"]))
+    assert lines == [str(int(by_number[i] >= 0.5)) for i in range(1, len(final) + 1)]  # numeric order, not 1, 10, 11
+    with zipfile.ZipFile(zip_path) as z:
+        assert z.namelist() == [pr.SUBMISSION_FILE] and z.read(pr.SUBMISSION_FILE).decode() == predict_path.read_text()
+    with pytest.raises(ConfigError, match="exists.*--force"):
+        pr.submission(table, tmp_path)
+
+
+def test_submission_on_the_preliminary_folder_scores_the_books_ensemble_row(study, tmp_path):
+    from alllib.analysis import classifiers, runs_at
+    from alllib.metrics import evaluate
+
+    table = pr.predict(pr.load_ensemble(study, size=300), _prelim(study), progress=False)
+    predict_path, _ = pr.submission(table, tmp_path)
+    labels = pd.read_csv(study.data_root / PRELIM_LABELS)
+    labels["n"] = labels["new_names"].str.split(".").str[0].astype(int)
+    y = labels.sort_values("n")["labels"].to_numpy()
+    submitted = np.array([int(v) for v in predict_path.read_text().split()])
+    book_row = classifiers(runs_at(study.runs(), 300, 0), "validation")["WEN-kappa"]
+    ours = evaluate(y, submitted.astype(float))
+    theirs = evaluate(book_row["y"].to_numpy(int), (book_row["p_all"].to_numpy() >= 0.5).astype(float))
+    for metric in ("ACC", "BA", "WFS", "kappa"):
+        assert ours[metric] == pytest.approx(theirs[metric], abs=1e-12), metric
+
+
+def test_bad_images_are_named_and_no_output_is_left(study, tmp_path):
+    src = _prelim(study, 1)[0]
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(src.read_bytes()[:200])
+    small = tmp_path / "small.png"
+    Image.open(src).resize((200, 200)).save(small)
+    grey = tmp_path / "grey.png"
+    Image.open(src).convert("L").save(grey)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ens = pr.load_ensemble(study, size=300)
+    out = tmp_path / "out.csv"
+    with pytest.raises(DataError, match="cannot read image .*truncated.png"):
+        pr.predict(ens, [src, truncated], progress=False)
+    with pytest.raises(DataError, match=r"small.png is 200 x 200 px: expected 450 x 450.*--resize"):
+        pr.predict(ens, [small], progress=False)
+    with pytest.raises(DataError, match=f"folder {empty} holds no images"):
+        pr.collect_images([empty])
+    with pytest.warns(UserWarning, match="grey.png is L, not RGB: converted"):
+        t = pr.predict(ens, [grey, small], resize=True, progress=False)
+    assert list(t["input"]) == ["as is", "resize"] and not out.exists()
+    pr.write_table(t, out)
+    with pytest.raises(ConfigError, match="out.csv exists: .*--force"):
+        pr.write_table(t, out)
+    assert pr.write_table(t, out, force=True) == out
+
+
+def test_an_unfinished_study_names_its_missing_runs_and_the_command(study, tmp_path):
+    from alllib.study import prepare
+
+    other = prepare("smoke", TINY + ["epochs=2"], str(study.data_root), study.results_root, progress=False)
+    with pytest.raises(
+        StudyError,
+        match=r"4 of 4 training runs of profile 'smoke' are not finished .*python -m alllib study --profile smoke",
+    ):
+        pr.load_ensemble(other)
+
+
+def test_predict_command_line_writes_the_csv(study, tmp_path):
+    images = [str(p) for p in _prelim(study, 3)]
+    out = tmp_path / "p.csv"
+    overrides = sum((["--set", o] for o in TINY), [])
+    cmd = [sys.executable, "-m", "alllib", "predict", *images, "--profile", "smoke", *overrides]
+    cmd += ["--data-dir", str(study.data_root), "--results", str(study.results_root), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "WEN-kappa, weights from validation" in proc.stderr and "SYNTHETIC" in proc.stderr
+    table = pd.read_csv(out)
+    assert len(table) == 3 and "p_all" in table
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "exists" in again.stderr
+    shutil.rmtree(tmp_path, ignore_errors=True)
