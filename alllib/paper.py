@@ -54,7 +54,20 @@ FAITHFUL = {
 
 # Settings that describe the build, not the method (the profile's name, its one-line description,
 # how many runs share a CPU).
-BOOKKEEPING = ("name", "description", "jobs")
+BOOKKEEPING = (  # where and how runs execute, none in a run's key (executor.sbatch, empty here, has no leaves)
+    "name",
+    "description",
+    "jobs",
+    "executor.kind",
+    "executor.partition",
+    "executor.gpus_per_job",
+    "executor.cpus_per_job",
+    "executor.mem_gb",
+    "executor.time_min",
+    "executor.array_parallelism",
+    "executor.poll_seconds",
+    "executor.requeues",
+)
 
 SILENT_OR_AMBIGUOUS = [
     {
