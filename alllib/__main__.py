@@ -62,11 +62,14 @@ def main(argv=None) -> int:
     for name, helptext in (
         ("predict", "apply a finished study's ensemble to image files or folders (a CSV of probabilities)"),
         ("submit", "write the challenge's isbi_valid.predict and its zip for a test folder"),
+        ("export", "write the ensemble as one Keras model (.keras) and a SavedModel with a serve() endpoint"),
     ):
         q = sub.add_parser(name, help=helptext)
         if name == "predict":
             q.add_argument("images", nargs="+", help="image files (BMP, PNG, JPEG) or folders of them")
             q.add_argument("--out", required=True, help="CSV to write (refused if it exists, unless --force)")
+        elif name == "export":
+            q.add_argument("--out-dir", required=True, help="where ensemble.keras and saved_model/ go")
         else:
             q.add_argument(
                 "folder",
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
                     out=args.out,
                 ).to_string(index=False)
             )
-        elif args.cmd in ("predict", "submit"):
+        elif args.cmd in ("predict", "submit", "export"):
             from . import predict as pr
             from .dataset import FINAL_DIR
             from .notebook import quiet_tensorflow
@@ -176,7 +179,10 @@ def main(argv=None) -> int:
                     "[predict] these models were trained on SYNTHETIC images: their outputs mean nothing clinically",
                     file=sys.stderr,
                 )
-            if args.cmd == "predict":
+            if args.cmd == "export":
+                for key, value in pr.export(ens, args.out_dir, args.force).items():
+                    print(f"{key}: {value}")
+            elif args.cmd == "predict":
                 table = pr.predict(ens, pr.collect_images(args.images), args.resize, args.batch_size)
                 print(pr.write_table(table, args.out, args.force))
             else:

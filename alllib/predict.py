@@ -6,7 +6,9 @@ the higher balanced accuracy on validation. `predict` runs every member on image
 study's own input path (`preprocessing.load_image`: the full 450 px image, or its 300 px centre
 crop, then the profile's input scale), batched through tf.data, and combines them by Eq. 1.
 `submission` writes the C-NMC-2019 challenge's `isbi_valid.predict` (one 1 (ALL) or 0 (Hem) per
-line, in the numeric order of the image names) and its zip.
+line, in the numeric order of the image names) and its zip. `export` writes the ensemble as one
+Keras model (raw uint8 image in, the study's crop and resize inside, the members, their weighted
+mean out), as `.keras` and as a TensorFlow SavedModel whose `serve` endpoint loads without alllib.
 
 Images: BMP, PNG or JPEG. 450 x 450 is the training size. 600 x 600, the size of the final-phase
 test images, is centre-cropped to 450 first, as the challenge's published solutions do. Any other
@@ -16,6 +18,7 @@ to RGB with a warning.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 import zipfile
@@ -297,3 +300,124 @@ def submission(table: pd.DataFrame, out_dir, force: bool = False) -> tuple[Path,
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr(SUBMISSION_FILE, lines)
     return predict_path, zip_path
+
+
+def _input_layer_class():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="alllib")
+    class StudyInput(keras.layers.Layer):
+        """The study's input path inside a model (`preprocessing.load_image` on a decoded batch): the
+        centre crop to `size` (450 takes the 450 centre of a 600 px final-phase image; 300 the
+        centre crop), the area resize to `px` with rounding to whole intensities, as float32."""
+
+        def __init__(self, size: int, px: int, **kwargs):
+            super().__init__(**kwargs)
+            self.size, self.px = int(size), int(px)
+
+        def call(self, images):
+            import tensorflow as tf
+
+            from .preprocessing import center_crop
+
+            x = center_crop(tf.cast(images, tf.uint8), self.size)
+            if self.px != self.size:
+                x = tf.clip_by_value(tf.round(tf.image.resize(x, (self.px, self.px), method="area")), 0, 255)
+            return tf.cast(x, tf.float32)
+
+        def compute_output_shape(self, input_shape):
+            return (input_shape[0], self.px, self.px, 3)
+
+        def get_config(self):
+            return {**super().get_config(), "size": self.size, "px": self.px}
+
+    return StudyInput
+
+
+_STUDY_INPUT = None
+
+
+def study_input_layer(size: int, px: int, name: str):
+    global _STUDY_INPUT
+    if _STUDY_INPUT is None:
+        _STUDY_INPUT = _input_layer_class()
+    return _STUDY_INPUT(size, px, name=name)
+
+
+def export_model(ens: Ensemble):
+    """The ensemble as one Keras model: uint8 images (batch, side, side, 3) of 450 or 600 px in,
+    p = (p(Hem), p(ALL)) out, the weighted mean of Eq. 1. No Lambda layer: every layer is a Keras
+    layer or one of alllib's registered classes, so the file loads in Keras' safe mode."""
+    import keras
+
+    from .config import input_pixels
+    from .models import load_model
+
+    image = keras.Input((None, None, 3), dtype="uint8", name="image")
+    px = input_pixels(ens.size, ens.scale)
+    x = study_input_layer(ens.size, px, f"input_{ens.size}px")(image)
+    total = sum(m.weight for m in ens.members)
+    parts = []
+    for m in ens.members:
+        member = load_model(m.run_dir / "model.keras")
+        y = member(x)
+        y = y[0] if isinstance(y, (list, tuple)) else y  # a stored model keeps its outputs as a list of one
+        parts.append(keras.layers.Rescaling(m.weight / total, name=f"weight_{member.name}")(y))
+    p = keras.layers.Add(name="weighted_mean")(parts) if len(parts) > 1 else parts[0]
+    return keras.Model(image, p, name="alllib_ensemble")
+
+
+def export(ens: Ensemble, out_dir, force: bool = False) -> dict:
+    """Write `ensemble.keras` and the SavedModel folder `saved_model/` (endpoint `serve`) into
+    `out_dir`, atomically; returns their paths and sizes on disk."""
+    import json
+
+    out_dir = Path(out_dir)
+    keras_path, saved = out_dir / "ensemble.keras", out_dir / "saved_model"
+    for p in (keras_path, saved):
+        if p.exists() and not force:
+            raise ConfigError(f"{p} exists: choose another folder or pass --force to replace it")
+    model = export_model(ens)
+    partial = out_dir / ".ensemble.partial.keras"  # Keras insists on the .keras suffix
+    try:
+        model.save(partial)
+        os.replace(partial, keras_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    with io.atomic_dir(saved) as tmp:
+        model.export(str(tmp / "model"), format="tf_saved_model", verbose=False)
+        for item in (tmp / "model").iterdir():
+            item.rename(tmp / item.name)
+        (tmp / "model").rmdir()
+        io.write_json(
+            tmp / "alllib_ensemble.json",
+            {
+                "weights": ens.weights_source,
+                "members": [m.backbone for m in ens.members],
+                "input": "uint8 images (batch, side, side, 3), side 450 or 600",
+                "output": "p(Hem), p(ALL)",
+                "synthetic_training_data": ens.synthetic,
+            },
+        )
+
+    def size_mb(p: Path) -> float:
+        return round(sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()) / 1e6, 1)
+
+    return {
+        "keras": str(keras_path),
+        "keras MB": size_mb(keras_path),
+        "saved_model": str(saved),
+        "saved_model MB": size_mb(saved),
+        "about": json.dumps([m.backbone for m in ens.members]),
+    }
+
+
+def load_exported(path):
+    """The exported `.keras` ensemble, loaded in Keras' safe mode (alllib's layers registered)."""
+    import keras
+
+    from .models import preprocessing_layer
+
+    preprocessing_layer("tf")
+    study_input_layer(450, 450, "registration")
+    return keras.saving.load_model(path, compile=False, safe_mode=True)

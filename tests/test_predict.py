@@ -177,3 +177,34 @@ def test_predict_command_line_writes_the_csv(study, tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "exists" in again.stderr
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_the_exported_model_agrees_with_predict_and_loads_without_alllib(study, tmp_path):
+    import json
+
+    ens = pr.load_ensemble(study, size=300)
+    info = pr.export(ens, tmp_path)
+    images = _prelim(study, 3) + pr.collect_images([study.data_root / FINAL_DIR])[:2]  # 450 and 600 px
+    expected = pr.predict(ens, images, progress=False)["p_all"].to_numpy()
+    # 1. the SavedModel's serve endpoint in a fresh process that never imports alllib
+    arrays = tmp_path / "arrays.npz"
+    np.savez(arrays, *[np.asarray(Image.open(p).convert("RGB")) for p in images])
+    code = (
+        "import sys, json, numpy as np, tensorflow as tf\n"
+        f"m = tf.saved_model.load({info['saved_model']!r})\n"
+        f"a = np.load({str(arrays)!r})\n"
+        "out = [float(m.serve(tf.constant(a[k][None]))[0, 1]) for k in sorted(a.files, key=lambda k: int(k[4:]))]\n"
+        "print(json.dumps({'p_all': out, 'alllib': any(n.startswith('alllib') for n in sys.modules)}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert served["alllib"] is False
+    np.testing.assert_allclose(served["p_all"], expected, atol=1e-5)
+    # 2. the .keras file in Keras' safe mode, and no Lambda layer anywhere in it
+    model = pr.load_exported(info["keras"])
+    batch = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in images[:3]])
+    np.testing.assert_allclose(model.predict(batch, verbose=0)[:, 1], expected[:3], atol=1e-5)
+    with zipfile.ZipFile(info["keras"]) as z:
+        assert '"Lambda"' not in z.read("config.json").decode()
+    assert info["keras MB"] > 0 and info["saved_model MB"] > 0
