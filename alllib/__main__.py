@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         q.add_argument("--batch-size", type=int, default=32)
         q.add_argument("--force", action="store_true", help="replace existing output files")
     b = sub.add_parser("bench", help="throughput benchmarks (input pipeline, training, ensemble ablation)")
-    b.add_argument("what", choices=["pipeline", "training", "ensemble", "data", "gpu"])
+    b.add_argument("what", choices=["pipeline", "training", "ensemble", "data", "gpu", "predict"])
     b.add_argument("--seconds", type=float, default=420.0, help="gpu: start no new case after this many seconds")
     b.add_argument("--sizes", default="300,450", help="gpu: input sizes (px), in the order measured")
     b.add_argument(

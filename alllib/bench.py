@@ -575,3 +575,33 @@ def data_growth(table: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def predict(profile: str = "demo", images: int = 256) -> pd.DataFrame:
+    """Images/s of `predict` for a finished study's whole ensemble (every member, Eq. 1) at each
+    input size, on the first `images` preliminary-test images: decoding, the input path and the
+    networks, after one warm-up batch per member."""
+    from . import predict as pr
+    from .dataset import PRELIM_DIR
+    from .study import prepare
+
+    study = prepare(profile, progress=False)
+    files = pr.collect_images([study.data_root / PRELIM_DIR])[:images]
+    rows = []
+    for size in sorted(study.cfg["runs"]):
+        ens = pr.load_ensemble(study, size)
+        pr.predict(ens, files[:32], progress=False)  # warm-up: models loaded and traced once
+        t0 = time.perf_counter()
+        pr.predict(ens, files, progress=False)
+        seconds = time.perf_counter() - t0
+        rows.append(
+            {
+                "input size": size,
+                "input px": int(round(size * study.cfg["input_scale"])),
+                "members": len(ens.members),
+                "images": len(files),
+                "seconds": round(seconds, 1),
+                "images/s (ensemble)": round(len(files) / seconds, 1),
+            }
+        )
+    return pd.DataFrame(rows)

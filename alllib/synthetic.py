@@ -214,6 +214,7 @@ def synthesize(
     todo = plan(scale, seed)
     params = {
         "generator": "alllib.synthetic",
+        "generator_version": GENERATOR_VERSION,
         "scale": scale,
         "difficulty": difficulty,
         "seed": seed,
@@ -288,9 +289,13 @@ def mask_path(image_path) -> Path:
     return Path(*parts[:i], "masks", *parts[i + 1 :]).with_suffix(".png")
 
 
+GENERATOR_VERSION = 2  # bump when the generator's output changes (2: 600 px final phase, exact counts)
+
+
 def ensure_synthetic(parent, data_cfg: dict, progress: bool = True) -> Path:
-    """The synthetic root for these settings under `parent`, generated once and reused."""
+    """The synthetic root for these settings and this generator under `parent`, generated once and reused."""
     key = {k: data_cfg[k] for k in ("synthetic_scale", "difficulty", "seed", "image_format")}
+    key["generator_version"] = GENERATOR_VERSION
     from .config import fingerprint
 
     out = Path(parent) / f"synthetic-{fingerprint(key)}"
