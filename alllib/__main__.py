@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from .errors import StudyError
+from .errors import ConfigError, StudyError
 
 
 def main(argv=None) -> int:
@@ -68,6 +69,8 @@ def main(argv=None) -> int:
         if name == "predict":
             q.add_argument("images", nargs="+", help="image files (BMP, PNG, JPEG) or folders of them")
             q.add_argument("--out", required=True, help="CSV to write (refused if it exists, unless --force)")
+            q.add_argument("--cam", metavar="DIR", help="also write a Grad-CAM overlay PNG per image (the ensemble's)")
+            q.add_argument("--cam-models", action="store_true", help="with --cam: one overlay per member too")
         elif name == "export":
             q.add_argument("--out-dir", required=True, help="where ensemble.keras and saved_model/ go")
         else:
@@ -183,7 +186,14 @@ def main(argv=None) -> int:
                 for key, value in pr.export(ens, args.out_dir, args.force).items():
                     print(f"{key}: {value}")
             elif args.cmd == "predict":
-                table = pr.predict(ens, pr.collect_images(args.images), args.resize, args.batch_size)
+                files = pr.collect_images(args.images)
+                if Path(args.out).exists() and not args.force:  # refused before any work
+                    raise ConfigError(f"{args.out} exists: choose another path or pass --force to replace it")
+                table = pr.predict(ens, files, args.resize, args.batch_size)
+                if args.cam:
+                    images, maps = pr.cam_maps(ens, files, table, args.resize)
+                    written = pr.write_overlays(images, maps, files, args.cam, args.cam_models, args.force)
+                    print(f"[predict] {len(written)} overlays in {args.cam}", file=sys.stderr)
                 print(pr.write_table(table, args.out, args.force))
             else:
                 folder = args.folder or str(study.data_root / FINAL_DIR)

@@ -126,6 +126,7 @@ def retitle(notebook: Path, title: str) -> None:
 def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path) -> None:
     """The pages around the notebooks: provenance, settings, choices, the runs table, the landing answer."""
     from . import summaries
+    from .model_card import model_card_markdown
     from .report import landing, runs_table_markdown
 
     io.write_text(gen / "provenance.md", provenance_markdown(study, timings))
@@ -134,3 +135,4 @@ def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path) -> 
     io.write_text(gen / "headline.md", landing(ens))
     io.write_text(gen / "settings.md", settings_markdown(study))
     io.write_text(gen / "choices.md", choices_markdown())
+    io.write_text(gen / "model_card.md", model_card_markdown(study))

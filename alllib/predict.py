@@ -421,3 +421,121 @@ def load_exported(path):
     preprocessing_layer("tf")
     study_input_layer(450, 450, "registration")
     return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def decoded(ens: Ensemble, paths, resize: bool = False, batch_size: int = 32) -> np.ndarray:
+    """The images as the members see them (uint8, the ensemble's input path), one array."""
+    paths = [Path(p) for p in paths]
+    flags = [check_image(p, resize) == "resize" for p in paths]
+    return np.concatenate([x.numpy() for x in _dataset(paths, flags, ens.size, ens.scale, batch_size)])
+
+
+def cam_maps(ens: Ensemble, paths, table: pd.DataFrame, resize: bool = False) -> tuple[np.ndarray, dict]:
+    """Grad-CAM maps of each member and of the ensemble (the weighted mean of the members'
+    normalised maps, as Fig. 8) for the class the ensemble predicts, from a `predict` table."""
+    from .gradcam import class_activation_maps, ensemble_map
+    from .models import get_backbone, load_model
+
+    images = decoded(ens, paths, resize)
+    classes = (table["p_all"].to_numpy() >= 0.5).astype(int)
+    maps = {}
+    for m in ens.members:
+        model = load_model(m.run_dir / "model.keras")
+        maps[m.backbone] = class_activation_maps(model, images, classes, get_backbone(m.backbone).last_conv)
+    maps = {ensemble_name(ens.method): ensemble_map(list(maps.values()), [m.weight for m in ens.members]), **maps}
+    return images, maps
+
+
+def write_overlays(images: np.ndarray, maps: dict, paths, out_dir, members: bool = False, force: bool = False) -> list:
+    """One PNG per image (and per member with `members`): the image with its map blended in (jet,
+    alpha 0.4), named <image>_cam_<model>.png; each written atomically, none replaced without `force`."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    names = list(maps)[: None if members else 1]
+    targets = [
+        (i, name, out_dir / f"{Path(p).stem}_cam_{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.png")
+        for i, p in enumerate(paths)
+        for name in names
+    ]
+    existing = [t for _, _, t in targets if t.exists()]
+    if existing and not force:
+        raise ConfigError(f"{existing[0]} exists ({len(existing)} overlay(s) would be replaced): pass --force")
+    written = []
+    for i, name, target in targets:
+        heat = colormaps["jet"](maps[name][i])[..., :3] * 255
+        blend = (0.6 * images[i].astype(float) + 0.4 * heat).clip(0, 255).astype(np.uint8)
+        with io.atomic_path(target) as tmp:
+            Image.fromarray(blend).save(tmp, format="PNG")
+        written.append(target)
+    return written
+
+
+def chapter_images(study, per_class: int = 3) -> list[Path]:
+    """A few held-out (preliminary-test) images for the chapter, `per_class` of each class, each from
+    another subject where the set allows, in a fixed order."""
+    test = study.table[study.table["split"] == "preliminary_test"].sort_values("image_id")
+    picked = test.groupby("label", group_keys=False).apply(
+        lambda g: (
+            g.drop_duplicates("subject").head(per_class) if g["subject"].nunique() >= per_class else g.head(per_class)
+        )
+    )
+    return [Path(p) for p in picked.sort_values(["label", "image_id"])["path"]]
+
+
+def shown_table(table: pd.DataFrame, study) -> pd.DataFrame:
+    """A `predict` table for the page: image name, true class where the study knows it, each
+    member's and the ensemble's p(ALL), the ensemble's label."""
+    truth = dict(zip(study.table["path"].astype(str), study.table["label"].map({"all": "ALL", "hem": "Hem"})))
+    out = pd.DataFrame({"image": [Path(p).name for p in table["path"]]})
+    out["true class"] = [truth.get(str(p), "unknown") for p in table["path"]]
+    for col in [c for c in table if c.startswith("p_all ")]:
+        out[col.removeprefix("p_all ")] = table[col].round(3)
+    out["ensemble p(ALL)"] = table["p_all"].round(3)
+    out["ensemble says"] = table["label"]
+    return out
+
+
+def usage_markdown(study, ens: Ensemble) -> str:
+    """The commands that do the same on one's own images, for this study."""
+    where = f"--study results/{study.cfg['name']}"
+    return "\n".join(
+        [
+            "```bash",
+            f"python -m alllib predict my_cells/ {where} --out my_predictions.csv --cam my_overlays/",
+            f"python -m alllib predict cell.bmp {where} --out one.csv --method wen-auc --size {ens.size}",
+            f"python -m alllib submit {where} --out-dir submission/   # isbi_valid.predict and isbi_valid.zip",
+            f"python -m alllib export {where} --out-dir exported/     # ensemble.keras and saved_model/",
+            "```",
+        ]
+    )
+
+
+def overlay_inputs(table: pd.DataFrame, maps: dict, study) -> tuple[dict, list[str]]:
+    """What `figures.gradcam_grid` needs beside the images and maps: p(ALL) per map's model, and the
+    true class of each image where the study knows it."""
+    probs = {
+        name: table[f"p_all {name}"].to_numpy() if f"p_all {name}" in table else table["p_all"].to_numpy()
+        for name in maps
+    }
+    return probs, list(shown_table(table, study)["true class"])
+
+
+def chapter_intro(study, ens: Ensemble, n_images: int) -> str:
+    """The chapter's opening sentences, from the ensemble in hand."""
+    size_note = (
+        f"at {ens.size} px, the input size whose ensemble scored the higher balanced accuracy on the validation "
+        "subjects"
+        if len(study.cfg["runs"]) > 1
+        else f"at {ens.size} px, the study's one input size"
+    )
+    text = (
+        f"The ensemble below is {ens.weights_source}: its {len(ens.members)} members "
+        f"({', '.join(m.backbone for m in ens.members)}) {size_note}. It is applied with `python -m alllib predict` "
+        f"to {n_images} preliminary-test images (subjects that took no part in training or validation), exactly as "
+        "to anyone's own images: the cached models, no retraining."
+    )
+    if study.synthetic:
+        text += " **The models were trained on synthetic images: their outputs mean nothing clinically.**"
+    return text

@@ -39,6 +39,7 @@ ANALYSIS_NOTEBOOKS = (
     "05_gradcam",
     "06_results_summary",
     "07_engineering",
+    "08_using_the_ensemble",
 )
 
 

@@ -21,6 +21,7 @@ PAGES = [
     "04_variance",
     "05_gradcam",
     "07_engineering",
+    "08_using_the_ensemble",
 ]
 
 
@@ -53,6 +54,11 @@ def test_book_has_every_chapter(built):
     for page in PAGES:
         text = (html / "book" / "_generated" / f"{page}.html").read_text()
         assert "SYNTHETIC" in text, f"{page} does not say its data is synthetic"
+    card = (html / "book" / "model_card.html").read_text()
+    assert "These models were trained on synthetic images and mean nothing clinically." in card
+    for section in ("Model details", "Intended use", "Factors", "Metrics", "Per-class and per-subject performance"):
+        assert section in card
+    assert "Not a medical device. Not for diagnosis" in card and "95 % CI" in card
     runs = list((html / "book" / "_generated" / "runs").glob("*.html"))
     assert len(runs) == 15  # 5 backbones x (450 px seed 0 + 300 px seeds 0 and 1)
 
