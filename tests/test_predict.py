@@ -208,3 +208,20 @@ def test_the_exported_model_agrees_with_predict_and_loads_without_alllib(study, 
     with zipfile.ZipFile(info["keras"]) as z:
         assert '"Lambda"' not in z.read("config.json").decode()
     assert info["keras MB"] > 0 and info["saved_model MB"] > 0
+
+
+def test_cam_overlays_are_written_per_image_and_model(study, tmp_path):
+    files = pr.chapter_images(study, per_class=1)
+    truth = dict(zip(study.table["path"].astype(str), study.table["label"]))
+    assert sorted(truth[str(p)] for p in files) == ["all", "hem"]
+    ens = pr.load_ensemble(study, size=300)
+    table = pr.predict(ens, files, progress=False)
+    images, maps = pr.cam_maps(ens, files, table)
+    assert list(maps) == ["WEN-kappa", "VGG-16", "MobileNet"]
+    assert all(m.shape == images.shape[:3] and 0 <= m.min() and m.max() <= 1 for m in maps.values())
+    written = pr.write_overlays(images, maps, files, tmp_path)
+    assert [p.name for p in written] == [f"{p.stem}_cam_wen-kappa.png" for p in files]
+    assert Image.open(written[0]).size == images.shape[1:3][::-1]
+    with pytest.raises(ConfigError, match="exists .*--force"):
+        pr.write_overlays(images, maps, files, tmp_path, members=True)
+    assert len(pr.write_overlays(images, maps, files, tmp_path, members=True, force=True)) == 3 * len(files)
