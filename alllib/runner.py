@@ -157,14 +157,11 @@ class TrainingJob(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         from .cluster import JOB_ENV
 
-        execute(
-            TRAIN_NOTEBOOK,
-            self.output,
-            self.params,
-            self.root,
-            env={JOB_ENV: json.dumps(self.executor)},
-            log=sys.stdout,
-        )
+        env = {JOB_ENV: json.dumps(self.executor)}
+        if os.environ.get("SLURM_CPUS_PER_TASK"):  # TensorFlow sized for the job's CPUs, not the node's
+            cpus = os.environ["SLURM_CPUS_PER_TASK"]
+            env.update({"TF_NUM_INTRAOP_THREADS": cpus, "TF_NUM_INTEROP_THREADS": cpus})
+        execute(TRAIN_NOTEBOOK, self.output, self.params, self.root, env=env, log=sys.stdout)
         os.replace(self.output, self.run_dir / f"{TRAIN_NOTEBOOK}.ipynb")
         return self.run_dir.name
 
