@@ -156,8 +156,15 @@ def run_jobs(opts: dict, folder: Path, tasks: dict, failed_notebook: dict, log=s
     jobs: dict = {}
     cap = opts["array_parallelism"]
     if opts["kind"] == "slurm":  # one job array; Slurm itself keeps `cap` running
-        with ex.batch():
-            submitted = [ex.submit(tasks[n]) for n in names]
+        try:
+            with ex.batch():
+                submitted = [ex.submit(tasks[n]) for n in names]
+        except Exception as exc:  # sbatch refused: a partition, a limit, a malformed option
+            raise StudyError(
+                f"Slurm refused the job array of {len(names)} training runs ({type(exc).__name__}: "
+                f"{_last_lines(str(exc))}); check executor.partition, gpus_per_job, mem_gb, time_min and sbatch "
+                "(python -m alllib settings)"
+            ) from None
         jobs = dict(zip(names, submitted))
         waiting: list[str] = []
     else:  # submitit's local executor starts whatever it is given: we keep `cap` alive
