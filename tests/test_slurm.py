@@ -49,3 +49,16 @@ def test_smoke_study_through_slurm(tmp_path):
         "Slurm job ids:",
         ", ".join(f"{r['executor']['slurm_array_job_id']}_{r['executor']['slurm_array_task_id']}" for r in runs),
     )
+
+
+@pytest.mark.skipif(not os.environ.get("SLURM_CONF") or not _slurm_up(), reason="no Slurm: run make test-cluster")
+def test_a_refused_job_array_is_named(tmp_path):
+    import functools
+
+    from alllib import cluster
+    from alllib.config import Executor
+    from alllib.errors import StudyError
+
+    opts = Executor(kind="slurm", partition="no_such_partition", gpus_per_job=0, cpus_per_job=1, mem_gb=1).model_dump()
+    with pytest.raises(StudyError, match="Slurm refused the job array of 1 training runs.*executor.partition"):
+        cluster.run_jobs(opts, tmp_path, {"run": functools.partial(sum, [1])}, {"run": "-"})
