@@ -225,3 +225,30 @@ def test_cam_overlays_are_written_per_image_and_model(study, tmp_path):
     with pytest.raises(ConfigError, match="exists .*--force"):
         pr.write_overlays(images, maps, files, tmp_path, members=True)
     assert len(pr.write_overlays(images, maps, files, tmp_path, members=True, force=True)) == 3 * len(files)
+
+
+def test_the_model_card_is_computed_from_the_runs(study):
+    from alllib.analysis import runs_at
+    from alllib.ensemble import ensemble_predictions
+    from alllib.metrics import evaluate
+    from alllib.model_card import model_card_markdown
+
+    card = model_card_markdown(study, n_boot=50)
+    assert card.startswith("**These models were trained on synthetic images and mean nothing clinically.**")
+    sections = [
+        "Model details",
+        "Intended use",
+        "Factors",
+        "Metrics",
+        "Per-class and per-subject performance",
+        "Training and evaluation data",
+        "Ethical considerations",
+        "Caveats and recommendations",
+    ]
+    positions = [card.index(f"## {s}") for s in sections]
+    assert positions == sorted(positions)
+    ens = pr.load_ensemble(study)
+    test, _ = ensemble_predictions(runs_at(study.runs(), ens.size, ens.seed), "wen-kappa", "validation")
+    m = evaluate(test["y"].to_numpy(int), test["p_all"].to_numpy())
+    assert f"| BA | {m['BA']:.3f} | " in card and f"| ALL | {m['n_all']} | {m['recall_all']:.3f} |" in card
+    assert study.data_info["fingerprint"] in card and "Not for diagnosis" in card
