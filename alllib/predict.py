@@ -476,12 +476,12 @@ def chapter_images(study, per_class: int = 3) -> list[Path]:
     """A few held-out (preliminary-test) images for the chapter, `per_class` of each class, each from
     another subject where the set allows, in a fixed order."""
     test = study.table[study.table["split"] == "preliminary_test"].sort_values("image_id")
-    picked = test.groupby("label", group_keys=False).apply(
-        lambda g: (
-            g.drop_duplicates("subject").head(per_class) if g["subject"].nunique() >= per_class else g.head(per_class)
-        )
-    )
-    return [Path(p) for p in picked.sort_values(["label", "image_id"])["path"]]
+    picked = []
+    for label in ("all", "hem"):
+        g = test[test["label"] == label]
+        first = g.drop_duplicates("subject").head(per_class)  # one image per subject first
+        picked += [first, g.drop(first.index).head(per_class - len(first))]
+    return [Path(p) for p in pd.concat(picked)["path"]]
 
 
 def shown_table(table: pd.DataFrame, study) -> pd.DataFrame:
