@@ -517,12 +517,27 @@ def data_step(step: str, root: str, manifest: str) -> dict:
     }
 
 
+def _drop_page_cache() -> str:
+    """Empty the kernel's page cache before a step, so that it reads from disk as a first read does
+    ('cold'); where that is not permitted (not root), say so ('warm': the files may be cached)."""
+    import os
+
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+        return "cold"
+    except OSError:
+        return "warm"
+
+
 def data_scaling(roots, steps=DATA_STEPS) -> pd.DataFrame:
     """Issue 14 §3: each step of the data layer (verify in fast and full mode, read_cnmc, the
     fingerprint, the split, one streamed epoch of the training pipeline at 300 px) on each data root,
-    each in a fresh process: seconds, peak resident memory, and the memory the step adds to its
-    process's imports. `roots`: synthetic trees (python -m alllib synthesize --format bmp --scale S);
-    the tree's own manifest, which `verify` checks against, is written once beside each as own_manifest.tsv."""
+    each in a fresh process and, where permitted, with the page cache emptied first (a first read from
+    disk): seconds, peak resident memory, and the memory the step adds to its process's imports.
+    `roots`: synthetic trees (python -m alllib synthesize --format bmp --scale S); the tree's own
+    manifest, which `verify` checks against, is written once beside each as own_manifest.tsv."""
     import json
     import subprocess
     import sys
@@ -542,6 +557,7 @@ def data_scaling(roots, steps=DATA_STEPS) -> pd.DataFrame:
         )
         gb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e9
         for step in steps:
+            cache = _drop_page_cache()
             call = f"data_step({step!r}, {str(root)!r}, {str(manifest)!r})"
             code = f"import json; from alllib.bench import data_step; print(json.dumps({call}))"
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -549,9 +565,10 @@ def data_scaling(roots, steps=DATA_STEPS) -> pd.DataFrame:
                 raise RuntimeError(f"bench data step {step!r} on {root} failed:\n{proc.stderr[-2000:]}")
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             row.update({"scale": scale, "tree GB": round(gb, 2), "added MB": row["peak MB"] - row["baseline MB"]})
+            row["page cache"] = cache
             print(row, flush=True)
             rows.append(row)
-    cols = ["scale", "tree GB", "step", "images", "seconds", "baseline MB", "peak MB", "added MB"]
+    cols = ["scale", "tree GB", "step", "images", "seconds", "baseline MB", "peak MB", "added MB", "page cache"]
     return pd.DataFrame(rows)[cols]
 
 
@@ -570,8 +587,8 @@ def data_growth(table: pd.DataFrame) -> pd.DataFrame:
                 "step": step,
                 "growth exponent": round(float(slope), 2),
                 "s per 1000 images": round(1000 * last["seconds"] / last["images"], 3),
-                f"added MB at {first['images']} images": int(first["added MB"]),
-                f"added MB at {last['images']} images": int(last["added MB"]),
+                "added MB, smallest scale": int(first["added MB"]),
+                "added MB, largest scale": int(last["added MB"]),
             }
         )
     return pd.DataFrame(rows)

@@ -91,6 +91,14 @@ def note_for(name: str, table: pd.DataFrame) -> str:
             f"1 = linear; the steepest is {worst['step']} at {worst['growth exponent']}):\n\n"
             + growth.to_markdown(index=False)
         )
+        full = table[table["step"] == "verify full"].sort_values("images")
+        if len(full) >= 2:
+            rate = full["tree GB"] / full["seconds"]
+            text += (
+                f"\n\n*verify full* reads every byte: {rate.iloc[0]:.2f} GB/s on the smallest tree, "
+                f"{rate.iloc[-1]:.2f} GB/s on the largest (page cache: {full['page cache'].iloc[-1]}), the disk's rate "
+                "rather than the code's, which hashes each file in 1 MB blocks."
+            )
     elif "train_images_per_s" in table:
         from .bench import gpu_note
 
