@@ -90,7 +90,8 @@ def test_gpu_benchmark_runs_a_case_on_cpu(tmp_path):
 
     out = tmp_path / "gpu.csv"
     table = bench.gpu("smoke", steps=1, warmup=1, backbones=["mobilenet"], sizes=(300,), precisions=("fp32",), out=out)
-    assert list(table["status"]) == ["ok", "ok"] and set(table["compile"]) == {"xla", "graph"}
+    assert list(table["status"]) == ["ok", "ok"] and table["compile"].iloc[1] == "graph"
+    assert table["compile"].iloc[0] in ("xla", "graph (XLA unsupported)")  # TensorFlow on CPU may fall back
     assert (table["train_images_per_s"] > 0).all() and len(pd.read_csv(out)) == 2
 
 
