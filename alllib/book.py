@@ -127,6 +127,9 @@ def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path) -> 
     """The pages around the notebooks: provenance, settings, choices, the runs table, the landing answer."""
     from . import summaries
     from .model_card import model_card_markdown
+    from .notebook import quiet_tensorflow
+
+    quiet_tensorflow()  # the model card loads the ensemble: TensorFlow's start-up lines stay off the terminal
     from .report import landing, runs_table_markdown
 
     io.write_text(gen / "provenance.md", provenance_markdown(study, timings))
