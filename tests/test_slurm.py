@@ -60,5 +60,7 @@ def test_a_refused_job_array_is_named(tmp_path):
     from alllib.errors import StudyError
 
     opts = Executor(kind="slurm", partition="no_such_partition", gpus_per_job=0, cpus_per_job=1, mem_gb=1).model_dump()
-    with pytest.raises(StudyError, match="Slurm refused the job array of 1 training runs.*executor.partition"):
+    with pytest.raises(
+        StudyError, match="(?s)Slurm refused the job array of 1 training runs.*invalid partition.*executor.partition"
+    ):
         cluster.run_jobs(opts, tmp_path, {"run": functools.partial(sum, [1])}, {"run": "-"})
