@@ -378,6 +378,7 @@ def export(ens: Ensemble, out_dir, force: bool = False) -> dict:
         if p.exists() and not force:
             raise ConfigError(f"{p} exists: choose another folder or pass --force to replace it")
     model = export_model(ens)
+    out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / ".ensemble.partial.keras"  # Keras insists on the .keras suffix
     try:
         model.save(partial)

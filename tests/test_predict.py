@@ -183,7 +183,7 @@ def test_the_exported_model_agrees_with_predict_and_loads_without_alllib(study, 
     import json
 
     ens = pr.load_ensemble(study, size=300)
-    info = pr.export(ens, tmp_path)
+    info = pr.export(ens, tmp_path / "exported")  # a folder that does not exist yet
     images = _prelim(study, 3) + pr.collect_images([study.data_root / FINAL_DIR])[:2]  # 450 and 600 px
     expected = pr.predict(ens, images, progress=False)["p_all"].to_numpy()
     # 1. the SavedModel's serve endpoint in a fresh process that never imports alllib
