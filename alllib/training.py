@@ -181,6 +181,9 @@ def _backup_class():
                 if state["best_weights"]:
                     with np.load(self.dir / state["best_weights"]) as f:
                         self.es.best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+                if state.get("stopped"):  # early stopping had ended the run: train no further epoch
+                    self.es.stopped_epoch = epoch - 1
+                    self.model._initial_epoch = self.params["epochs"]
 
         def on_epoch_end(self, epoch, logs=None):
             self.rows.append({k: float(v) for k, v in (logs or {}).items()})
@@ -198,6 +201,7 @@ def _backup_class():
                 "best": None if self.es.best is None else float(self.es.best),
                 "best_epoch": int(self.es.best_epoch),
                 "best_weights": best,
+                "stopped": bool(self.model.stop_training),  # early stopping (earlier in the list) has spoken
             }
             io.write_json(self.dir / f"state_{epoch + 1}.json", state)
             super().on_epoch_end(epoch, logs)  # weights, then the metadata that commits this epoch
@@ -358,7 +362,8 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
     train_seconds = time.time() - t0
     history = pd.DataFrame(hist.history)
     if backup is not None:  # the epochs before a resume too, in Keras' column order
-        history = pd.DataFrame(backup.rows)[list(hist.history) or None]
+        history = pd.DataFrame(backup.rows)
+        history = history[list(hist.history)] if hist.history else history
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     best_epoch = int(history["val_loss"].idxmin()) + 1
     t1 = time.time()

@@ -298,3 +298,44 @@ def test_a_resumed_stream_is_the_uninterrupted_stream_from_that_step(synth_root)
     batches = [x.numpy() for x, _ in whole.take(8)]
     for a, (b, _) in zip(batches[5:], later.take(3)):
         np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_a_run_that_early_stopping_had_ended_is_not_trained_further(synth_root, tmp_path):
+    """Killed after early stopping ended it but before it was stored: the resumed run trains no
+    further epoch and keeps the history it had."""
+    study = _study(synth_root, tmp_path / "r", ["epochs=4", "deterministic=true"])
+    Interrupt, Count = _counting_callbacks()
+    backup = tmp_path / "backup"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(RuntimeError, match="preempted"):
+        training.fit(
+            study.cfg,
+            "mobilenet",
+            300,
+            0,
+            study.table,
+            tmp_path / "a",
+            study.data_info,
+            verbose=0,
+            backup_dir=backup,
+            callbacks=[Interrupt()],
+        )
+    state_file = backup / "state_2.json"
+    state = json.loads(state_file.read_text())
+    assert state["stopped"] is False
+    state_file.write_text(json.dumps({**state, "stopped": True}))  # as if early stopping had ended epoch 2
+    count = Count()
+    info = training.fit(
+        study.cfg,
+        "mobilenet",
+        300,
+        0,
+        study.table,
+        tmp_path / "b",
+        study.data_info,
+        verbose=0,
+        backup_dir=backup,
+        callbacks=[count],
+    )
+    assert count.epochs == [] and count.batches == 0 and info["epochs_run"] == 2
