@@ -9,6 +9,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
 
+def copy_project(dst: Path) -> Path:
+    """A private copy of what a study builds its book from (configuration, notebooks, book pages),
+    so that an end-to-end run never writes into the checkout. Returns the copy's root."""
+    root = dst / "project"
+    root.mkdir()
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated", "_static"))
+    return root
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):
     """A small synthetic C-NMC tree (about 150 training-fold images), generated once per session."""

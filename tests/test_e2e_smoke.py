@@ -4,12 +4,11 @@ the training runs go through submitit (its local executor standing in for Slurm:
 `--executor slurm` without a cluster), and a second pass with the default local executor reuses them."""
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import copy_project
 
 pytestmark = pytest.mark.e2e
 
@@ -28,12 +27,7 @@ PAGES = [
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
-    root = tmp / "project"
-    root.mkdir()
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(ROOT / name, root / name)
-    shutil.copytree(ROOT / "notebooks", root / "notebooks")
-    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated", "_static"))
+    root = copy_project(tmp)
     results = tmp / "results"
     proc = subprocess.run(
         [sys.executable, "-m", "alllib", "study", "--profile", "smoke", "--results", str(results), "--root", str(root)]

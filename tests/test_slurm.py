@@ -3,12 +3,11 @@ started and stopped by tools/test_cluster.sh). Skipped where no Slurm answers (`
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import copy_project
 
 pytestmark = pytest.mark.cluster
 
@@ -23,12 +22,7 @@ def _slurm_up() -> bool:
 
 @pytest.mark.skipif(not os.environ.get("SLURM_CONF") or not _slurm_up(), reason="no Slurm: run make test-cluster")
 def test_smoke_study_through_slurm(tmp_path):
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(ROOT / name, root / name)
-    shutil.copytree(ROOT / "notebooks", root / "notebooks")
-    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated", "_static"))
+    root = copy_project(tmp_path)
     results = tmp_path / "results"
     job_options = ["gpus_per_job=0", "cpus_per_job=1", "mem_gb=4", "time_min=30", "array_parallelism=2"]
     cmd = [sys.executable, "-m", "alllib", "study", "--profile", "smoke", "--executor", "slurm"]
