@@ -297,8 +297,7 @@ def gpu(
                         model.compile(
                             optimizer=make_optimizer(tr, 1000),
                             loss="categorical_crossentropy",
-                            jit_compile=mode == "xla",
-                            run_eagerly=mode == "eager" and backend != "torch",
+                            jit_compile=mode == "xla",  # "eager" is PyTorch's own mode: no run_eagerly needed
                         )
                         if mode == "xla" and not model.jit_compile:  # Keras fell back: say so, not "xla"
                             row["compile"] = "graph (XLA unsupported)"
@@ -601,6 +600,7 @@ def predict(profile: str = "demo", images: int = 256) -> pd.DataFrame:
     input size, on the first `images` preliminary-test images: decoding, the input path and the
     networks, after one warm-up batch per member."""
     from . import predict as pr
+    from .config import input_pixels
     from .dataset import PRELIM_DIR
     from .study import prepare
 
@@ -616,7 +616,7 @@ def predict(profile: str = "demo", images: int = 256) -> pd.DataFrame:
         rows.append(
             {
                 "input size": size,
-                "input px": int(round(size * study.cfg["input_scale"])),
+                "input px": input_pixels(size, study.cfg["input_scale"]),
                 "members": len(ens.members),
                 "images": len(files),
                 "seconds": round(seconds, 1),

@@ -15,6 +15,7 @@ def _pct(x: float) -> str:
 def model_card_markdown(study, n_boot: int | None = None) -> str:
     """The card as Markdown (the book's page includes it)."""
     from .analysis import runs_at
+    from .config import input_pixels
     from .ensemble import ensemble_predictions
     from .metrics import HEADLINE, evaluate
     from .predict import FINAL_CROP_NOTE, load_ensemble
@@ -48,7 +49,7 @@ def model_card_markdown(study, n_boot: int | None = None) -> str:
         f"- **What:** a weighted ensemble of networks (Mondal et al. 2021, Eq. 1): {ens.weights_source}. "
         f"Members and weights (Cohen's kappa of each on validation for WEN-kappa): {weights}.",
         f"- **Input:** one RGB image of one segmented cell, {seen} at input scale {cfg['input_scale']} "
-        f"({round(ens.size * cfg['input_scale'])} px tensors); {FINAL_CROP_NOTE}.",
+        f"({input_pixels(ens.size, cfg['input_scale'])} px tensors); {FINAL_CROP_NOTE}.",
         "- **Output:** p(ALL); label ALL when p(ALL) >= 0.5, else Hem.",
         f"- **Training:** profile `{cfg['name']}` ({cfg['description']}); initialisation {init}; Adamax with a "
         f"triangular2 cyclic learning rate, early stopping on validation loss (Section 4.2 of the paper; the "

@@ -8,6 +8,7 @@ lets Grad-CAM reach its last convolutional layer by name (tf-keras-vis issue #63
 
 from __future__ import annotations
 
+import functools
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ def preprocess(x, mode: str):
     raise ConfigError(f"unknown preprocessing mode {mode!r}: expected caffe, tf or torch")
 
 
+@functools.cache
 def _layer_class():
     import keras
 
@@ -88,14 +90,8 @@ def _layer_class():
     return BackbonePreprocessing
 
 
-_PREPROCESSING_LAYER = None
-
-
 def preprocessing_layer(mode: str, name: str = "backbone_preprocessing"):
-    global _PREPROCESSING_LAYER
-    if _PREPROCESSING_LAYER is None:
-        _PREPROCESSING_LAYER = _layer_class()
-    return _PREPROCESSING_LAYER(mode, name=name)
+    return _layer_class()(mode, name=name)
 
 
 def _resolve_weights(weights: str, bb: Backbone):

@@ -18,6 +18,7 @@ to RGB with a warning.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import warnings
@@ -113,18 +114,7 @@ def load_ensemble(
         raise ConfigError(f"unknown ensemble {method!r} for prediction: expected one of {', '.join(PREDICT_METHODS)}")
     if size is not None and size not in study.cfg["runs"]:
         raise ConfigError(f"the study trained no runs at {size} px: its sizes are {sorted(study.cfg['runs'])}")
-    missing = [
-        study.run_dir(b, s, r).name for b, s, r in study.matrix() if not (study.run_dir(b, s, r) / "run.json").is_file()
-    ]
-    if missing:
-        raise StudyError(
-            f"{len(missing)} of {len(study.matrix())} training runs of profile {study.cfg['name']!r} are not finished "
-            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} under {study.runs_dir}); train them with "
-            f"`python -m alllib study --profile {study.cfg['name']}"
-            + (f" --data-dir {study.data_root}" if not study.data_info.get("synthetic") else "")
-            + f" --results {study.results_root}`"
-        )
-    runs = study.runs()
+    runs = study.runs()  # refuses unfinished runs, naming them and the command that trains them
     sizes = [size] if size is not None else sorted(study.cfg["runs"])
     candidates = {}
     for s in sizes:
@@ -302,6 +292,7 @@ def submission(table: pd.DataFrame, out_dir, force: bool = False) -> tuple[Path,
     return predict_path, zip_path
 
 
+@functools.cache
 def _input_layer_class():
     import keras
 
@@ -334,14 +325,8 @@ def _input_layer_class():
     return StudyInput
 
 
-_STUDY_INPUT = None
-
-
 def study_input_layer(size: int, px: int, name: str):
-    global _STUDY_INPUT
-    if _STUDY_INPUT is None:
-        _STUDY_INPUT = _input_layer_class()
-    return _STUDY_INPUT(size, px, name=name)
+    return _input_layer_class()(size, px, name=name)
 
 
 def export_model(ens: Ensemble):

@@ -101,9 +101,12 @@ class Study:
             d = self.run_dir(bb, size, seed)
             (out.append(load_run(d)) if is_complete(d) else missing.append(d.name))
         if missing and require_all:
+            data = "" if self.data_info.get("synthetic") else f" --data-dir {self.data_root}"
             raise StudyError(
-                f"{len(missing)} training runs of profile {self.cfg['name']!r} are not finished "
-                f"(e.g. {missing[0]} under {self.runs_dir}); run `make book PROFILE={self.cfg['name']}` first"
+                f"{len(missing)} of {len(self.matrix())} training runs of profile {self.cfg['name']!r} are not "
+                f"finished ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} under {self.runs_dir}); "
+                f"train them with `python -m alllib study --profile {self.cfg['name']}{data} --results "
+                f"{self.results_root}`"
             )
         return out
 

@@ -23,6 +23,7 @@ Adamax's sign-like first steps let such float differences grow. Demo and paper t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -45,6 +46,7 @@ def triangular2(step, base_lr: float, max_lr: float, step_size: float):
     return base_lr + (max_lr - base_lr) * np.maximum(0.0, 1 - x) / 2 ** (cycle - 1)
 
 
+@functools.cache
 def _schedule_class():
     import keras
     from keras import ops
@@ -69,16 +71,10 @@ def _schedule_class():
     return CyclicLR
 
 
-_CYCLIC = None
-
-
 def cyclic_lr(base_lr: float, max_lr: float, step_size: float):
-    global _CYCLIC
-    if _CYCLIC is None:
-        _CYCLIC = _schedule_class()
     if step_size <= 0:
         raise ConfigError(f"cyclic learning rate step size must be > 0, got {step_size}")
-    return _CYCLIC(base_lr, max_lr, step_size)
+    return _schedule_class()(base_lr, max_lr, step_size)
 
 
 def make_optimizer(tr: dict, steps_per_epoch: int):
