@@ -3,7 +3,6 @@ jupyter-book build (offline: MathJax is served from the build itself)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,18 +15,12 @@ from .paper import choices_markdown
 
 
 def build_book(root: Path) -> Path:
-    """jupyter-book build with MathJax served from the build itself (works offline)."""
-    import jupyter_server_mathjax
-
-    static = root / "book" / "_static" / "mathjax"
-    if not (static / "MathJax.js").is_file():
-        src = Path(jupyter_server_mathjax.__file__).parent / "static"
-        tmp = static.with_name("mathjax.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp)
-        os.replace(tmp, static)
+    """jupyter-book build; MathJax 3 and its TeX fonts are served from the build itself
+    (the sphinx-mathjax-offline extension named in _config.yml), so the book works offline."""
+    shutil.rmtree(root / "book" / "_static" / "mathjax", ignore_errors=True)  # MathJax 2, copied by older builds
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    io.write_text(root / "_build" / "jupyter-book.log", proc.stdout + proc.stderr)  # Sphinx's warnings, to read
     if proc.returncode != 0:
         raise StudyError("jupyter-book build failed:\n" + "\n".join((proc.stdout + proc.stderr).splitlines()[-30:]))
     index = root / "_build" / "html" / "index.html"

@@ -237,7 +237,8 @@ def runs_facts(runs: list[dict], cfg: dict) -> str:
 
 
 def run_links(runs: list[dict]) -> str:
-    return "\n".join(f"- [{r['display']} {r['input_size']}px seed {r['seed']}](runs/{r['run_id']}.html)" for r in runs)
+    """A list of every run's page (MyST doc links: Sphinx resolves them, and says so when one breaks)."""
+    return "\n".join(f"- {{doc}}`{run_title(r)} </book/_generated/runs/{r['run_id']}>`" for r in runs)
 
 
 def auc_gain_sentence(gain: dict) -> str:
