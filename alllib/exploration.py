@@ -132,6 +132,15 @@ def sample_cells(feats: pd.DataFrame, seed: int, per_class: int = 3, fragments: 
     return rows["path"].tolist(), titles
 
 
+def sample_facts(titles: list[str]) -> dict:
+    """Fig. 2's caption facts, counted from the titles `sample_cells` gave."""
+    from .config import SIZES
+
+    random = [t for t in titles if "most cut" not in t]
+    n = {c: sum(t.startswith(c + ",") for t in random) for c in ("ALL", "Hem")}
+    return {"cells": f"{n['ALL']} ALL and {n['Hem']} Hem", "fragments": len(titles) - len(random), "crop": SIZES[1]}
+
+
 def crop_facts(feats: pd.DataFrame) -> str:
     """What the 300 px centre crop cuts away, measured on every labelled image."""
     cut = feats["cell_outside_crop"]

@@ -14,10 +14,214 @@ CLASS_COLORS = {"ALL": "#b2182b", "Hem": "#2166ac", "all": "#b2182b", "hem": "#2
 
 
 def stamp(fig, label: str):
-    """Put the data label on a figure where nobody can miss it."""
+    """Put the data label on a figure where nobody can miss it (and keep it for the alt text)."""
     color = "#c00000" if "SYNTHETIC" in label else "#333333"
     fig.text(0.5, 1.0, label, ha="center", va="bottom", fontsize=9, color=color, weight="bold")
+    fig.alllib_label = label
     return fig
+
+
+# ---------------------------------------------------------------- captions and alt text
+
+# The output metadata key that carries a figure's caption, alt text and name; the runner turns it into
+# MyST-NB's figure and image cell metadata when it executes a notebook for the book (runner.for_the_book).
+FIGURE_META = "alllib/figure"
+
+# What each figure of the book shows: (the kind of chart, for the alt text; the caption, whose {fields}
+# the notebook's facts fill; the paper's figure it answers, whose own caption follows ours).
+CAPTIONS: dict[str, tuple[str, str, int | None]] = {
+    "image_statistics": (
+        "Two histograms",
+        "Cell size (share of non-black pixels) and mean intensity of the {images} labelled images, by class.",
+        None,
+    ),
+    "fig2_samples": (
+        "Grid of single-cell images",
+        "{cells} cells drawn at random from the training folds, then the {fragments} images whose cells reach "
+        "furthest outside the central {crop} px window.",
+        2,
+    ),
+    "fig4_crop": (
+        "Two rows of single-cell images",
+        "The originals at {side} px with the {crop} px crop window dashed (top) and their centre crops (bottom).",
+        4,
+    ),
+    "class_balance": (
+        "Bar chart",
+        "Training images per epoch of each class, before and after random oversampling of the minority class.",
+        None,
+    ),
+    "stain": (
+        "Scatter plot and box plots",
+        "Mean colour of the cell pixels per subject (left), and per image for the largest subjects (right).",
+        None,
+    ),
+    "augmentation": (
+        "Grid of single-cell images",
+        "Training images after online augmentation ({augment}), at the crop size.",
+        None,
+    ),
+    "fig6_curves": ("Two line charts", "Accuracy and loss per epoch of {run}, training and validation.", 6),
+    "curves_grid": (
+        "Grid of line charts, two per run",
+        "Accuracy and loss per epoch of the {runs} runs of seed {seed}, training and validation.",
+        6,
+    ),
+    "batchnorm": (
+        "Grouped bar chart",
+        "Validation accuracy at the best epoch with the running BatchNorm statistics and with re-estimated ones, "
+        "mean per backbone.",
+        None,
+    ),
+    "validation_strip": (
+        "Strip plot",
+        "Validation accuracy of every run by backbone, coloured by input size; the dotted line is 0.5.",
+        None,
+    ),
+    "table4_bars": (
+        "Grouped bar chart with error bars",
+        "Balanced accuracy of every classifier at each input size on the preliminary test set (WEN weights from the "
+        "test set, as the paper), with 95 % subject-bootstrap CIs: Table 4 as a chart.",
+        None,
+    ),
+    "fig5_roc": (
+        "ROC curves, one panel per input size",
+        "ROC curves of the five models and the three WEN at each input size, each AUC in the legend.",
+        5,
+    ),
+    "table6_confusion": (
+        "Heat maps of confusion matrices",
+        "Confusion matrices of {names} at {size} px, counts and row percentages: Table 6 as heat maps.",
+        None,
+    ),
+    "per_subject": (
+        "Bar chart",
+        "Accuracy of WEN-kappa (validation weights) on each of the {subjects} test subjects, worst first, coloured by "
+        "class.",
+        None,
+    ),
+    "reliability": (
+        "Line chart",
+        "Reliability diagram of p(ALL) for {names}, with each one's expected calibration error; the dotted diagonal "
+        "is perfect calibration.",
+        None,
+    ),
+    "seed_strip": (
+        "Strip plots, one panel per metric",
+        "Every seed's value per classifier at {size} px, with the mean and SD over seeds in black: Table 5 as a chart.",
+        None,
+    ),
+    "fig7": (
+        "Rows of cell images with heat-map overlays",
+        "Hem test images that a backbone misclassifies and WEN-kappa classifies correctly: the image, the "
+        "backbone's Grad-CAM and the ensemble's. Chosen by their predictions, as in the paper.",
+        7,
+    ),
+    "fig8": (
+        "Rows of cell images with heat-map overlays",
+        "ALL test images that a backbone misclassifies and WEN-kappa classifies correctly: the image, the "
+        "backbone's Grad-CAM and the ensemble's. Chosen by their predictions, as in the paper.",
+        8,
+    ),
+    "fig9": (
+        "Grid of cell images with heat-map overlays",
+        "The first {images} ALL test images (not chosen by prediction), and every model's Grad-CAM below each; "
+        "p(ALL) in green when right, red when wrong.",
+        9,
+    ),
+    "concentration": (
+        "Box plots, one panel per measure",
+        "Share of Grad-CAM energy inside the cell{nucleus} and the map's normalised entropy, per model with usable "
+        "maps, on {images} sampled test images.",
+        None,
+    ),
+    "paper_against_ours": (
+        "Dot plot with error bars, one panel per metric",
+        "Table 4: ours (dots, 95 % subject-bootstrap CIs, WEN weights from the test set as the paper) beside the "
+        "paper's values (crosses). The paper's Table 4 has no AUC.",
+        None,
+    ),
+    "fig10": (
+        "Horizontal bar chart",
+        "Weighted F1-score of the methods the paper compares, as far as its text gives them, the paper's WEN-kappa "
+        "(black) and ours with its 95 % CI (green).",
+        10,
+    ),
+    "using_cam": (
+        "Grid of cell images with heat-map overlays",
+        "Grad-CAM of the ensemble and of each member, for the class the ensemble predicts, on {images} held-out "
+        "images; p(ALL) in green when right, red when wrong.",
+        None,
+    ),
+    "run_curves": ("Two line charts", "Accuracy and loss per epoch of this run, training and validation.", 6),
+    "run_lr": (
+        "Line chart with a logarithmic y axis",
+        "The triangular2 learning rate this run trained with (Eq. 5), over {epochs} epochs.",
+        3,
+    ),
+}
+
+
+def _first_sentence(text: str) -> str:
+    import re
+
+    return re.split(r"(?<=\.)\s+(?=[A-Z])", text.strip(), maxsplit=1)[0]
+
+
+def caption(name: str, **facts) -> str:
+    """The book's caption of figure `name`: what it shows, then what the paper's figure of that number
+    showed (the first sentence of the paper's own caption)."""
+    from . import paper
+
+    if name not in CAPTIONS:
+        raise KeyError(f"no caption for figure {name!r}; known: {', '.join(CAPTIONS)}")
+    _, text, number = CAPTIONS[name]
+    text = text.format(**facts)
+    if number is not None:
+        text += f" *The paper's Fig. {number}:* {_first_sentence(paper.figure_caption(number))}"
+    return text
+
+
+def alt_text(fig, kind: str) -> str:
+    """What a figure draws, read from the figure itself: its kind, title, each panel's title and axes,
+    and the data label (so a screen reader hears SYNTHETIC too)."""
+    parts = [kind + "."]
+    title = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    if title:
+        parts.append(title + ".")
+    panels = []
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":
+            continue
+        t, x, y = ax.get_title(), ax.get_xlabel(), ax.get_ylabel()
+        axes_ = ", ".join(f"{k}: {v}" for k, v in (("x", x), ("y", y)) if v)
+        text = " ".join(w for w in (t.replace("\n", " "), f"({axes_})" if axes_ else "") if w)
+        if text:
+            panels.append(text)
+    shown = list(dict.fromkeys(panels))
+    if shown:
+        more = f"; and {len(shown) - 8} more" if len(shown) > 8 else ""
+        parts.append("Panels: " + "; ".join(shown[:8]) + more + ".")
+    if any(ax.get_label() == "<colorbar>" for ax in fig.axes):
+        parts.append("A colour bar gives the normalised Grad-CAM value from 0 to 1.")
+    label = getattr(fig, "alllib_label", "")
+    if label:
+        parts.append(f"Data: {label}.")
+    return " ".join(parts)
+
+
+def show(fig, name: str, **facts) -> None:
+    """Display a figure with its caption and alt text. In Jupyter it is the PNG; in the book the runner
+    makes it a MyST figure (caption under it, alt text on the image, a target named after the figure)."""
+    from io import BytesIO
+
+    from IPython.display import Image, display
+
+    meta = {"name": name, "caption": caption(name, **facts), "alt": alt_text(fig, CAPTIONS[name][0])}
+    buf = BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    display(Image(data=buf.getvalue(), format="png"), metadata={FIGURE_META: meta})
 
 
 def image_grid(images, titles, label: str, ncols: int = 6, size: float = 1.9, suptitle: str = ""):
@@ -370,12 +574,17 @@ def seed_strip(per_seed: pd.DataFrame, metrics_: tuple, label: str):
     return stamp(fig, label)
 
 
+def run_lr_epochs(run: dict) -> int:
+    """Epochs the learning-rate trace shows: the run's, and at least two cycles (4 step sizes)."""
+    return max(run["epochs_run"], 4 * run["training"]["clr_step_epochs"])
+
+
 def run_lr_trace(run: dict, label: str):
     """The triangular2 schedule one run trained with, over at least two cycles."""
     from .training import triangular2
 
     tr, steps = run["training"], run["steps_per_epoch"]
-    shown = max(run["epochs_run"], 4 * tr["clr_step_epochs"])
+    shown = run_lr_epochs(run)
 
     def sched(s):
         return triangular2(s, tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps)
@@ -427,4 +636,36 @@ def paper_against_ours(ens, label: str, metrics_=("WFS", "BA", "AUC")):
     axes[0, 0].legend(fontsize=8, loc="lower left")
     fig.suptitle("Table 4: ours beside the paper (WEN weights from the test set, as the paper)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return stamp(fig, label)
+
+
+def fig10_bars(frame: pd.DataFrame, label: str):
+    """Fig. 10: weighted F1 (%) per method, the published ones from the paper's text (grey; hatched
+    where only Table 2's F1 is given), the paper's WEN-kappa (black) and ours with its CI (green)."""
+    t = frame[frame["wfs"].notna()].iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.34 * len(t) + 1.4))
+    y = np.arange(len(t))
+    colors = [
+        "#1b7837" if o else "#222222" if lab.startswith("Mondal") else "#999999" for o, lab in zip(t.ours, t.label)
+    ]
+    hatches = ["//" if src.startswith("Table 2") else "" for src in t["wfs_from"]]
+    bars = ax.barh(y, t["wfs"], color=colors, height=0.7)
+    for bar, h in zip(bars, hatches):
+        bar.set_hatch(h)
+        bar.set_edgecolor("white" if h else bar.get_facecolor())
+    ours = t["ours"].to_numpy()
+    ax.errorbar(
+        t["wfs"][ours],
+        y[ours],
+        xerr=[t["wfs"][ours] - t["lo"][ours], t["hi"][ours] - t["wfs"][ours]],
+        fmt="none",
+        ecolor="black",
+        capsize=3,
+    )
+    ax.set_yticks(y, t["label"], fontsize=8)
+    low = max(0, np.floor(np.nanmin(t[["wfs", "lo"]].to_numpy()) / 5) * 5 - 5)
+    ax.set_xlim(low, 100)
+    ax.set_xlabel(f"weighted F1-score, % (axis starts at {low:.0f})")
+    ax.set_title("Fig. 10: WFS on the preliminary test set (hatched: Table 2's F1, not given as WFS)", fontsize=9)
+    fig.tight_layout()
     return stamp(fig, label)

@@ -334,3 +334,9 @@ def case_rows(ch, label: str) -> list[dict]:
             }
         )
     return rows
+
+
+def concentration_facts(ch) -> dict:
+    """The concentration figure's caption facts: which measures it has, on how many images."""
+    nucleus = "energy_in_nucleus" in ch.concentration and ch.concentration["energy_in_nucleus"].notna().any()
+    return {"nucleus": " and inside the nucleus" if nucleus else "", "images": ch.summary.images}

@@ -17,10 +17,18 @@ DATA_CITATION = (
 )
 
 
-def table(name: str) -> pd.DataFrame:
-    """name: table3_dataset | table4_prelim_test | table5_five_runs_300px | table6_confusion_300px | hyperparameters"""
+def table(name: str, **read_csv) -> pd.DataFrame:
+    """name: table3_dataset | table4_prelim_test | table5_five_runs_300px | table6_confusion_300px | hyperparameters
+    (copies of shared/paper), or, read from the paper's text (tests/test_paper_data.py checks them against it):
+    table7_hyperparameters | fig10_wfs | figure_captions"""
     with resources.files("alllib").joinpath(f"data/paper/{name}.csv").open() as fh:
-        return pd.read_csv(fh)
+        return pd.read_csv(fh, **read_csv)
+
+
+def figure_caption(number: int) -> str:
+    """The paper's own caption of its Fig. `number`, verbatim."""
+    t = table("figure_captions").set_index("figure")["caption"]
+    return t[number]
 
 
 def hyperparameters() -> dict:

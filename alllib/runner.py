@@ -40,6 +40,7 @@ ANALYSIS_NOTEBOOKS = (
     "06_results_summary",
     "07_engineering",
     "08_using_the_ensemble",
+    "09_comparison",
 )
 
 
@@ -105,20 +106,51 @@ def execute(notebook: str, output: Path, params: dict, root: Path, env: dict | N
             f"notebook {src.name} failed at {where}\nThe partial notebook is kept at {failed}"
             + (f"; the full log is {log.name}" if log is not None else "")
         )
-    _hide_injected_parameters(partial)
+    for_the_book(partial)
     os.replace(partial, output)
     output.with_name(output.stem + ".failed.ipynb").unlink(missing_ok=True)  # an earlier failure, now mended
 
 
-def _hide_injected_parameters(path: Path) -> None:
-    """Keep the cell papermill injects (this build's parameters, with local paths) off the page; a run
-    page states its backbone, size, seed and run id in its header instead."""
+def for_the_book(path: Path) -> None:
+    """Ready an executed notebook for the book, outputs untouched:
+    - papermill's injected cell (this build's parameters, with local paths) is removed from the page; a run
+      page states its backbone, size, seed and run id in its header instead;
+    - each figure shown by `figures.show` gets a code cell of its own whose MyST-NB metadata makes it a
+      figure: the caption under it, the alt text on the image, a target named after the page and figure."""
+    from .figures import FIGURE_META
+
     nb = json.loads(path.read_text())
+    cells = []
     for cell in nb["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             cell["metadata"]["tags"] = tags + ["remove-cell"]
+        outputs = cell.get("outputs", [])
+        if not any(FIGURE_META in o.get("metadata", {}) for o in outputs):
+            cells.append(cell)
+            continue
+        current = dict(cell, outputs=[])
+        cells.append(current)
+        for k, out in enumerate(outputs):
+            meta = out.get("metadata", {}).get(FIGURE_META)
+            if meta is None:
+                current["outputs"].append(out)
+                continue
+            figure = {"caption": meta["caption"], "name": f"fig-{path.stem}-{meta['name']}".replace("_", "-")}
+            cells.append(_output_cell(cell, k, [out], {"figure": figure, "image": {"alt": meta["alt"]}}))
+            current = _output_cell(cell, f"{k}-after", [], {})
+            cells.append(current)
+    nb["cells"] = [c for c in cells if c.get("source") or c.get("outputs") or c["cell_type"] != "code"]
     path.write_text(json.dumps(nb, indent=1))
+
+
+def _output_cell(cell: dict, key, outputs: list, mystnb: dict) -> dict:
+    """A code cell without source that holds outputs split off `cell` (its input is not rendered)."""
+    meta = {"tags": ["remove-input"], **({"mystnb": mystnb} if mystnb else {})}
+    new = {"cell_type": "code", "execution_count": None, "metadata": meta, "outputs": outputs, "source": ""}
+    if "id" in cell:
+        new["id"] = f"{cell['id']}-{key}"
+    return new
 
 
 # ---------------------------------------------------------------- scheduling the run matrix

@@ -77,12 +77,16 @@ def cyclic_lr(base_lr: float, max_lr: float, step_size: float):
     return _schedule_class()(base_lr, max_lr, step_size)
 
 
+OPTIMIZER = "Adamax"  # Section 4.2; Table 7 of the comparison chapter reads these two
+LOSS = "categorical_crossentropy"
+
+
 def make_optimizer(tr: dict, steps_per_epoch: int):
     """Adamax driven by the triangular2 schedule (step size = clr_step_epochs x iterations per epoch)."""
     import keras
 
     schedule = cyclic_lr(tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps_per_epoch)
-    return keras.optimizers.Adamax(learning_rate=schedule, beta_1=tr["beta_1"], beta_2=tr["beta_2"])
+    return getattr(keras.optimizers, OPTIMIZER)(learning_rate=schedule, beta_1=tr["beta_1"], beta_2=tr["beta_2"])
 
 
 def recalibrate_batchnorm(model, dataset) -> int:
@@ -326,7 +330,7 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
     optimizer = make_optimizer(tr, steps)
     model.compile(
         optimizer=optimizer,
-        loss="categorical_crossentropy",
+        loss=LOSS,
         metrics=["accuracy"],
         jit_compile=bool(tr.get("xla")),
         run_eagerly=bool(tr.get("run_eagerly")),

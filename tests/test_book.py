@@ -1,0 +1,104 @@
+"""The book's plumbing: figures carry a caption and alt text, and the runner turns them into MyST
+figures of their own cells."""
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+import pytest  # noqa: E402
+
+from alllib import figures, runner  # noqa: E402
+
+
+def _figure_output(monkeypatch, name="fig5_roc", **facts):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, metadata=None: shown.append((obj, metadata)))
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    ax.set_title("(a) 450 x 450 px")
+    ax.set_xlabel("false positive rate")
+    figures.stamp(fig, "SYNTHETIC C-NMC-like data | profile smoke")
+    figures.show(fig, name, **facts)
+    ((obj, metadata),) = shown
+    return obj, metadata[figures.FIGURE_META]
+
+
+def test_show_gives_caption_alt_text_and_the_papers_figure(monkeypatch):
+    image, meta = _figure_output(monkeypatch)
+    assert image.data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert meta["caption"].startswith("ROC curves of the five models")
+    assert "*The paper's Fig. 5:* The ROC curves of five different CNN models" in meta["caption"]
+    assert meta["alt"].startswith("ROC curves, one panel per input size.")
+    assert "(a) 450 x 450 px (x: false positive rate)" in meta["alt"]
+    assert meta["alt"].endswith("Data: SYNTHETIC C-NMC-like data | profile smoke.")
+
+
+def test_caption_facts_are_filled_and_checked():
+    assert figures.caption("per_subject", subjects=28).startswith(
+        "Accuracy of WEN-kappa (validation weights) on each of the 28"
+    )
+    with pytest.raises(KeyError, match="subjects"):
+        figures.caption("per_subject")
+    with pytest.raises(KeyError, match="no caption for figure 'nope'"):
+        figures.caption("nope")
+
+
+def test_every_caption_formats_and_every_paper_figure_is_answered():
+    import string
+
+    numbers = set()
+    for name, (_kind, text, number) in figures.CAPTIONS.items():
+        fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+        assert figures.caption(name, **dict.fromkeys(fields, "X"))
+        numbers.add(number)
+    assert {2, 3, 4, 5, 6, 7, 8, 9, 10} <= numbers  # the paper's figures that the book must show
+
+
+def _notebook(outputs):
+    nb = nbformat.v4.new_notebook()
+    injected = nbformat.v4.new_code_cell("profile = 'x'")
+    injected.metadata["tags"] = ["injected-parameters"]
+    cell = nbformat.v4.new_code_cell("draw()")
+    cell.metadata["tags"] = ["hide-input"]
+    cell.outputs = [nbformat.from_dict(o) for o in outputs]
+    nb.cells = [injected, cell, nbformat.v4.new_markdown_cell("text")]
+    return nb
+
+
+def test_for_the_book_gives_each_figure_a_cell_of_its_own(tmp_path, monkeypatch):
+    image, meta = _figure_output(monkeypatch)
+    fig_out = {
+        "output_type": "display_data",
+        "data": {"image/png": "iVBORw0KGgo=", "text/plain": "<Image>"},
+        "metadata": {figures.FIGURE_META: meta},
+    }
+    text_out = {"output_type": "display_data", "data": {"text/markdown": "a sentence"}, "metadata": {}}
+    stream = {"output_type": "stream", "name": "stdout", "text": "progress\n"}
+    path = tmp_path / "05_gradcam.ipynb"
+    nbformat.write(_notebook([stream, fig_out, text_out, fig_out]), path)
+    runner.for_the_book(path)
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    injected, source, fig1, after, fig2, markdown = nb.cells
+    assert "remove-cell" in injected.metadata["tags"]
+    assert source.source == "draw()" and [o["output_type"] for o in source.outputs] == ["stream"]
+    for fig in (fig1, fig2):
+        assert fig.source == "" and fig.metadata["tags"] == ["remove-input"]
+        assert fig.metadata["mystnb"]["figure"] == {"caption": meta["caption"], "name": "fig-05-gradcam-fig5-roc"}
+        assert fig.metadata["mystnb"]["image"] == {"alt": meta["alt"]}
+        assert len(fig.outputs) == 1 and "image/png" in fig.outputs[0]["data"]
+    assert after.outputs[0]["data"]["text/markdown"] == "a sentence" and "mystnb" not in after.metadata
+    assert markdown.cell_type == "markdown"
+    assert len({c.id for c in nb.cells}) == len(nb.cells)
+
+
+def test_for_the_book_leaves_a_notebook_without_figures_as_it_was(tmp_path):
+    path = tmp_path / "x.ipynb"
+    nb = _notebook([{"output_type": "stream", "name": "stdout", "text": "hi\n"}])
+    nbformat.write(nb, path)
+    runner.for_the_book(path)
+    out = json.loads(path.read_text())
+    assert len(out["cells"]) == 3 and "".join(out["cells"][1]["outputs"][0]["text"]) == "hi\n"
