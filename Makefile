@@ -5,6 +5,7 @@
 #   make lint                  ruff check and ruff format --check (settings in pyproject.toml)
 #   make test-cluster          the smoke study through a real single-node Slurm (tools/slurm_local.sh starts and stops it)
 # Variables: PROFILE=smoke|demo|paper  DATA_DIR=/path/to/C-NMC_Leukemia  SET="epochs=3 batch_size=16"
+#            CHAPTER="03_ensemble_ablation" (execute only these chapters from the finished runs, rebuild the book)
 #            EXECUTOR=local|slurm (slurm: one job per training run through submitit; SET="partition=gpu")
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -13,6 +14,7 @@ PROFILE ?= demo
 DATA_DIR ?=
 SET ?=
 EXECUTOR ?=
+CHAPTER ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: setup book test test-cluster unit lint clean-book
@@ -29,7 +31,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 book: $(STAMP)
-	$(PY) -m alllib study --profile $(PROFILE) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(foreach s,$(SET),--set $(s))
+	$(PY) -m alllib study --profile $(PROFILE) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(foreach s,$(SET),--set $(s)) $(foreach c,$(CHAPTER),--only $(c))
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

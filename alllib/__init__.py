@@ -31,7 +31,7 @@ import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter; set it to 0 to see it
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Class order used everywhere: index 0 = Hem (normal), index 1 = ALL (cancer), as in the
 # preliminary-test labels file of C-NMC-2019 (1 = ALL, 0 = Hem). ALL is the positive class.

@@ -27,6 +27,13 @@ def main(argv=None) -> int:
     s.add_argument("--jobs", type=int, help="CPU training runs side by side (default: the profile's jobs)")
     s.add_argument("--no-book", action="store_true", help="run the notebooks but do not build the HTML")
     s.add_argument(
+        "--only",
+        action="append",
+        metavar="CHAPTER",
+        help="execute only this chapter (e.g. 03_ensemble_ablation; repeatable) from the finished runs, then "
+        "rebuild the book",
+    )
+    s.add_argument(
         "--executor",
         choices=["local", "slurm", "submitit_local"],
         help="where training runs execute (default: the profile's executor.kind, local); job options: "
@@ -130,6 +137,7 @@ def main(argv=None) -> int:
                 [g for g in args.gpus.split(",") if g],
                 book=not args.no_book,
                 jobs=args.jobs,
+                only=args.only,
             )
         elif args.cmd == "settings":
             from .config import settings_table

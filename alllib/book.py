@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import io
+from . import __version__, io
 from .errors import StudyError
 from .paper import choices_markdown
 
@@ -67,7 +67,8 @@ def provenance_markdown(study, timings: dict) -> str:
         f"| Initialisation | {init} |",
         f"| Input tensors | 450 px and 300 px crops x input scale {cfg['input_scale']} |",
         f"| Training runs | {runs} |",
-        f"| Code | alllib, git commit `{env['git_commit']}`; TensorFlow {env['tensorflow']}, Keras {env['keras']} |",
+        f"| Code | alllib {__version__} ({{doc}}`changelog </book/changelog>`), git commit `{env['git_commit']}`; "
+        f"TensorFlow {env['tensorflow']}, Keras {env['keras']} |",
         f"| Built | {built} |",
     ]
     if study.synthetic:
@@ -116,11 +117,15 @@ def retitle(notebook: Path, title: str) -> None:
     io.write_text(notebook, json.dumps(nb, indent=1))
 
 
-def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path) -> None:
-    """The pages around the notebooks: provenance, settings, choices, the runs table, the landing answer."""
+def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path, chapters=()) -> None:
+    """The pages around the notebooks: provenance, settings, choices, the runs tables (and each run's
+    run.json to download), the landing answer, the model card, Reproduce (`chapters`: the notebooks in the
+    order they run) and How to cite."""
     from . import summaries
+    from .config import SIZES
     from .model_card import model_card_markdown
     from .notebook import quiet_tensorflow
+    from .provenance import environment
 
     quiet_tensorflow()  # the model card loads the ensemble: TensorFlow's start-up lines stay off the terminal
     from .report import landing, runs_table_markdown
@@ -132,3 +137,180 @@ def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path) -> 
     io.write_text(gen / "settings.md", settings_markdown(study))
     io.write_text(gen / "choices.md", choices_markdown())
     io.write_text(gen / "model_card.md", model_card_markdown(study))
+    io.write_text(gen / "reproduce.md", reproduce_markdown(study, chapters))
+    io.write_text(gen / "cite.md", cite_markdown(environment()["git_commit"]))
+    for run in runs:  # each run's summary (settings, history, timings), linked from the runs tables
+        io.write_text(gen / DOWNLOADS / "runs" / f"{run['run_id']}.json", (Path(run["dir"]) / "run.json").read_text())
+    for size in SIZES:
+        io.write_text(gen / f"runs_table_{size}.md", runs_table_markdown([r for r in runs if r["input_size"] == size]))
+
+
+# ---------------------------------------------------------------- downloads
+
+DOWNLOADS = "downloads"  # under book/_generated/: one folder per page
+
+
+def add_downloads(gen: Path) -> list[Path]:
+    """Write every file the executed notebooks under `gen` offer (carried in their output metadata, so a
+    CSV is the table shown) to downloads/<page>/<file>, and put a link to it after the output that
+    offers it. Idempotent. Returns the paths written."""
+    import json
+
+    from .report import DOWNLOAD_META
+
+    written = []
+    for nb_path in sorted(gen.rglob("*.ipynb")):
+        nb = json.loads(nb_path.read_text())
+        changed = False
+        for cell in nb["cells"]:
+            outputs = []
+            for out in cell.get("outputs", []):
+                outputs.append(out)
+                meta = out.get("metadata", {}).get(DOWNLOAD_META)
+                if meta is None or meta.get("linked"):
+                    continue
+                target = gen / DOWNLOADS / nb_path.stem / meta["file"]
+                io.write_text(target, meta["text"])
+                written.append(target)
+                meta["linked"] = True
+                link = download_link(target, gen.parent.parent, meta["file"])
+                outputs.append(
+                    {
+                        "output_type": "display_data",
+                        "data": {"text/markdown": f"Download {meta['what']}: {link}", "text/plain": meta["file"]},
+                        "metadata": {},
+                    }
+                )
+                changed = True
+            if "outputs" in cell:
+                cell["outputs"] = outputs
+        if changed:
+            io.write_text(nb_path, json.dumps(nb, indent=1))
+    return written
+
+
+def download_link(path: Path, root: Path, text: str) -> str:
+    """A MyST download link to a file under the book's source root (Sphinx copies it into the build)."""
+    return f"{{download}}`{text} </{Path(path).resolve().relative_to(Path(root).resolve()).as_posix()}>`"
+
+
+# ---------------------------------------------------------------- reproduce, cite
+
+
+def profiles_table() -> str:
+    """Each shipped profile: what it is, its run matrix, tensors, initialisation and epochs."""
+    from .config import PROFILES, load_profile
+
+    lines = [
+        "| profile | what it is | training runs | tensors | initialisation | epochs (at most) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in PROFILES:
+        cfg = load_profile(name, data_dir="/path/to/C-NMC_Leukemia" if name == "paper" else None)
+        runs = sum(len(seeds) for seeds in cfg["runs"].values()) * len(cfg["backbones"])
+        sizes = ", ".join(f"{int(s * cfg['input_scale'])} px" for s in sorted(cfg["runs"], reverse=True))
+        lines.append(
+            f"| `{name}` | {cfg['description']} | {runs} | {sizes} | {cfg['weights']} | {cfg['training']['epochs']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chapter_commands(profile: str, chapters) -> str:
+    """The command that executes each chapter again from the finished runs and rebuilds the book."""
+    import json
+
+    from .study import PACKAGE_ROOT
+
+    lines = ["| chapter | command |", "|---|---|"]
+    for nb in chapters:
+        cells = json.loads((PACKAGE_ROOT / "notebooks" / f"{nb}.ipynb").read_text())["cells"]
+        title = "".join(cells[0]["source"]).splitlines()[0].lstrip("# ")
+        lines.append(f"| {title} | `make book PROFILE={profile} CHAPTER={nb}` |")
+    return "\n".join(lines) + "\n"
+
+
+def reproduce_markdown(study, chapters) -> str:
+    """The Reproduce page's generated parts: this build's command, the profiles, the chapter commands."""
+    cfg = study.cfg
+    data = "" if study.synthetic else " DATA_DIR=/path/to/C-NMC_Leukemia"
+    return (
+        f"This book was built with `make book PROFILE={cfg['name']}{data}`.\n\n"
+        "### Profiles\n\n" + profiles_table() + "\n### One chapter at a time\n\n"
+        "Each chapter reads the finished runs from `results/<profile>/` and trains nothing, so it can be "
+        "executed again on its own; the command keeps the other chapters as they are and rebuilds the book "
+        "(add `DATA_DIR=...` for the real data). In Jupyter, open the notebook under `notebooks/` and set its "
+        "parameters cell.\n\n" + chapter_commands(cfg["name"], chapters)
+    )
+
+
+def citation() -> dict:
+    """CITATION.cff, the one source of the study's version and of the references."""
+    import yaml
+
+    from .study import PACKAGE_ROOT
+
+    return yaml.safe_load((PACKAGE_ROOT / "CITATION.cff").read_text())
+
+
+def _authors(ref: dict) -> str:
+    return ", ".join(
+        a.get("name") or f"{a['family-names']} {''.join(w[0] for w in a['given-names'].split())}"
+        for a in ref["authors"]
+    )
+
+
+def _bibtex(key: str, kind: str, fields: dict) -> str:
+    body = ",\n".join(f"  {k} = {{{v}}}" for k, v in fields.items() if v)
+    return f"@{kind}{{{key},\n{body}\n}}"
+
+
+def cite_markdown(commit: str) -> str:
+    """The How-to-cite page's body: this study at its version and commit, the paper and the data set,
+    each with its DOI where it has one, and BibTeX for all three."""
+    c = citation()
+    paper, data = c["references"]
+    lines = [
+        f"**This study:** {c['title']}, version {c['version']} (git commit `{commit}`), {c['date-released'][:4]}. "
+        "It has no DOI of its own: cite the version and commit.\n",
+        f"**The paper it reproduces:** {_authors(paper)}. {paper['title']}. *{paper['journal']}* {paper['year']}. "
+        f"DOI [{paper['doi']}](https://doi.org/{paper['doi']}).\n",
+        f"**The data set:** {_authors(data)}. {data['title']}. {data['publisher']['name']}, {data['year']}. "
+        f"DOI [{data['doi']}](https://doi.org/{data['doi']}); licence {data['license']}.\n",
+        "```bibtex",
+        _bibtex(
+            "all_ensemble_study",
+            "software",
+            {
+                "title": c["title"],
+                "author": "{" + _authors(c) + "}",
+                "version": c["version"],
+                "year": c["date-released"][:4],
+            },
+        ),
+        "",
+        _bibtex(
+            "mondal2021ensemble",
+            "article",
+            {
+                "title": paper["title"],
+                "author": " and ".join(f"{a['family-names']}, {a['given-names']}" for a in paper["authors"]),
+                "journal": paper["journal"],
+                "year": paper["year"],
+                "doi": paper["doi"],
+            },
+        ),
+        "",
+        _bibtex(
+            "gupta2019cnmc",
+            "misc",
+            {
+                "title": data["title"],
+                "author": " and ".join(f"{a['family-names']}, {a['given-names']}" for a in data["authors"]),
+                "publisher": data["publisher"]["name"],
+                "year": data["year"],
+                "doi": data["doi"],
+            },
+        ),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"

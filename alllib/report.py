@@ -354,12 +354,13 @@ def _num(v: float) -> str:
 
 
 def runs_table_markdown(runs: list[dict]) -> str:
-    """The appendix's table of every run with a link to its page."""
+    """The appendix's table of every run with a link to its page and to its run.json (which
+    book.write_generated_pages copies into the book's downloads)."""
     from . import metrics
 
     lines = [
-        "| backbone | input | seed | epochs | validation BA | test BA | training time | page |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backbone | input | seed | epochs | validation BA | test BA | training time | page | summary |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(runs, key=lambda r: (-r["input_size"], r["seed"], DISPLAY_ORDER.index(r["display"]))):
         p = r["predictions"]
@@ -367,10 +368,39 @@ def runs_table_markdown(runs: list[dict]) -> str:
         lines.append(
             f"| {r['display']} | {r['input_size']} px | {r['seed']} | {r['epochs_run']} | "
             f"{ba.get('validation', float('nan')):.3f} | {ba.get('preliminary_test', float('nan')):.3f} | "
-            f"{r['train_seconds'] / 60:.1f} min | {{doc}}`{run_title(r)} </book/_generated/runs/{r['run_id']}>` |"
+            f"{r['train_seconds'] / 60:.1f} min | {{doc}}`{run_title(r)} </book/_generated/runs/{r['run_id']}>` | "
+            f"{{download}}`run.json </book/_generated/downloads/runs/{r['run_id']}.json>` |"
         )
     return "\n".join(lines) + "\n"
 
 
 def run_title(run: dict) -> str:
     return f"{run['display']} · {run['input_size']} px · seed {run['seed']}"
+
+
+# ---------------------------------------------------------------- tables and files offered for download
+
+# Output metadata of a file a notebook offers for download (show_table: a table as CSV; offer: a summary
+# as JSON): {"file": name, "text": content, "what": what the link gives}. book.add_downloads writes them.
+DOWNLOAD_META = "alllib/download"
+
+
+def show_table(frame, name: str):
+    """Display a results table; the book offers it as `<name>.csv` beside it (book.add_downloads reads the
+    CSV carried in the output's metadata, so the download is the table shown)."""
+    from IPython.display import display
+
+    csv = frame.to_csv()
+    meta = {DOWNLOAD_META: {"file": f"{name}.csv", "text": csv, "what": "this table as CSV"}}
+    display(frame, metadata=meta)
+
+
+def offer(path, what: str):
+    """Offer a file of the run (a chapter's JSON summary) for download, with a line saying what it is."""
+    from pathlib import Path
+
+    from IPython.display import Markdown, display
+
+    path = Path(path)
+    meta = {DOWNLOAD_META: {"file": path.name, "text": path.read_text(), "what": what}}
+    display(Markdown(f"`{path.name}`: {what}."), metadata=meta)

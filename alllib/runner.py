@@ -106,17 +106,18 @@ def execute(notebook: str, output: Path, params: dict, root: Path, env: dict | N
             f"notebook {src.name} failed at {where}\nThe partial notebook is kept at {failed}"
             + (f"; the full log is {log.name}" if log is not None else "")
         )
-    for_the_book(partial)
+    for_the_book(partial, output.stem)
     os.replace(partial, output)
     output.with_name(output.stem + ".failed.ipynb").unlink(missing_ok=True)  # an earlier failure, now mended
 
 
-def for_the_book(path: Path) -> None:
+def for_the_book(path: Path, page: str | None = None) -> None:
     """Ready an executed notebook for the book, outputs untouched:
     - papermill's injected cell (this build's parameters, with local paths) is removed from the page; a run
       page states its backbone, size, seed and run id in its header instead;
     - each figure shown by `figures.show` gets a code cell of its own whose MyST-NB metadata makes it a
-      figure: the caption under it, the alt text on the image, a target named after the page and figure."""
+      figure: the caption under it, the alt text on the image, a target named after the page (`page`, by
+      default the file's stem) and the figure."""
     from .figures import FIGURE_META
 
     nb = json.loads(path.read_text())
@@ -136,20 +137,21 @@ def for_the_book(path: Path) -> None:
             if meta is None:
                 current["outputs"].append(out)
                 continue
-            figure = {"caption": meta["caption"], "name": f"fig-{path.stem}-{meta['name']}".replace("_", "-")}
-            cells.append(_output_cell(cell, k, [out], {"figure": figure, "image": {"alt": meta["alt"]}}))
-            current = _output_cell(cell, f"{k}-after", [], {})
+            figure = {"caption": meta["caption"], "name": f"fig-{page or path.stem}-{meta['name']}".replace("_", "-")}
+            mystnb = {"figure": figure, "image": {"alt": meta["alt"]}}
+            cells.append(_output_cell(cell, k, [out], mystnb, f"# figure {meta['name']}, shown by the cell above"))
+            current = _output_cell(cell, f"{k}-after", [], {}, "# outputs of the cell above, after its figure")
             cells.append(current)
-    nb["cells"] = [c for c in cells if c.get("source") or c.get("outputs") or c["cell_type"] != "code"]
+    nb["cells"] = [c for c in cells if c["cell_type"] != "code" or c.get("outputs") or "-after" not in c.get("id", "-")]
     path.write_text(json.dumps(nb, indent=1))
 
 
-def _output_cell(cell: dict, key, outputs: list, mystnb: dict) -> dict:
-    """A code cell without source that holds outputs split off `cell` (its input is not rendered)."""
+def _output_cell(cell: dict, key, outputs: list, mystnb: dict, comment: str) -> dict:
+    """A code cell that holds outputs split off `cell`; its source is a comment (MyST-NB skips a cell
+    without source) that the page does not show."""
     meta = {"tags": ["remove-input"], **({"mystnb": mystnb} if mystnb else {})}
-    new = {"cell_type": "code", "execution_count": None, "metadata": meta, "outputs": outputs, "source": ""}
-    if "id" in cell:
-        new["id"] = f"{cell['id']}-{key}"
+    new = {"cell_type": "code", "execution_count": None, "metadata": meta, "outputs": outputs, "source": comment}
+    new["id"] = f"{cell.get('id', 'cell')}-{key}"
     return new
 
 
@@ -320,9 +322,18 @@ def run_study(
     gpus: list[str] | None = None,
     book: bool = True,
     jobs: int | None = None,
+    only: list[str] | None = None,
 ) -> dict:
-    from .book import build_book, retitle, write_generated_pages
+    """Data chapter, the run matrix (finished runs reused), the analysis chapters, the generated pages,
+    the book. `only`: execute just these chapters (e.g. ["03_ensemble_ablation"]) from the finished runs,
+    keep the other executed chapters as they are, and rebuild the book."""
+    from .book import add_downloads, build_book, retitle, write_generated_pages
     from .report import run_title
+
+    chapters = (DATA_NOTEBOOK, *ANALYSIS_NOTEBOOKS)
+    unknown = sorted(set(only or ()) - set(chapters))
+    if unknown:
+        raise ConfigError(f"unknown chapter(s) {', '.join(unknown)}; the chapters are: {', '.join(chapters)}")
 
     t0 = time.time()
     root = Path(root or PACKAGE_ROOT).resolve()
@@ -337,10 +348,14 @@ def run_study(
     base = notebook_params(study, profile, overrides, data_dir)
     log_path = study.results / "notebooks.log"
     with open(log_path, "a") as log:
-        print("[study] data exploration", flush=True)
-        execute(DATA_NOTEBOOK, gen / f"{DATA_NOTEBOOK}.ipynb", base, root, log=log)
-        print(f"[study] run matrix: {len(study.matrix())} training runs", flush=True)
-        counts = run_matrix(study, base, root, gpus or [], log, jobs or study.cfg["jobs"])
+        if not only or DATA_NOTEBOOK in only:
+            print("[study] data exploration", flush=True)
+            execute(DATA_NOTEBOOK, gen / f"{DATA_NOTEBOOK}.ipynb", base, root, log=log)
+        if only:
+            counts = {"trained": 0, "reused": len(study.runs())}  # says which runs are missing, if any
+        else:
+            print(f"[study] run matrix: {len(study.matrix())} training runs", flush=True)
+            counts = run_matrix(study, base, root, gpus or [], log, jobs or study.cfg["jobs"])
         runs_gen = gen / "runs"
         shutil.rmtree(runs_gen, ignore_errors=True)
         runs_gen.mkdir(parents=True)
@@ -350,10 +365,13 @@ def run_study(
             shutil.copy(d / f"{TRAIN_NOTEBOOK}.ipynb", runs_gen / f"{d.name}.ipynb")
             retitle(runs_gen / f"{d.name}.ipynb", run_title(run))
         for nb in ANALYSIS_NOTEBOOKS:
+            if only and nb not in only:
+                continue
             print(f"[study] {nb}", flush=True)
             execute(nb, gen / f"{nb}.ipynb", base, root, log=log)
     timings = {**counts, "wall_seconds": time.time() - t0}
-    write_generated_pages(study, runs, timings, gen)
+    write_generated_pages(study, runs, timings, gen, chapters)
+    add_downloads(gen)
     io.write_json(study.results / "study.json", {"profile": study.cfg, "data": study.data_info, **timings})
     result = {"study": study, **timings}
     if book:

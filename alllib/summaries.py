@@ -89,6 +89,12 @@ class GradcamSummary(_Summary):
 
 
 FILES = {EnsembleSummary: "ensemble.json", VarianceSummary: "variance.json", GradcamSummary: "gradcam.json"}
+# what the results summary offers for download, and how it names each
+OFFERED = {
+    EnsembleSummary: "the ensemble chapter's summary (JSON: every estimate with its CI, the comparisons)",
+    VarianceSummary: "the five-run chapter's summary (JSON)",
+    GradcamSummary: "the Grad-CAM chapter's summary (JSON: the concentration tests)",
+}
 
 
 def path_of(kind: type[_Summary], analysis_dir) -> Path:

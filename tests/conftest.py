@@ -14,7 +14,7 @@ def copy_project(dst: Path) -> Path:
     so that an end-to-end run never writes into the checkout. Returns the copy's root."""
     root = dst / "project"
     root.mkdir()
-    for name in ("_config.yml", "_toc.yml"):
+    for name in ("_config.yml", "_toc.yml", "CHANGELOG.md", "CITATION.cff"):
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated", "_static"))

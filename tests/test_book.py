@@ -79,14 +79,14 @@ def test_for_the_book_gives_each_figure_a_cell_of_its_own(tmp_path, monkeypatch)
     stream = {"output_type": "stream", "name": "stdout", "text": "progress\n"}
     path = tmp_path / "05_gradcam.ipynb"
     nbformat.write(_notebook([stream, fig_out, text_out, fig_out]), path)
-    runner.for_the_book(path)
+    runner.for_the_book(path, "05_gradcam")
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     injected, source, fig1, after, fig2, markdown = nb.cells
     assert "remove-cell" in injected.metadata["tags"]
     assert source.source == "draw()" and [o["output_type"] for o in source.outputs] == ["stream"]
     for fig in (fig1, fig2):
-        assert fig.source == "" and fig.metadata["tags"] == ["remove-input"]
+        assert fig.source.startswith("# figure fig5_roc") and fig.metadata["tags"] == ["remove-input"]
         assert fig.metadata["mystnb"]["figure"] == {"caption": meta["caption"], "name": "fig-05-gradcam-fig5-roc"}
         assert fig.metadata["mystnb"]["image"] == {"alt": meta["alt"]}
         assert len(fig.outputs) == 1 and "image/png" in fig.outputs[0]["data"]

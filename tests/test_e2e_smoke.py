@@ -6,6 +6,7 @@ the training runs go through submitit (its local executor standing in for Slurm:
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import copy_project
@@ -21,6 +22,7 @@ PAGES = [
     "05_gradcam",
     "07_engineering",
     "08_using_the_ensemble",
+    "09_comparison",
 ]
 
 
@@ -81,6 +83,99 @@ def test_figures_are_rendered(built):
     root, _, _ = built
     images = list((root / "_build" / "html" / "_images").glob("*.png"))
     assert len(images) >= 30
+
+
+def test_every_figure_has_a_caption_and_alt_text(built):
+    """Each image of a chapter is a figure with a caption under it and alt text that describes it
+    (the kind of chart and the data label), not a hashed file name."""
+    import re
+
+    root, _, _ = built
+    html = root / "_build" / "html" / "book" / "_generated"
+    for page in PAGES:
+        text = (html / f"{page}.html").read_text()
+        images = re.findall(r"<img [^>]*>", text)
+        figures = re.findall(r"<figure[^>]*>.*?</figure>", text, re.S)
+        assert len(figures) == len(images), f"{page}: {len(images)} images, {len(figures)} figures"
+        for fig in figures:
+            alt = re.search(r'alt="([^"]*)"', fig).group(1)
+            assert "SYNTHETIC" in alt and not re.fullmatch(r"[0-9a-f]{64}\.png", alt), (page, alt)
+            assert "<figcaption>" in fig, page
+    gradcam = (html / "05_gradcam.html").read_text()
+    assert "The paper&#8217;s Fig. 9:" in gradcam or "The paper's Fig. 9:" in gradcam
+
+
+def test_tables_can_be_downloaded_as_the_csv_they_show(built):
+    """Each table offered for download links a CSV in the build, and that CSV is the table: same
+    header and rows as the table displayed in the executed notebook."""
+    import json
+    import re
+
+    import pandas as pd
+
+    root, _, _ = built
+    gen = root / "book" / "_generated"
+    html = root / "_build" / "html"
+    offered = 0
+    for page in [*PAGES, *(f"runs/{p.stem}" for p in (gen / "runs").glob("*.ipynb"))]:
+        nb = json.loads((gen / f"{page}.ipynb").read_text())
+        outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+        text = (html / "book" / "_generated" / f"{page}.html").read_text()
+        for out in outputs:
+            meta = out.get("metadata", {}).get("alllib/download")
+            if not meta or not meta["file"].endswith(".csv"):
+                continue
+            offered += 1
+            links = re.findall(r'href="([^"]*_downloads/[0-9a-f]+/' + re.escape(meta["file"]) + ')"', text)
+            assert links, f"{page}: no link to {meta['file']}"
+            csv = (html / "book" / "_generated" / Path(page).parent / links[0]).resolve()
+            assert csv.read_text() == meta["text"]
+            shown = out["data"]["text/html"]
+            frame = pd.read_csv(csv)
+            for column in frame.columns[1:]:
+                assert f"<th>{column}</th>" in shown or column.startswith("Unnamed"), (page, column)
+            assert shown.count("<tr>") >= len(frame), (page, meta["file"])
+    assert offered >= 25
+
+
+def test_summaries_and_runs_can_be_downloaded_as_json(built):
+    import json
+    import re
+
+    root, _, _ = built
+    html = root / "_build" / "html" / "book"
+    summary = (html / "_generated" / "06_results_summary.html").read_text()
+    for name in ("ensemble.json", "variance.json", "gradcam.json"):
+        link = re.search(r'href="([^"]*_downloads/[0-9a-f]+/' + name + ')"', summary)
+        assert link and json.loads((html / "_generated" / link.group(1)).resolve().read_text())["schema_version"]
+    runs_page = (html / "runs.html").read_text()
+    links = re.findall(r'href="([^"]*_downloads/[0-9a-f]+/[^"]+\.json)"', runs_page)
+    assert len(links) == 15
+    run = json.loads((html / links[0]).resolve().read_text())
+    assert {"backbone", "input_size", "seed", "history"} <= set(run)
+
+
+def test_reproduce_cite_and_changelog_pages(built):
+    import alllib
+
+    root, _, _ = built
+    html = root / "_build" / "html" / "book"
+    reproduce = (html / "reproduce.html").read_text()
+    assert "make book PROFILE=smoke" in reproduce and "CHAPTER=03_ensemble_ablation" in reproduce
+    assert "alllib verify /path/to/C-NMC_Leukemia --full" in reproduce
+    cite = (html / "cite.html").read_text()
+    assert "https://doi.org/10.1016/j.imu.2021.100794" in cite and "https://doi.org/10.7937/tcia.2019.dc64i46r" in cite
+    assert f"version {alllib.__version__}" in cite
+    assert f"{alllib.__version__}" in (html / "changelog.html").read_text()
+    assert f"alllib {alllib.__version__}" in (html / "intro.html").read_text()
+
+
+def test_runs_are_grouped_by_size_in_the_sidebar(built):
+    root, _, _ = built
+    html = root / "_build" / "html" / "book"
+    for size in (450, 300):
+        page = (html / f"runs_{size}.html").read_text()
+        assert f"Runs at {size} px" in page and f"{size} px · seed" in page
 
 
 def test_mathjax_is_served_offline(built):
