@@ -155,11 +155,13 @@ def test_finished_run_is_reused(tiny_cfg, synth_root, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a finished run was retrained"))
     assert runs.train_or_load(study, "mobilenet", 300, 1) == d
     assert (d / "run.json").stat().st_mtime_ns == stamp
-    # another code version is another run
+    # another version of the training code is another run; another release of the package is not
     import alllib
 
     current = runs.run_id(runs.run_key(tiny_cfg, "mobilenet", 300, 1, "x"))
     monkeypatch.setattr(alllib, "__version__", "99.0")
+    assert runs.run_id(runs.run_key(tiny_cfg, "mobilenet", 300, 1, "x")) == current
+    monkeypatch.setattr(runs, "TRAINING_CODE_VERSION", "99.0")
     assert runs.run_id(runs.run_key(tiny_cfg, "mobilenet", 300, 1, "x")) != current
     # another setting is another run
     other = config.load_profile("smoke", TINY + ["epochs=2"])
