@@ -337,6 +337,12 @@ def run_study(
 
     t0 = time.time()
     root = Path(root or PACKAGE_ROOT).resolve()
+    missing = [c for c in chapters if only and c not in only and not (root / GENERATED / f"{c}.ipynb").is_file()]
+    if missing:
+        raise StudyError(
+            f"--only keeps the other chapters as they are, but {', '.join(missing)} were never executed in "
+            f"{root / GENERATED}: build the whole book once first (make book)"
+        )
     print(f"[study] profile {profile}: preparing data", flush=True)
     study = prepare(profile, overrides, data_dir, results_dir)
     print(f"[study] {study.label()}; data root {study.data_root}; {len(study.table)} images", flush=True)

@@ -102,3 +102,33 @@ def test_for_the_book_leaves_a_notebook_without_figures_as_it_was(tmp_path):
     runner.for_the_book(path)
     out = json.loads(path.read_text())
     assert len(out["cells"]) == 3 and "".join(out["cells"][1]["outputs"][0]["text"]) == "hi\n"
+
+
+def test_only_names_the_chapters_and_needs_the_others_built(tmp_path):
+    from alllib.errors import ConfigError, StudyError
+
+    with pytest.raises(ConfigError, match="unknown chapter.*03_ensemble_ablation"):
+        runner.run_study("smoke", only=["03_ensemble"], root=tmp_path)
+    with pytest.raises(StudyError, match="01_data_exploration.*never executed.*make book"):
+        runner.run_study("smoke", only=["03_ensemble_ablation"], root=tmp_path)
+
+
+def test_downloads_are_written_once_and_linked_after_their_output(tmp_path):
+    from alllib import book, report
+
+    gen = tmp_path / "book" / "_generated"
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("show()")
+    meta = {report.DOWNLOAD_META: {"file": "table4.csv", "text": "a,b\n1,2\n", "what": "this table as CSV"}}
+    cell.outputs = [
+        nbformat.from_dict({"output_type": "display_data", "data": {"text/html": "<table/>"}, "metadata": meta})
+    ]
+    nb.cells = [cell]
+    nbformat.write(nb, gen.mkdir(parents=True) or gen / "03_x.ipynb")
+    assert book.add_downloads(gen) == [gen / "downloads" / "03_x" / "table4.csv"]
+    assert book.add_downloads(gen) == []  # already linked
+    out = nbformat.read(gen / "03_x.ipynb", as_version=4).cells[0].outputs
+    assert (gen / "downloads" / "03_x" / "table4.csv").read_text() == "a,b\n1,2\n"
+    assert len(out) == 2 and out[1]["data"]["text/markdown"] == (
+        "Download this table as CSV: {download}`table4.csv </book/_generated/downloads/03_x/table4.csv>`"
+    )
