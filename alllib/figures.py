@@ -26,6 +26,9 @@ def stamp(fig, label: str):
 # The output metadata key that carries a figure's caption, alt text and name; the runner turns it into
 # MyST-NB's figure and image cell metadata when it executes a notebook for the book (runner.for_the_book).
 FIGURE_META = "alllib/figure"
+# A figure wider than this (inches, at 100 dpi) would be shrunk below its fonts' legible size in the text
+# column: the book gives it the page's full width (the cell tag full-width of sphinx-book-theme).
+WIDE_INCHES = 8.0
 
 # What each figure of the book shows: (the kind of chart, for the alt text; the caption, whose {fields}
 # the notebook's facts fill; the paper's figure it answers, whose own caption follows ours).
@@ -218,6 +221,7 @@ def show(fig, name: str, **facts) -> None:
     from IPython.display import Image, display
 
     meta = {"name": name, "caption": caption(name, **facts), "alt": alt_text(fig, CAPTIONS[name][0])}
+    meta["wide"] = bool(fig.get_figwidth() > WIDE_INCHES)
     buf = BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
@@ -329,7 +333,7 @@ def roc_figure(curves: dict, title: str, label: str, ax=None):
     ax.set_xlabel("false positive rate (Hem called ALL)")
     ax.set_ylabel("true positive rate (ALL found)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=9, loc="lower right")
     if own:
         fig.tight_layout()
         return stamp(fig, label)
@@ -426,7 +430,7 @@ def gradcam_rows(rows: list[dict], label: str, title: str):
             ax.imshow(r["image"])
             ax.imshow(r[key], cmap="jet", alpha=0.45, vmin=0, vmax=1)
             pred = "ALL" if p >= 0.5 else "Hem"
-            ax.set_title(f"{name}: {pred} (p(ALL)={p:.2f})", fontsize=8, color="green" if pred == r["true"] else "red")
+            ax.set_title(f"{name}\n{pred}, p(ALL)={p:.2f}", fontsize=8, color="green" if pred == r["true"] else "red")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _map_colourbar(fig, axes)
@@ -632,8 +636,8 @@ def paper_against_ours(ens, label: str, metrics_=("WFS", "BA", "AUC")):
             ax.plot(theirs, y, "x", color="black", ms=6, label="paper")
         ax.set_title(m, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-    axes[0, 0].set_yticks(y, [f"{n} · {s} px" for s, n in rows], fontsize=8)
-    axes[0, 0].legend(fontsize=8, loc="lower left")
+    axes[0, 0].set_yticks(y, [f"{n} · {s} px" for s, n in rows], fontsize=9)
+    axes[0, 0].legend(fontsize=9, loc="lower left")
     fig.suptitle("Table 4: ours beside the paper (WEN weights from the test set, as the paper)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return stamp(fig, label)

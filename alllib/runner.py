@@ -139,7 +139,10 @@ def for_the_book(path: Path, page: str | None = None) -> None:
                 continue
             figure = {"caption": meta["caption"], "name": f"fig-{page or path.stem}-{meta['name']}".replace("_", "-")}
             mystnb = {"figure": figure, "image": {"alt": meta["alt"]}}
-            cells.append(_output_cell(cell, k, [out], mystnb, f"# figure {meta['name']}, shown by the cell above"))
+            fig_cell = _output_cell(cell, k, [out], mystnb, f"# figure {meta['name']}, shown by the cell above")
+            if meta.get("wide"):
+                fig_cell["metadata"]["tags"].append("full-width")
+            cells.append(fig_cell)
             current = _output_cell(cell, f"{k}-after", [], {}, "# outputs of the cell above, after its figure")
             cells.append(current)
     nb["cells"] = [c for c in cells if c["cell_type"] != "code" or c.get("outputs") or "-after" not in c.get("id", "-")]

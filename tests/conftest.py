@@ -17,7 +17,7 @@ def copy_project(dst: Path) -> Path:
     for name in ("_config.yml", "_toc.yml", "CHANGELOG.md", "CITATION.cff"):
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
-    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated", "_static"))
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated"))
     return root
 
 

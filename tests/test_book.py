@@ -34,6 +34,7 @@ def test_show_gives_caption_alt_text_and_the_papers_figure(monkeypatch):
     assert meta["alt"].startswith("ROC curves, one panel per input size.")
     assert "(a) 450 x 450 px (x: false positive rate)" in meta["alt"]
     assert meta["alt"].endswith("Data: SYNTHETIC C-NMC-like data | profile smoke.")
+    assert meta["wide"] is False  # matplotlib's default 6.4 in
 
 
 def test_caption_facts_are_filled_and_checked():
@@ -77,16 +78,19 @@ def test_for_the_book_gives_each_figure_a_cell_of_its_own(tmp_path, monkeypatch)
     }
     text_out = {"output_type": "display_data", "data": {"text/markdown": "a sentence"}, "metadata": {}}
     stream = {"output_type": "stream", "name": "stdout", "text": "progress\n"}
+    wide = json.loads(json.dumps(fig_out))
+    wide["metadata"][figures.FIGURE_META]["wide"] = True
     path = tmp_path / "05_gradcam.ipynb"
-    nbformat.write(_notebook([stream, fig_out, text_out, fig_out]), path)
+    nbformat.write(_notebook([stream, fig_out, text_out, wide]), path)
     runner.for_the_book(path, "05_gradcam")
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     injected, source, fig1, after, fig2, markdown = nb.cells
     assert "remove-cell" in injected.metadata["tags"]
     assert source.source == "draw()" and [o["output_type"] for o in source.outputs] == ["stream"]
+    assert fig1.metadata["tags"] == ["remove-input"] and fig2.metadata["tags"] == ["remove-input", "full-width"]
     for fig in (fig1, fig2):
-        assert fig.source.startswith("# figure fig5_roc") and fig.metadata["tags"] == ["remove-input"]
+        assert fig.source.startswith("# figure fig5_roc")
         assert fig.metadata["mystnb"]["figure"] == {"caption": meta["caption"], "name": "fig-05-gradcam-fig5-roc"}
         assert fig.metadata["mystnb"]["image"] == {"alt": meta["alt"]}
         assert len(fig.outputs) == 1 and "image/png" in fig.outputs[0]["data"]
