@@ -652,7 +652,7 @@ def fig10_bars(frame: pd.DataFrame, label: str):
     colors = [
         "#1b7837" if o else "#222222" if lab.startswith("Mondal") else "#999999" for o, lab in zip(t.ours, t.label)
     ]
-    hatches = ["//" if src.startswith("Table 2") else "" for src in t["wfs_from"]]
+    hatches = ["//" if kind == "table2" else "" for kind in t["kind"]]
     bars = ax.barh(y, t["wfs"], color=colors, height=0.7)
     for bar, h in zip(bars, hatches):
         bar.set_hatch(h)

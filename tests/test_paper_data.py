@@ -164,3 +164,19 @@ def test_fig10_derived_values():
         100 * paper.table("table4_prelim_test").query("input_px == 300 and classifier == 'WEN-kappa'")["WFS"].item(),
         abs=0.05,
     )
+
+
+def test_fig10_sentence_counts_the_sources_and_places_ours():
+    from types import SimpleNamespace
+
+    from alllib import comparison
+    from alllib.summaries import Estimate
+
+    est = {"WEN-kappa": {"WFS": Estimate(est=0.88, lo=0.85, hi=0.91)}}
+    ens = SimpleNamespace(sizes={300: SimpleNamespace(paper_faithful=est, leak_free=est)}, label="X", seed=0)
+    frame = comparison.fig10(ens)
+    text = comparison.fig10_sentence(frame, synthetic=True)
+    assert text.startswith("Of the 11 published methods, the paper's text gives 6 as margins, its Table 2 gives")
+    # 88.00 is above Prellberg (87.89), Marzahl 87.5, Verma 87.02, Shi 86.90, Ding 86.7, Kulhalli, Liu, Khan: 8
+    assert "WFS 88.00 % [85.00, 91.00], above 8 of the 10 published methods with a number" in text
+    assert "places nothing" in text
