@@ -235,7 +235,7 @@ def reproduce_markdown(study, chapters) -> str:
     data = "" if study.synthetic else " DATA_DIR=/path/to/C-NMC_Leukemia"
     return (
         f"This book was built with `make book PROFILE={cfg['name']}{data}`.\n\n"
-        "### Profiles\n\n" + profiles_table() + "\n### One chapter at a time\n\n"
+        "## Profiles\n\n" + profiles_table() + "\n## One chapter at a time\n\n"
         "Each chapter reads the finished runs from `results/<profile>/` and trains nothing, so it can be "
         "executed again on its own; the command keeps the other chapters as they are and rebuilds the book "
         "(add `DATA_DIR=...` for the real data). In Jupyter, open the notebook under `notebooks/` and set its "

@@ -405,17 +405,21 @@ def run_title(run: dict) -> str:
 DOWNLOAD_META = "alllib/download"
 
 
-_CI_CELL = re.compile(r"(-?\d+\.\d+) (\[-?\d+\.\d+, -?\d+\.\d+\])")
+# "estimate [lo, hi]" (a CI) or "estimate (paper, difference)" in a cell: the bracket goes on a second line
+_CI_CELL = re.compile(r"(-?\d+\.\d+) ([\[(][-+]?\d+\.\d+, [-+]?\d+\.\d+[\])])")
+WIDE_COLUMNS = 6  # a table with more columns than this takes the page's full width (runner.for_the_book)
 
 
 def show_table(frame, name: str):
-    """Display a results table, each "estimate [lo, hi]" cell with its CI on a second, smaller line; the
+    """Display a results table, each "estimate [lo, hi]" cell with its CI on a second, smaller line (and
+    "estimate (paper, difference)" alike); the
     book offers the table as `<name>.csv` beside it (book.add_downloads reads the CSV carried in the
     output's metadata, so the download is the table shown)."""
     from IPython.display import display
 
     html = _CI_CELL.sub(r'\1<br><span class="ci">\2</span>', frame.to_html())
     meta = {DOWNLOAD_META: {"file": f"{name}.csv", "text": frame.to_csv(), "what": "this table as CSV"}}
+    meta[DOWNLOAD_META]["wide"] = frame.shape[1] > WIDE_COLUMNS
     display({"text/html": html, "text/plain": frame.to_string()}, raw=True, metadata=meta)
 
 

@@ -115,10 +115,12 @@ def for_the_book(path: Path, page: str | None = None) -> None:
     """Ready an executed notebook for the book, outputs untouched:
     - papermill's injected cell (this build's parameters, with local paths) is removed from the page; a run
       page states its backbone, size, seed and run id in its header instead;
+    - a cell that shows a table of many columns (report.show_table) takes the page's full width;
     - each figure shown by `figures.show` gets a code cell of its own whose MyST-NB metadata makes it a
       figure: the caption under it, the alt text on the image, a target named after the page (`page`, by
       default the file's stem) and the figure."""
     from .figures import FIGURE_META
+    from .report import DOWNLOAD_META
 
     nb = json.loads(path.read_text())
     cells = []
@@ -127,6 +129,8 @@ def for_the_book(path: Path, page: str | None = None) -> None:
         if "injected-parameters" in tags and "remove-cell" not in tags:
             cell["metadata"]["tags"] = tags + ["remove-cell"]
         outputs = cell.get("outputs", [])
+        if any(o.get("metadata", {}).get(DOWNLOAD_META, {}).get("wide") for o in outputs) and "full-width" not in tags:
+            cell["metadata"]["tags"] = cell["metadata"].get("tags", []) + ["full-width"]  # a table of many columns
         if not any(FIGURE_META in o.get("metadata", {}) for o in outputs):
             cells.append(cell)
             continue
