@@ -3,9 +3,10 @@ compared methods) and Fig. 10 (weighted F1 on the preliminary test set), with th
 
 The paper plots Fig. 10 as bars without printing their values. Its text gives six of them as margins
 to its own WEN-kappa (89.72 % WFS): the best method is 0.58 % above, five others 1.18 % to 8.02 %
-below. We read a margin as percentage points and derive those six values from it; for the other five
-methods the book shows the F1-score the paper lists for them in Table 2, which it does not say is
-Fig. 10's number (for Prellberg and Kramer the two disagree: 89.8 against 87.89)."""
+below. We read a margin as percentage points and derive those six values from it; for four of the other
+five methods the book shows the F1-score the paper lists for them in Table 2, which it does not say is
+Fig. 10's number (where both exist they can disagree: Prellberg and Kramer, 89.8 against 87.89); Shah et
+al. have no number at all."""
 
 from __future__ import annotations
 
