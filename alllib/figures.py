@@ -189,7 +189,7 @@ def alt_text(fig, kind: str) -> str:
     """What a figure draws, read from the figure itself: its kind, title, each panel's title and axes,
     and the data label (so a screen reader hears SYNTHETIC too)."""
     parts = [kind + "."]
-    title = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    title = fig.get_suptitle()
     if title:
         parts.append(title + ".")
     panels = []
