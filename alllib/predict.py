@@ -200,7 +200,7 @@ def _dataset(paths: list[Path], resize_flags: list[bool], size: int, scale: floa
     import tensorflow as tf
 
     from .config import input_pixels
-    from .preprocessing import center_crop
+    from .preprocessing import crop_and_scale
 
     px = input_pixels(size, scale)
 
@@ -213,11 +213,7 @@ def _dataset(paths: list[Path], resize_flags: list[bool], size: int, scale: floa
             ),
             lambda: img,
         )
-        img = center_crop(img, size)
-        img.set_shape((size, size, 3))
-        if px != size:
-            img = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(img, (px, px), method="area")), 0, 255), tf.uint8)
-        return img
+        return crop_and_scale(img, size, px)
 
     opts = tf.data.Options()
     opts.deterministic = True
@@ -309,12 +305,9 @@ def _input_layer_class():
         def call(self, images):
             import tensorflow as tf
 
-            from .preprocessing import center_crop
+            from .preprocessing import crop_and_scale
 
-            x = center_crop(tf.cast(images, tf.uint8), self.size)
-            if self.px != self.size:
-                x = tf.clip_by_value(tf.round(tf.image.resize(x, (self.px, self.px), method="area")), 0, 255)
-            return tf.cast(x, tf.float32)
+            return tf.cast(crop_and_scale(tf.cast(images, tf.uint8), self.size, self.px), tf.float32)
 
         def compute_output_shape(self, input_shape):
             return (input_shape[0], self.px, self.px, 3)

@@ -119,12 +119,20 @@ def load_image(path, size: int, scale: float = 1.0):
 
     raw = tf.io.read_file(path)
     img = tf.io.decode_image(raw, channels=3, expand_animations=False)
-    img = center_crop(img, size)
-    img.set_shape((size, size, 3))
-    out = input_pixels(size, scale)
-    if out != size:
-        img = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(img, (out, out), method="area")), 0, 255), tf.uint8)
-    return img
+    return crop_and_scale(img, size, input_pixels(size, scale))
+
+
+def crop_and_scale(images, size: int, px: int):
+    """tf: the study's input path after decoding, on one image or a batch of uint8 images: the centre
+    crop to `size`, then the area resize to `px` rounded to whole intensities, as uint8. `load_image`,
+    `predict` and the exported model's input layer all take it."""
+    import tensorflow as tf
+
+    x = center_crop(images, size)
+    x.set_shape(x.shape[:-3].concatenate((size, size, 3)))
+    if px != size:
+        x = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(x, (px, px), method="area")), 0, 255), tf.uint8)
+    return x
 
 
 def cached_bytes(n_images: int, size: int, scale: float) -> int:
