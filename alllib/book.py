@@ -136,7 +136,7 @@ def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path, cha
     io.write_text(gen / "headline.md", landing(ens))
     io.write_text(gen / "settings.md", settings_markdown(study))
     io.write_text(gen / "choices.md", choices_markdown())
-    io.write_text(gen / "model_card.md", model_card_markdown(study))
+    io.write_text(gen / "model_card.md", model_card_markdown(study, runs=runs))
     io.write_text(gen / "reproduce.md", reproduce_markdown(study, chapters))
     io.write_text(gen / "cite.md", cite_markdown(environment()["git_commit"]))
     for run in runs:  # each run's summary (settings, history, timings), linked from the runs tables

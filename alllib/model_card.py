@@ -12,8 +12,8 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
-def model_card_markdown(study, n_boot: int | None = None) -> str:
-    """The card as Markdown (the book's page includes it)."""
+def model_card_markdown(study, n_boot: int | None = None, runs: list[dict] | None = None) -> str:
+    """The card as Markdown (the book's page includes it). `runs`: the study's runs, if already loaded."""
     from .analysis import runs_at
     from .config import input_pixels
     from .ensemble import ensemble_predictions
@@ -24,8 +24,9 @@ def model_card_markdown(study, n_boot: int | None = None) -> str:
     from .stats import metric_cis, per_subject_accuracy
 
     cfg = study.cfg
-    ens = load_ensemble(study)
-    preds = runs_at(study.runs(), ens.size, ens.seed)
+    runs = runs if runs is not None else study.runs()
+    ens = load_ensemble(study, runs=runs)
+    preds = runs_at(runs, ens.size, ens.seed)
     test, _ = ensemble_predictions(preds, ens.method, ens.source)
     n_boot = n_boot or cfg["stats"]["bootstrap"]
     cis = metric_cis(test, n=n_boot)

@@ -103,18 +103,24 @@ def open_study(study_dir=None, profile: str = "demo", overrides=(), data_dir=Non
 
 
 def load_ensemble(
-    study, size: int | None = None, method: str = "wen-kappa", source: str = "validation", seed: int | None = None
+    study,
+    size: int | None = None,
+    method: str = "wen-kappa",
+    source: str = "validation",
+    seed: int | None = None,
+    runs: list[dict] | None = None,
 ) -> Ensemble:
     """The ensemble of a finished study's runs at `size` and `seed` (default: the size whose
     ensemble has the higher validation balanced accuracy, the first seed). Refuses a study whose runs
-    are unfinished, naming them and the command that trains them."""
+    are unfinished, naming them and the command that trains them. `runs`: the study's runs where the
+    caller has already loaded them."""
     from .analysis import runs_at
 
     if method not in PREDICT_METHODS:
         raise ConfigError(f"unknown ensemble {method!r} for prediction: expected one of {', '.join(PREDICT_METHODS)}")
     if size is not None and size not in study.cfg["runs"]:
         raise ConfigError(f"the study trained no runs at {size} px: its sizes are {sorted(study.cfg['runs'])}")
-    runs = study.runs()  # refuses unfinished runs, naming them and the command that trains them
+    runs = runs if runs is not None else study.runs()  # refuses unfinished runs, naming them and the command
     sizes = [size] if size is not None else sorted(study.cfg["runs"])
     candidates = {}
     for s in sizes:
