@@ -134,11 +134,14 @@ def for_the_book(path: Path, page: str | None = None) -> None:
         if not any(FIGURE_META in o.get("metadata", {}) for o in outputs):
             cells.append(cell)
             continue
-        current = dict(cell, outputs=[])
+        current = dict(cell, outputs=[])  # the cell keeps its source and the outputs before its first figure
         cells.append(current)
         for k, out in enumerate(outputs):
             meta = out.get("metadata", {}).get(FIGURE_META)
             if meta is None:
+                if current is None:  # outputs after a figure: a cell of their own, made when one comes
+                    current = _output_cell(cell, f"{k}-after", [], {}, "# outputs of the cell above, after its figure")
+                    cells.append(current)
                 current["outputs"].append(out)
                 continue
             figure = {"caption": meta["caption"], "name": f"fig-{page or path.stem}-{meta['name']}".replace("_", "-")}
@@ -147,9 +150,8 @@ def for_the_book(path: Path, page: str | None = None) -> None:
             if meta.get("wide"):
                 fig_cell["metadata"]["tags"].append("full-width")
             cells.append(fig_cell)
-            current = _output_cell(cell, f"{k}-after", [], {}, "# outputs of the cell above, after its figure")
-            cells.append(current)
-    nb["cells"] = [c for c in cells if c["cell_type"] != "code" or c.get("outputs") or "-after" not in c.get("id", "-")]
+            current = None
+    nb["cells"] = cells
     path.write_text(json.dumps(nb, indent=1))
 
 
