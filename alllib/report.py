@@ -102,8 +102,8 @@ def headline(ens, var, cam, study) -> str:
 
 
 def _ci2(e) -> str:
-    """An estimate with its CI on a second, smaller line (class `ci`, book/_static/alllib.css)."""
-    return f'{e.est:.3f}<br><span class="ci">[{e.lo:.3f}, {e.hi:.3f}]</span>'
+    """An estimate with its CI on a second, smaller line (two_lines)."""
+    return two_lines(_ci(e))
 
 
 def summary_table(ens) -> str:
@@ -407,6 +407,14 @@ DOWNLOAD_META = "alllib/download"
 
 # "estimate [lo, hi]" (a CI) or "estimate (paper, difference)" in a cell: the bracket goes on a second line
 _CI_CELL = re.compile(r"(-?\d+\.\d+) ([\[(][-+]?\d+\.\d+, [-+]?\d+\.\d+[\])])")
+
+
+def two_lines(text: str) -> str:
+    """Each "estimate [lo, hi]" or "estimate (paper, difference)" in `text` (HTML or a Markdown table
+    cell) with its bracket on a second, smaller line (class `ci`, book/_static/alllib.css)."""
+    return _CI_CELL.sub(r'\1<br><span class="ci">\2</span>', text)
+
+
 WIDE_COLUMNS = 6  # a table with more columns than this takes the page's full width (runner.for_the_book)
 
 
@@ -417,7 +425,7 @@ def show_table(frame, name: str):
     output's metadata, so the download is the table shown)."""
     from IPython.display import display
 
-    html = _CI_CELL.sub(r'\1<br><span class="ci">\2</span>', frame.to_html())
+    html = two_lines(frame.to_html())
     meta = {DOWNLOAD_META: {"file": f"{name}.csv", "text": frame.to_csv(), "what": "this table as CSV"}}
     meta[DOWNLOAD_META]["wide"] = frame.shape[1] > WIDE_COLUMNS
     display({"text/html": html, "text/plain": frame.to_string()}, raw=True, metadata=meta)
