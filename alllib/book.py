@@ -125,10 +125,10 @@ def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path, cha
     from .config import SIZES
     from .model_card import model_card_markdown
     from .notebook import quiet_tensorflow
-    from .provenance import environment
+    from .provenance import git_commit
 
     quiet_tensorflow()  # the model card loads the ensemble: TensorFlow's start-up lines stay off the terminal
-    from .report import landing, runs_table_markdown
+    from .report import DOWNLOADS, landing, runs_table_markdown
 
     io.write_text(gen / "provenance.md", provenance_markdown(study, timings))
     io.write_text(gen / "runs_table.md", runs_table_markdown(runs))
@@ -138,16 +138,14 @@ def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path, cha
     io.write_text(gen / "choices.md", choices_markdown())
     io.write_text(gen / "model_card.md", model_card_markdown(study, runs=runs))
     io.write_text(gen / "reproduce.md", reproduce_markdown(study, chapters))
-    io.write_text(gen / "cite.md", cite_markdown(environment()["git_commit"]))
-    for run in runs:  # each run's summary (settings, history, timings), linked from the runs tables
+    io.write_text(gen / "cite.md", cite_markdown(git_commit()))
+    for run in runs:  # each run's record (settings, timings, accuracies), linked from the runs tables
         io.write_text(gen / DOWNLOADS / "runs" / f"{run['run_id']}.json", (Path(run["dir"]) / "run.json").read_text())
     for size in SIZES:
         io.write_text(gen / f"runs_table_{size}.md", runs_table_markdown([r for r in runs if r["input_size"] == size]))
 
 
 # ---------------------------------------------------------------- downloads
-
-DOWNLOADS = "downloads"  # under book/_generated/: one folder per page
 
 
 def add_downloads(gen: Path) -> list[Path]:
@@ -156,7 +154,7 @@ def add_downloads(gen: Path) -> list[Path]:
     offers it. Idempotent. Returns the paths written."""
     import json
 
-    from .report import DOWNLOAD_META
+    from .report import DOWNLOAD_META, DOWNLOADS
 
     written = []
     for nb_path in sorted(gen.rglob("*.ipynb")):

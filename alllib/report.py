@@ -389,7 +389,7 @@ def runs_table_markdown(runs: list[dict]) -> str:
             f"| {r['display']} | {r['input_size']} px | {r['seed']} | {r['epochs_run']} | "
             f"{ba.get('validation', float('nan')):.3f} | {ba.get('preliminary_test', float('nan')):.3f} | "
             f"{r['train_seconds'] / 60:.1f} min | {{doc}}`{run_title(r)} </book/_generated/runs/{r['run_id']}>` | "
-            f"{{download}}`run.json </book/_generated/downloads/runs/{r['run_id']}.json>` |"
+            f"{{download}}`run.json </book/_generated/{DOWNLOADS}/runs/{r['run_id']}.json>` |"
         )
     return "\n".join(lines) + "\n"
 
@@ -403,6 +403,7 @@ def run_title(run: dict) -> str:
 # Output metadata of a file a notebook offers for download (show_table: a table as CSV; offer: a summary
 # as JSON): {"file": name, "text": content, "what": what the link gives}. book.add_downloads writes them.
 DOWNLOAD_META = "alllib/download"
+DOWNLOADS = "downloads"  # the folder under book/_generated/ that holds them: one folder per page (and runs/)
 
 
 # "estimate [lo, hi]" (a CI) or "estimate (paper, difference)" in a cell: the bracket goes on a second line
