@@ -607,8 +607,9 @@ def predict(profile: str = "demo", images: int = 256) -> pd.DataFrame:
     study = prepare(profile, progress=False)
     files = pr.collect_images([study.data_root / PRELIM_DIR])[:images]
     rows = []
+    runs = study.runs()
     for size in sorted(study.cfg["runs"]):
-        ens = pr.load_ensemble(study, size)
+        ens = pr.load_ensemble(study, size, runs=runs)
         pr.predict(ens, files[:32], progress=False)  # warm-up: models loaded and traced once
         t0 = time.perf_counter()
         pr.predict(ens, files, progress=False)
