@@ -138,6 +138,7 @@ def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path, cha
     io.write_text(gen / "choices.md", choices_markdown())
     io.write_text(gen / "model_card.md", model_card_markdown(study, runs=runs))
     io.write_text(gen / "reproduce.md", reproduce_markdown(study, chapters))
+    io.write_text(gen / "manifest.md", manifest_markdown())
     io.write_text(gen / "cite.md", cite_markdown(git_commit()))
     for run in runs:  # each run's record (settings, timings, accuracies), linked from the runs tables
         io.write_text(gen / DOWNLOADS / "runs" / f"{run['run_id']}.json", (Path(run["dir"]) / "run.json").read_text())
@@ -238,6 +239,17 @@ def reproduce_markdown(study, chapters) -> str:
         "executed again on its own; the command keeps the other chapters as they are and rebuilds the book "
         "(add `DATA_DIR=...` for the real data). In Jupyter, open the notebook under `notebooks/` and set its "
         "parameters cell.\n\n" + chapter_commands(cfg["name"], chapters)
+    )
+
+
+def manifest_markdown() -> str:
+    """What the real data set holds, from its official manifest (alllib/data/cnmc/manifest.tsv)."""
+    from .dataset import load_manifest
+
+    m = load_manifest()
+    return (
+        f"The official manifest (`alllib/data/cnmc/manifest.tsv`) lists {len(m):,} images, "
+        f"{m['bytes'].sum() / 1e9:.1f} GB, each with its size and SHA-256; `verify` checks a download against it.\n"
     )
 
 

@@ -167,6 +167,7 @@ def test_reproduce_cite_and_changelog_pages(built):
     reproduce = _words(html / "reproduce.html")
     assert "make book PROFILE=smoke" in reproduce and "CHAPTER=03_ensemble_ablation" in reproduce
     assert "alllib verify /path/to/C-NMC_Leukemia --full" in reproduce
+    assert "lists 15,114 images, 10.4 GB" in reproduce  # from the manifest, not typed into the page
     cite = (html / "cite.html").read_text()
     assert "https://doi.org/10.1016/j.imu.2021.100794" in cite and "https://doi.org/10.7937/tcia.2019.dc64i46r" in cite
     assert f"version {alllib.__version__}" in cite
