@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, StudyError
+from alllib.errors import ConfigError, StudyError
 
 
 def main(argv=None) -> int:
@@ -39,7 +39,9 @@ def main(argv=None) -> int:
         help="where training runs execute (default: the profile's executor.kind, local); job options: "
         "--set partition=... gpus_per_job=... cpus_per_job=... mem_gb=... time_min=... array_parallelism=...",
     )
-    sub.add_parser("settings", help="list every profile setting: key, type, meaning (the schema of alllib.config)")
+    sub.add_parser(
+        "settings", help="list every profile setting: key, type, meaning (the schema of alllib.study.profile)"
+    )
     v = sub.add_parser("verify", help="check a data root against the official C-NMC-2019 manifest")
     v.add_argument("root", help="path to C-NMC_Leukemia/")
     v.add_argument("--full", action="store_true", help="compare sha256 (slow) instead of file sizes")
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "study":
-            from .runner import run_study
+            from alllib.pipeline import run_study
 
             run_study(
                 args.profile,
@@ -140,21 +142,21 @@ def main(argv=None) -> int:
                 only=args.only,
             )
         elif args.cmd == "settings":
-            from .config import settings_table
+            from alllib.study.profile import settings_table
 
             print(settings_table().to_string(index=False))
         elif args.cmd == "verify":
-            from .dataset import format_report, verify_manifest
+            from alllib.method.dataset import format_report, verify_manifest
 
             report = verify_manifest(args.root, full=args.full)
             print(format_report(report))
             return 0 if report["ok"] else 1
         elif args.cmd == "synthesize":
-            from .synthetic import synthesize
+            from alllib.study.synthetic import synthesize
 
             print(synthesize(args.out, args.scale, args.difficulty, args.seed, args.format, workers=args.workers))
         elif args.cmd == "calibrate":
-            from .recorded import calibrate, recorded_path
+            from alllib.evidence.recorded import calibrate, recorded_path
 
             out = args.out or recorded_path(f"calibration_{args.profile}")
             print(
@@ -163,7 +165,7 @@ def main(argv=None) -> int:
                 )
             )
         elif args.cmd == "trial":
-            from .recorded import trial
+            from alllib.evidence.recorded import trial
 
             variants = [[o for o in v.split(",") if o] for v in args.vary]
             print(
@@ -177,9 +179,9 @@ def main(argv=None) -> int:
                 ).to_string(index=False)
             )
         elif args.cmd in ("predict", "submit", "export"):
-            from . import predict as pr
-            from .dataset import FINAL_DIR
-            from .notebook import quiet_tensorflow
+            from alllib.book.notebook import quiet_tensorflow
+            from alllib.method.dataset import FINAL_DIR
+            from alllib.use import predict as pr
 
             quiet_tensorflow()
             study = pr.open_study(args.study, args.profile, args.set, args.data_dir, args.results)
@@ -209,7 +211,7 @@ def main(argv=None) -> int:
                 for path in pr.submission(table, args.out_dir, args.force):
                     print(path)
         elif args.cmd == "bench":
-            from . import bench
+            from alllib.evidence import bench
 
             if args.what == "gpu":  # writes --out after every case itself
                 table = bench.gpu(

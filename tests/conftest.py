@@ -24,7 +24,7 @@ def copy_project(dst: Path) -> Path:
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):
     """A small synthetic C-NMC tree (about 150 training-fold images), generated once per session."""
-    from alllib.synthetic import synthesize
+    from alllib.study.synthetic import synthesize
 
     return synthesize(tmp_path_factory.mktemp("synth") / "set", scale=0.012, seed=7, progress=False)
 

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alllib import analysis, figures, gradcam, report, summaries, variance
-from alllib.models import DISPLAY_ORDER
+from alllib.book import figures, report
+from alllib.method.ensemble import WeightSource
+from alllib.method.models import DISPLAY_ORDER
+from alllib.results import analysis, gradcam, summaries, variance
 
 
 def _predictions(quality, seed, n_subjects=12, per_subject=6):
@@ -95,7 +97,7 @@ def test_headline_is_rendered_from_the_summaries(chapter):
         seeds=[0, 1],
         split="fixed",
         weights_from="validation",
-        table=t5[t5.weights != variance.WEIGHTS_LABEL["test"]].to_dict("records"),
+        table=t5[t5.weights != WeightSource.TEST.display].to_dict("records"),
     )
     cam = summaries.GradcamSummary(
         label="L",
@@ -176,7 +178,7 @@ def test_error_concentration_sentence():
 
 
 def test_departures_banner_comes_from_the_profile():
-    from alllib import config
+    from alllib.study import profile as config
 
     demo = report.departures(config.load_profile("demo"))
     assert "synthetic data" in demo and "random initialisation" in demo and "VGG-16: clr_max_lr 0.0002" in demo
@@ -208,17 +210,21 @@ def test_figures_have_their_axes_and_artists(chapter):
 
 
 def test_table4_beside_the_paper_fits_the_page(chapter):
-    from alllib import paper
+    from alllib.results import paper
 
     side = analysis.beside_paper(chapter.per_size[300].table, 300)
     assert list(side.columns) == analysis.TABLE4 and "Soft vote (equal weights)" not in side.index
-    ours = chapter.per_size[300].table.set_index("classifier").loc["Xception", "BA"]
-    theirs = paper.table("table4_prelim_test").query("input_px == 300 and classifier == 'Xception'")["BA"].iloc[0]
-    assert side.loc["Xception", "BA"] == f"{ours:.3f} ({theirs:.3f}, {(ours - theirs) * 100:+.1f})"
+    # a constructed row against the paper's printed Table 4 (Xception at 300 px: WP 0.865, BA 0.859)
+    row = {k: 0.9 for k in analysis.TABLE4}
+    row.update(classifier="Xception", BA=0.85, WP=0.865)
+    made = analysis.beside_paper(pd.DataFrame([row, {**row, "classifier": "not in the paper"}]), 300)
+    assert list(made.index) == ["Xception"]
+    assert made.loc["Xception", "BA"] == "0.850 (0.859, -0.9)" and made.loc["Xception", "WP"] == "0.865 (0.865, +0.0)"
+    assert paper.table("table4_prelim_test").query("input_px == 300 and classifier == 'Xception'")["BA"].item() == 0.859
 
 
 def test_paper_against_ours_figure(chapter):
-    from alllib import paper
+    from alllib.results import paper
 
     fig = figures.paper_against_ours(chapter.summary, "SYNTHETIC x")
     assert [ax.get_title() for ax in fig.axes] == ["WFS", "BA", "AUC"]

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alllib import bench
+from alllib.evidence import bench
 
 
 def test_pipeline_overhead_pools_rounds_and_reports_their_spread():
@@ -20,7 +20,7 @@ def test_pipeline_overhead_pools_rounds_and_reports_their_spread():
 
 
 def _gpu_table(rate_train, rate_predict, sizes=(300, 450)):
-    from alllib.models import BACKBONES
+    from alllib.method.models import BACKBONES
 
     return pd.DataFrame(
         [
@@ -43,10 +43,10 @@ def _gpu_table(rate_train, rate_predict, sizes=(300, 450)):
 
 
 def test_paper_matrix_hours_against_a_hand_count():
-    from alllib import bench
-    from alllib.config import load_profile
-    from alllib.dataset import manifest_training_table
-    from alllib.preprocessing import subject_split
+    from alllib.evidence import bench
+    from alllib.method.dataset import manifest_training_table
+    from alllib.method.preprocessing import subject_split
+    from alllib.study.profile import load_profile
 
     split = subject_split(manifest_training_table(), 0)
     train = split[split["split"] == "train"]
@@ -63,7 +63,7 @@ def test_paper_matrix_hours_against_a_hand_count():
 
 
 def test_paper_matrix_hours_scales_a_missing_size_by_its_pixels():
-    from alllib import bench
+    from alllib.evidence import bench
 
     only_300 = bench.paper_matrix_hours(_gpu_table(100.0, 400.0, sizes=(300,)), epochs=1).iloc[0]
     both = _gpu_table(100.0, 400.0)
@@ -73,8 +73,8 @@ def test_paper_matrix_hours_scales_a_missing_size_by_its_pixels():
 
 
 def test_readme_gpu_table_is_the_recorded_one():
-    from alllib import bench
-    from alllib.recorded import recorded
+    from alllib.evidence import bench
+    from alllib.evidence.recorded import recorded
 
     table = recorded("bench_gpu")
     readme = (Path(__file__).parents[1] / "README.md").read_text()
@@ -86,17 +86,31 @@ def test_readme_gpu_table_is_the_recorded_one():
 
 
 def test_gpu_benchmark_runs_a_case_on_cpu(tmp_path):
-    from alllib import bench
+    from alllib.evidence import bench
 
     out = tmp_path / "gpu.csv"
     table = bench.gpu("smoke", steps=1, warmup=1, backbones=["mobilenet"], sizes=(300,), precisions=("fp32",), out=out)
     assert list(table["status"]) == ["ok", "ok"] and table["compile"].iloc[1] == "graph"
     assert table["compile"].iloc[0] in ("xla", "graph (XLA unsupported)")  # TensorFlow on CPU may fall back
     assert (table["train_images_per_s"] > 0).all() and len(pd.read_csv(out)) == 2
+    # each row is the case it names: the smoke profile's batch and tensor side (300 px x its input scale)
+    from alllib.method.preprocessing import input_pixels
+    from alllib.method.training import training_for
+    from alllib.study.profile import load_profile
+
+    cfg = load_profile("smoke", bench.NO_DATA)
+    assert set(table["batch_size"]) == {training_for(cfg, "mobilenet")["batch_size"]}
+    assert set(table["input_px"]) == {input_pixels(300, cfg["input_scale"])}
+    assert pd.read_csv(out)["backbone"].tolist() == ["mobilenet", "mobilenet"]
+    # the time budget is kept: with none left, no case is started
+    none = bench.gpu(
+        "smoke", seconds=-1, steps=1, warmup=1, backbones=["mobilenet"], sizes=(300,), precisions=("fp32",)
+    )
+    assert none.empty
 
 
 def test_data_growth_recovers_a_power_law():
-    from alllib import bench
+    from alllib.evidence import bench
 
     images = np.array([100, 1000, 10000])
     table = pd.DataFrame(
@@ -112,7 +126,7 @@ def test_data_growth_recovers_a_power_law():
 
 
 def test_data_scaling_times_each_step_against_the_trees_own_manifest(synth_root):
-    from alllib import bench
+    from alllib.evidence import bench
 
     table = bench.data_scaling([synth_root], steps=("verify full", "read_cnmc", "subject_split"))
     assert list(table["step"]) == ["verify full", "read_cnmc", "subject_split"]

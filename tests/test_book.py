@@ -10,7 +10,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
 
-from alllib import figures, runner  # noqa: E402
+from alllib import pipeline
+from alllib.book import (
+    figures,  # noqa: E402
+    postprocess,
+)
 
 
 def _figure_output(monkeypatch, name="fig5_roc", **facts):
@@ -82,7 +86,7 @@ def test_for_the_book_gives_each_figure_a_cell_of_its_own(tmp_path, monkeypatch)
     wide["metadata"][figures.FIGURE_META]["wide"] = True
     path = tmp_path / "05_gradcam.ipynb"
     nbformat.write(_notebook([stream, fig_out, text_out, wide]), path)
-    runner.for_the_book(path, "05_gradcam")
+    postprocess.for_the_book(path, tmp_path, page="05_gradcam")
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     injected, source, fig1, after, fig2, markdown = nb.cells
@@ -103,7 +107,7 @@ def test_for_the_book_leaves_a_notebook_without_figures_as_it_was(tmp_path):
     path = tmp_path / "x.ipynb"
     nb = _notebook([{"output_type": "stream", "name": "stdout", "text": "hi\n"}])
     nbformat.write(nb, path)
-    runner.for_the_book(path)
+    postprocess.for_the_book(path, tmp_path)
     out = json.loads(path.read_text())
     assert len(out["cells"]) == 3 and "".join(out["cells"][1]["outputs"][0]["text"]) == "hi\n"
 
@@ -112,13 +116,13 @@ def test_only_names_the_chapters_and_needs_the_others_built(tmp_path):
     from alllib.errors import ConfigError, StudyError
 
     with pytest.raises(ConfigError, match="unknown chapter.*03_ensemble_ablation"):
-        runner.run_study("smoke", only=["03_ensemble"], root=tmp_path)
+        pipeline.run_study("smoke", only=["03_ensemble"], root=tmp_path)
     with pytest.raises(StudyError, match="01_data_exploration.*never executed.*make book"):
-        runner.run_study("smoke", only=["03_ensemble_ablation"], root=tmp_path)
+        pipeline.run_study("smoke", only=["03_ensemble_ablation"], root=tmp_path)
 
 
 def test_downloads_are_written_once_and_linked_after_their_output(tmp_path):
-    from alllib import book, report
+    from alllib.book import report
 
     gen = tmp_path / "book" / "_generated"
     nb = nbformat.v4.new_notebook()
@@ -129,8 +133,8 @@ def test_downloads_are_written_once_and_linked_after_their_output(tmp_path):
     ]
     nb.cells = [cell]
     nbformat.write(nb, gen.mkdir(parents=True) or gen / "03_x.ipynb")
-    assert book.add_downloads(gen) == [gen / "downloads" / "03_x" / "table4.csv"]
-    assert book.add_downloads(gen) == []  # already linked
+    assert postprocess.for_the_book(gen / "03_x.ipynb", gen) == [gen / "downloads" / "03_x" / "table4.csv"]
+    assert postprocess.for_the_book(gen / "03_x.ipynb", gen) == []  # already linked
     out = nbformat.read(gen / "03_x.ipynb", as_version=4).cells[0].outputs
     assert (gen / "downloads" / "03_x" / "table4.csv").read_text() == "a,b\n1,2\n"
     assert len(out) == 2 and out[1]["data"]["text/markdown"] == (

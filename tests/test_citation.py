@@ -7,7 +7,7 @@ import yaml
 from conftest import ROOT
 
 import alllib
-from alllib import book
+from alllib.book import pages as book
 
 
 def test_versions_agree():

@@ -1,4 +1,4 @@
-"""The run matrix through submitit (issue 14 §1): the Slurm code path with submitit's local executor
+"""The run matrix through submitit : the Slurm code path with submitit's local executor
 standing in for the cluster, job failures, Ctrl-C, and job states read from squeue. The real
 single-node Slurm runs in `make test-cluster` (tests/test_slurm.py)."""
 
@@ -12,15 +12,15 @@ import time
 import pytest
 from conftest import ROOT
 
-from alllib import cluster, runner
 from alllib.errors import StudyError
-from alllib.study import prepare
+from alllib.study import cluster, runner
+from alllib.study.prepare import prepare
 
 TINY = ["backbones=[mobilenet,vgg16]", "runs={300: [0]}", "poll_seconds=0.5"]
 
 
 def _opts(**kw):
-    from alllib.config import Executor
+    from alllib.study.profile import Executor
 
     return {**Executor(kind="submitit_local", poll_seconds=0.2).model_dump(), **kw}
 

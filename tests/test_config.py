@@ -1,7 +1,8 @@
 import pytest
 
-from alllib import config, paper
 from alllib.errors import ConfigError
+from alllib.results import paper
+from alllib.study import profile as config
 
 
 def test_paper_profile_is_the_papers_protocol():
@@ -52,7 +53,7 @@ def test_per_backbone_training_settings(tmp_path):
     assert (dense["epochs"], dense["clr_max_lr"]) == (raw["training"]["epochs"], raw["training"]["clr_max_lr"])
     assert "per_backbone" not in vgg  # a run records the settings it used, and nothing else
     # the run key hashes the resolved settings: only the named backbones' runs change
-    from alllib.runs import run_key
+    from alllib.study.runs import run_key
 
     plain = config.load_profile("smoke")
     assert run_key(cfg, "densenet121", 300, 0, "x") == run_key(plain, "densenet121", 300, 0, "x")
@@ -92,7 +93,7 @@ def test_per_backbone_training_settings(tmp_path):
         ("clr_max_lr=1e-8", "must be below clr_max_lr"),
         ("weights=/no/such/file.h5", "weights must be 'imagenet', 'none' or an existing weights file"),
         ("xla=true", "run_eagerly and xla exclude each other"),  # smoke runs eagerly
-        # one per type of setting, as a new user would mistype them (issue 11)
+        # one per type of setting, as a new user would mistype them
         ("beta_1=abc", r"setting training.beta_1 = 'abc': input should be a valid number"),
         ("beta_2=abc", r"setting training.beta_2 = 'abc': input should be a valid number"),
         ("difficulty=abc", r"setting data.difficulty = 'abc': input should be a valid number"),
@@ -162,7 +163,7 @@ def test_demo_difficulty_comes_from_the_recorded_calibration():
     chosen = cal[cal["difficulty"] == cfg["data"]["difficulty"]]
     assert len(chosen), "the demo's difficulty is not among the calibrated values"
     # the default is the one the calibration chooses on validation (test plays no part)
-    from alllib.recorded import calibration_choice
+    from alllib.evidence.recorded import calibration_choice
 
     assert calibration_choice(cal) == cfg["data"]["difficulty"]
 
@@ -186,7 +187,7 @@ def test_method_notes_state_the_demo_per_backbone_settings():
     epochs = re.search(r"\*MobileNet trains (\d+) epochs\*.*?where the others train (\d+)", text, re.S)
     assert int(epochs.group(1)) == config.training_for(cfg, "mobilenet")["epochs"]
     assert int(epochs.group(2)) == cfg["training"]["epochs"]
-    from alllib.recorded import CALIBRATION_WINDOW
+    from alllib.evidence.recorded import CALIBRATION_WINDOW
 
     assert f"between {CALIBRATION_WINDOW[0]} and {CALIBRATION_WINDOW[1]}" in text  # the calibration rule as coded
     step = cfg["training"]["clr_step_epochs"]

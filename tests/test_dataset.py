@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from alllib import dataset
-from alllib.dataset import PRELIM_DIR, PRELIM_LABELS, parse_name, read_cnmc, verify_manifest
 from alllib.errors import DataError
+from alllib.method import dataset
+from alllib.method.dataset import PRELIM_DIR, PRELIM_LABELS, parse_name, read_cnmc, verify_manifest
 
 
 @pytest.mark.parametrize(
@@ -188,7 +188,7 @@ def test_synthetic_tree_against_official_manifest_reports_counts(synth_root):
 
 
 def test_synthetic_is_deterministic(tmp_path):
-    from alllib.synthetic import synthesize
+    from alllib.study.synthetic import synthesize
 
     a = synthesize(tmp_path / "a", scale=0.004, seed=3, progress=False)
     b = synthesize(tmp_path / "b", scale=0.004, seed=3, progress=False)
@@ -213,7 +213,7 @@ def test_synthetic_classes_differ_in_cell_size(synth_root):
 
 
 def test_image_sides_match_the_manifests_bitmap_sizes():
-    from alllib.dataset import FINAL_IMAGE_SIDE, IMAGE_SIDE, load_manifest
+    from alllib.method.dataset import FINAL_IMAGE_SIDE, IMAGE_SIDE, load_manifest
 
     m = load_manifest()
     top = m["path"].str.split("/").str[1]
@@ -226,8 +226,8 @@ def test_image_sides_match_the_manifests_bitmap_sizes():
 
 
 def test_synthetic_plan_at_full_scale_has_the_real_counts():
-    from alllib.dataset import load_manifest
-    from alllib.synthetic import plan
+    from alllib.method.dataset import load_manifest
+    from alllib.study.synthetic import plan
 
     m = load_manifest()
     top = (
@@ -242,14 +242,14 @@ def test_synthetic_plan_at_full_scale_has_the_real_counts():
 def test_synthetic_final_test_images_are_600_px(synth_root):
     from PIL import Image
 
-    from alllib.dataset import FINAL_DIR
+    from alllib.method.dataset import FINAL_DIR
 
     sizes = {Image.open(p).size for p in (synth_root / FINAL_DIR).iterdir()}
     assert sizes == {(600, 600)}
 
 
 def test_synthetic_set_does_not_depend_on_the_number_of_workers(tmp_path):
-    from alllib.synthetic import synthesize
+    from alllib.study.synthetic import synthesize
 
     a = synthesize(tmp_path / "a", scale=0.004, seed=3, progress=False, workers=1)
     b = synthesize(tmp_path / "b", scale=0.004, seed=3, progress=False, workers=2)

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alllib import ensemble, metrics
 from alllib.errors import ConfigError
+from alllib.method import ensemble, metrics
 
 
 def _preds(seed, n_val=40, n_test=50, quality=0.7):

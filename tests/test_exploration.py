@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alllib import exploration, io
+from alllib import io
+from alllib.results import exploration
 
 
 def test_outside_crop_share_measured_on_the_mask():

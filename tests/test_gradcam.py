@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from alllib import gradcam, models
 from alllib.errors import ConfigError
+from alllib.method import models
+from alllib.results import gradcam
 
 
 def _tiny_model():
@@ -94,20 +95,46 @@ def test_concentration_measures():
     assert gradcam.concentration(np.zeros((1, 3, 3)), np.ones((1, 3, 3)))["entropy"].isna().all()
 
 
-def test_registry_layers_are_the_ones_gradcam_uses():
-    """A registry change that breaks Grad-CAM fails here (the layer names of keras.applications)."""
-    expected = {
-        "vgg16": "block5_conv3",
-        "xception": "block14_sepconv2_act",
-        "mobilenet": "conv_pw_13_relu",
-        "inception_resnet_v2": "conv_7b_ac",
-        "densenet121": "relu",
-    }
-    assert {k: b.last_conv for k, b in models.BACKBONES.items()} == expected
+@pytest.mark.parametrize("name", sorted(models.BACKBONES))
+def test_the_registry_names_each_backbone_s_last_convolutional_feature_map(name):
+    """Grad-CAM reads the registry's `last_conv` layer: it must be in the built model, give a spatial
+    (4-D) map, and no layer after it may give one except pooling (else Grad-CAM would look too early)."""
+    import keras
+
+    bb = models.BACKBONES[name]
+    m = models.build_model(name, max(bb.min_size, 75))
+    names = [layer.name for layer in m.layers]
+    assert bb.last_conv in names
+    at = names.index(bb.last_conv)
+    assert len(m.get_layer(bb.last_conv).output.shape) == 4
+    pooling = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)
+    later = [
+        layer.name
+        for layer in m.layers[at + 1 :]
+        if len(getattr(layer.output, "shape", ())) == 4 and not isinstance(layer, pooling)
+    ]
+    assert later == [], f"{name}: spatial layers after {bb.last_conv}: {later}"
 
 
 def test_gradcam_on_a_registry_model():
     m = models.build_model("mobilenet", 64)
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    maps = gradcam.class_activation_maps(m, x, [0, 1], models.BACKBONES["mobilenet"].last_conv)
+    layer = models.BACKBONES["mobilenet"].last_conv
+    maps = gradcam.class_activation_maps(m, x, [0, 1], layer)
     assert maps.shape == (2, 64, 64) and np.isfinite(maps).all()
+    # Grad-CAM written out (Selvaraju et al.): the class's pre-softmax score, its gradient at the layer,
+    # channel weights = the gradient's spatial mean, map = ReLU of the weighted sum, scaled to [0, 1]
+    import keras
+    import tensorflow as tf
+
+    probe = keras.Model(m.inputs, [m.get_layer(layer).output, m.get_layer("predictions").input])
+    dense = m.get_layer("predictions")
+    with tf.GradientTape() as tape:
+        fmap, features = probe(x)
+        logits = tf.matmul(features, dense.kernel) + dense.bias
+        score = tf.reduce_sum(logits * tf.one_hot([0, 1], 2))  # image 0 scored as Hem, image 1 as ALL
+    grads = tape.gradient(score, fmap).numpy()
+    cam = np.maximum((grads.mean(axis=(1, 2), keepdims=True) * fmap.numpy()).sum(-1), 0)
+    coarse = gradcam.class_activation_maps(m, x, [0, 1], layer, expand=False)
+    assert coarse.shape == cam.shape
+    np.testing.assert_allclose(coarse, gradcam.normalise(cam), atol=1e-4)

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alllib import inference, metrics
+from alllib.method import metrics
+from alllib.results import inference
 
 
 def test_temperature_recovers_a_known_overconfidence():

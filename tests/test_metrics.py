@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from alllib import metrics
+from alllib.method import metrics
 
 # 10 images: 6 ALL, 4 Hem. Predictions: ALL -> 5 right, 1 wrong; Hem -> 3 right, 1 wrong.
 Y = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0])

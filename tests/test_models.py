@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from alllib import models
 from alllib.errors import ConfigError, WeightsUnavailable
+from alllib.method import models
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ def test_notebook_is_a_thin_narrative(path):
 
 
 def test_chapters_run_in_their_numbered_order():
-    from alllib import runner
+    from alllib.study import runner
 
     chapters = [runner.DATA_NOTEBOOK, *runner.ANALYSIS_NOTEBOOKS]
     assert chapters == sorted(chapters)

@@ -6,7 +6,8 @@ import re
 import pytest
 from conftest import ROOT, SHARED
 
-from alllib import dataset, paper
+from alllib.method import dataset
+from alllib.results import paper
 
 # read from the paper's text by us (tested against it below), not copied from shared/paper
 FROM_TEXT = {"table7_hyperparameters.csv", "fig10_wfs.csv", "figure_captions.csv"}
@@ -52,7 +53,8 @@ def test_training_subjects_match_readme_and_table3():
 
 
 def test_method_notes_cover_every_key_of_the_paper_profile():
-    from alllib import config, paper
+    from alllib.results import paper
+    from alllib.study import profile as config
 
     cfg = config.load_profile("paper", data_dir="/x")
     keys = {".".join(p) for p in config._leaf_paths(cfg) if "per_backbone" not in p}
@@ -77,7 +79,7 @@ def test_method_notes_cover_every_key_of_the_paper_profile():
 
 @pytest.mark.skipif(not (SHARED / "paper").is_dir(), reason="../shared/paper is not beside this checkout")
 def test_method_notes_quote_the_paper_verbatim():
-    from alllib import paper
+    from alllib.results import paper
 
     text = " ".join(next((SHARED / "paper").glob("*.txt")).read_text().split())
     quotes = [q for _, q in paper.FAITHFUL.values()] + [r["paper"] for r in paper.SILENT_OR_AMBIGUOUS if r["paper"]]
@@ -153,7 +155,7 @@ def test_figure_captions_are_verbatim():
 
 def test_fig10_derived_values():
     """Each derived WFS is the paper's 89.72 minus its margin, and Khan and Choo's equals Table 2's 81.7."""
-    from alllib import comparison
+    from alllib.results import comparison
 
     f = comparison.fig10_paper().set_index("label")
     assert f.loc["A1: Xiao et al. [69]", "wfs"] == pytest.approx(90.30)
@@ -169,8 +171,8 @@ def test_fig10_derived_values():
 def test_fig10_sentence_counts_the_sources_and_places_ours():
     from types import SimpleNamespace
 
-    from alllib import comparison
-    from alllib.summaries import Estimate
+    from alllib.results import comparison
+    from alllib.results.summaries import Estimate
 
     est = {"WEN-kappa": {"WFS": Estimate(est=0.88, lo=0.85, hi=0.91)}}
     ens = SimpleNamespace(sizes={300: SimpleNamespace(paper_faithful=est, leak_free=est)}, label="X", seed=0)

@@ -1,4 +1,4 @@
-"""Using the trained ensemble (issue 13): `predict` reproduces the study's own predictions, the
+"""Using the trained ensemble: `predict` reproduces the study's own predictions, the
 challenge submission has the challenge's format and scores the study's ensemble exactly, and bad
 input is refused by name without leaving a partial file."""
 
@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from alllib import predict as pr
-from alllib.dataset import FINAL_DIR, PRELIM_DIR, PRELIM_LABELS
 from alllib.errors import ConfigError, DataError, StudyError
+from alllib.method.dataset import FINAL_DIR, PRELIM_DIR, PRELIM_LABELS
+from alllib.use import predict as pr
 
 TINY = [
     "backbones=[mobilenet,vgg16]",
@@ -29,8 +29,8 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def study(synth_root, tmp_path_factory):
-    from alllib.runs import train_or_load
-    from alllib.study import prepare
+    from alllib.study.prepare import prepare
+    from alllib.study.runs import train_or_load
 
     s = prepare("smoke", TINY, str(synth_root), tmp_path_factory.mktemp("predict"), progress=False)
     for bb, size, seed in s.matrix():
@@ -44,8 +44,8 @@ def _prelim(study, n=None):
 
 
 def test_predict_reproduces_the_studys_predictions_and_ensemble(study):
-    from alllib.analysis import runs_at
-    from alllib.ensemble import ensemble_predictions
+    from alllib.method.ensemble import ensemble_predictions
+    from alllib.results.analysis import runs_at
 
     ens = pr.load_ensemble(study, size=300)
     assert (
@@ -75,8 +75,8 @@ def test_predict_reproduces_the_studys_predictions_and_ensemble(study):
 
 
 def test_the_default_size_is_chosen_on_validation(study, monkeypatch):
-    from alllib import ensemble
-    from alllib.analysis import runs_at
+    from alllib.method import ensemble
+    from alllib.results.analysis import runs_at
 
     by_size = {s: pr._validation_ba(runs_at(study.runs(), s, 0), "wen-kappa") for s in (300, 450)}
     splits = []
@@ -109,8 +109,8 @@ def test_submission_format_on_a_final_phase_folder(study, tmp_path):
 
 
 def test_submission_on_the_preliminary_folder_scores_the_books_ensemble_row(study, tmp_path):
-    from alllib.analysis import classifiers, runs_at
-    from alllib.metrics import evaluate
+    from alllib.method.metrics import evaluate
+    from alllib.results.analysis import classifiers, runs_at
 
     table = pr.predict(pr.load_ensemble(study, size=300), _prelim(study), progress=False)
     predict_path, _ = pr.submission(table, tmp_path)
@@ -153,7 +153,7 @@ def test_bad_images_are_named_and_no_output_is_left(study, tmp_path):
 
 
 def test_an_unfinished_study_names_its_missing_runs_and_the_command(study, tmp_path):
-    from alllib.study import prepare
+    from alllib.study.prepare import prepare
 
     other = prepare("smoke", TINY + ["epochs=2"], str(study.data_root), study.results_root, progress=False)
     with pytest.raises(
@@ -228,10 +228,10 @@ def test_cam_overlays_are_written_per_image_and_model(study, tmp_path):
 
 
 def test_the_model_card_is_computed_from_the_runs(study):
-    from alllib.analysis import runs_at
-    from alllib.ensemble import ensemble_predictions
-    from alllib.metrics import evaluate
-    from alllib.model_card import model_card_markdown
+    from alllib.book.model_card import model_card_markdown
+    from alllib.method.ensemble import ensemble_predictions
+    from alllib.method.metrics import evaluate
+    from alllib.results.analysis import runs_at
 
     card = model_card_markdown(study, n_boot=50)
     assert card.startswith("**These models were trained on synthetic images and mean nothing clinically.**")

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from alllib import preprocessing as pp
-from alllib.dataset import read_cnmc, training_subjects
 from alllib.errors import ConfigError, DataError
+from alllib.method import preprocessing as pp
+from alllib.method.dataset import read_cnmc, training_subjects
 
 
 def _real_like_table():

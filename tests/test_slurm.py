@@ -49,9 +49,9 @@ def test_smoke_study_through_slurm(tmp_path):
 def test_a_refused_job_array_is_named(tmp_path):
     import functools
 
-    from alllib import cluster
-    from alllib.config import Executor
     from alllib.errors import StudyError
+    from alllib.study import cluster
+    from alllib.study.profile import Executor
 
     opts = Executor(kind="slurm", partition="no_such_partition", gpus_per_job=0, cpus_per_job=1, mem_gb=1).model_dump()
     with pytest.raises(

@@ -4,7 +4,8 @@ import pytest
 from scipy import stats as st
 from sklearn.metrics import roc_auc_score
 
-from alllib import metrics, stats
+from alllib.method import metrics
+from alllib.results import stats
 
 
 def test_mcnemar_textbook_example():

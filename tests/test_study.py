@@ -4,9 +4,12 @@ import nbformat
 import pandas as pd
 import pytest
 
-from alllib import provenance, recorded, runner
-from alllib import study as study_mod
+from alllib import pipeline, provenance
+from alllib.book import postprocess
 from alllib.errors import StudyError
+from alllib.evidence import recorded
+from alllib.study import prepare as study_mod
+from alllib.study import runner
 
 
 def _notebook(path, cells):
@@ -40,6 +43,7 @@ def test_injected_parameters_leave_the_page(tmp_path):
         _notebook(tmp_path / "notebooks" / f"{name}.ipynb", ["print(x * 2)"])
         out = tmp_path / "gen" / f"{name}.ipynb"
         runner.execute(name, out, {"x": 21}, tmp_path)
+        postprocess.for_the_book(out, tmp_path / "gen")
         cells = json.loads(out.read_text())["cells"]
         injected = [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])]
         assert injected and tag in injected[0]["metadata"]["tags"]
@@ -94,7 +98,8 @@ def test_recorded_tables_carry_their_provenance():
 
 
 def test_trial_tabulates_every_variant_and_seed(synth_root, tmp_path, monkeypatch):
-    from alllib import runs, training
+    from alllib.method import training
+    from alllib.study import runs
 
     def run_matrix(study, params, root, gpus, log, jobs):  # the runner without papermill, same runs
         for bb, size, seed in study.matrix():
@@ -158,7 +163,7 @@ def test_a_one_backbone_study_is_refused_before_any_work(synth_root, tmp_path):
     from alllib.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"backbones = \['vgg16'\]: a study needs at least two backbones"):
-        runner.run_study("smoke", ["backbones=vgg16"], str(synth_root), tmp_path, book=False)
+        pipeline.run_study("smoke", ["backbones=vgg16"], str(synth_root), tmp_path, book=False)
     assert not (tmp_path / "smoke" / "runs").exists()
 
 
@@ -171,7 +176,7 @@ def test_bad_images_are_reported_in_one_paragraph_before_any_notebook(synth_copy
 
     Image.new("RGB", (300, 300)).save(files[1], format="PNG")
     with pytest.raises(DataError) as err:
-        runner.run_study("smoke", [], str(synth_copy), tmp_path, book=False)
+        pipeline.run_study("smoke", [], str(synth_copy), tmp_path, book=False)
     msg = str(err.value)
     assert msg.startswith("2 of ") and files[0].name in msg and files[1].name in msg and "300x300 RGB" in msg
     assert "\n" not in msg and not (tmp_path / "smoke" / "runs").exists()

@@ -3,8 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from alllib import config, runs, training
 from alllib.errors import ConfigError
+from alllib.method import training
+from alllib.study import profile as config
+from alllib.study import runs
 
 
 def _piecewise_triangular2(steps, base, peak, step_size):
@@ -103,7 +105,7 @@ def tiny_cfg():
 
 
 def _study(synth_root, results, extra=()):
-    from alllib.study import prepare
+    from alllib.study.prepare import prepare
 
     return prepare("smoke", TINY + list(extra), data_dir=str(synth_root), results_dir=results, progress=False)
 
@@ -126,9 +128,9 @@ def test_same_seed_same_predictions_on_cpu(tiny_cfg, synth_root, tmp_path):
 
     import h5py
 
-    from alllib.dataset import read_cnmc
-    from alllib.models import load_model
-    from alllib.preprocessing import subject_split
+    from alllib.method.dataset import read_cnmc
+    from alllib.method.models import load_model
+    from alllib.method.preprocessing import subject_split
 
     with zipfile.ZipFile(a / "model.keras") as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as h5:
         assert "layers" in h5 and "optimizer" not in h5
@@ -193,7 +195,8 @@ def test_killed_run_is_redone_not_reused(tiny_cfg, synth_root, tmp_path, monkeyp
 
 def test_a_kernel_reads_the_data_tree_once(synth_root, tmp_path, monkeypatch):
     """setup (prepare) reads the tree; training a run reuses the Study's table instead of reading again."""
-    from alllib import dataset, notebook
+    from alllib.book import notebook
+    from alllib.method import dataset
 
     calls = []
     real = dataset.read_cnmc
@@ -207,7 +210,7 @@ def test_a_kernel_reads_the_data_tree_once(synth_root, tmp_path, monkeypatch):
 def test_failed_mixed_precision_run_restores_the_policy(tiny_cfg, synth_root, tmp_path, monkeypatch):
     import keras
 
-    from alllib import models
+    from alllib.method import models
 
     def broken(*a, **k):
         assert keras.mixed_precision.global_policy().name == "mixed_float16"
@@ -290,8 +293,8 @@ def test_a_finished_run_removes_its_backup_and_a_broken_backup_is_named(synth_ro
 
 
 def test_a_resumed_stream_is_the_uninterrupted_stream_from_that_step(synth_root):
-    from alllib.dataset import read_cnmc
-    from alllib.preprocessing import make_dataset, subject_split
+    from alllib.method.dataset import read_cnmc
+    from alllib.method.preprocessing import make_dataset, subject_split
 
     train = subject_split(read_cnmc(synth_root), 0).query("split == 'train'").groupby("label").head(10)
     aug = {"rotation_deg": 180, "zoom": 0.1, "shift": 0.1, "flips": True}

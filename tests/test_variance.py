@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alllib import variance
+from alllib.method.ensemble import WeightSource
+from alllib.results import variance
 
 
 def test_five_run_table_in_percentage_points():
@@ -66,18 +67,35 @@ def test_per_seed_metrics_build_one_wen_per_seed():
         "WEN-f1": 6,
         "WEN-kappa": 6,
     }
-    assert set(per_seed.loc[per_seed.kind == "ensemble", "weights"]) == set(variance.WEIGHTS_LABEL.values())
+    assert set(per_seed.loc[per_seed.kind == "ensemble", "weights"]) == {w.display for w in WeightSource}
+    # each seed's WEN-kappa is built from that seed's two models only: kappa weights on validation,
+    # Eq. 2's weighted mean of p(ALL) on the test split, scored there (an independent computation)
+    from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score
+
+    for seed in range(3):
+        members = [_run(n, seed, o)["predictions"] for n, o in (("VGG-16", 0.0), ("Xception", 0.05))]
+        val = [m[m.split == "validation"] for m in members]
+        test = [m[m.split == "preliminary_test"] for m in members]
+        w = [max(cohen_kappa_score(v.y, (v.p_all >= 0.5).astype(int)), 0.0) for v in val]
+        p = sum(wk * t.p_all.to_numpy() for wk, t in zip(w, test)) / sum(w)
+        expected = balanced_accuracy_score(test[0].y, (p >= 0.5).astype(int))
+        row = per_seed[
+            (per_seed.classifier == "WEN-kappa")
+            & (per_seed.seed == seed)
+            & (per_seed.weights == WeightSource.VALIDATION.display)
+        ]
+        assert row["BA"].item() == pytest.approx(expected)
 
 
 def test_table5_rows_come_in_the_papers_order():
     rows = [
-        ("WEN-kappa", "ensemble", variance.WEIGHTS_LABEL["test"]),
+        ("WEN-kappa", "ensemble", WeightSource.TEST.display),
         ("DenseNet-121", "single", ""),
-        ("WEN-auc", "ensemble", variance.WEIGHTS_LABEL["validation"]),
+        ("WEN-auc", "ensemble", WeightSource.VALIDATION.display),
         ("VGG-16", "single", ""),
-        ("WEN-kappa", "ensemble", variance.WEIGHTS_LABEL["validation"]),
+        ("WEN-kappa", "ensemble", WeightSource.VALIDATION.display),
         ("Xception", "single", ""),
-        ("WEN-f1", "ensemble", variance.WEIGHTS_LABEL["validation"]),
+        ("WEN-f1", "ensemble", WeightSource.VALIDATION.display),
     ]
     per_seed = pd.DataFrame(
         [
@@ -91,15 +109,15 @@ def test_table5_rows_come_in_the_papers_order():
         ("VGG-16", ""),
         ("Xception", ""),
         ("DenseNet-121", ""),
-        ("WEN-auc", variance.WEIGHTS_LABEL["validation"]),
-        ("WEN-f1", variance.WEIGHTS_LABEL["validation"]),
-        ("WEN-kappa", variance.WEIGHTS_LABEL["validation"]),
-        ("WEN-kappa", variance.WEIGHTS_LABEL["test"]),
+        ("WEN-auc", WeightSource.VALIDATION.display),
+        ("WEN-f1", WeightSource.VALIDATION.display),
+        ("WEN-kappa", WeightSource.VALIDATION.display),
+        ("WEN-kappa", WeightSource.TEST.display),
     ]
 
 
 def test_table5_beside_the_paper_is_one_metric_wide():
-    from alllib import paper
+    from alllib.results import paper
 
     ref = paper.table("table5_five_runs_300px")
     per_seed = pd.DataFrame(
@@ -107,8 +125,8 @@ def test_table5_beside_the_paper_is_one_metric_wide():
             {"classifier": c, "kind": k, "weights": w, "seed": s, "WFS": 0.8 + s / 100, "ACC": 0.8, "BA": 0.8}
             for c, k, w in [
                 ("Xception", "single", ""),
-                ("WEN-kappa", "ensemble", variance.WEIGHTS_LABEL["test"]),
-                ("WEN-kappa", "ensemble", variance.WEIGHTS_LABEL["validation"]),
+                ("WEN-kappa", "ensemble", WeightSource.TEST.display),
+                ("WEN-kappa", "ensemble", WeightSource.VALIDATION.display),
             ]
             for s in range(3)
         ]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 14 §4: the full-size path on one GPU, as one command (never part of the tests).
+# The full-size path on one GPU, as one command (never part of the tests).
 #   tools/gpu_check.sh OUT_DIR [SECONDS_JAX] [SECONDS_TORCH]
 # Writes OUT_DIR/bench_gpu_jax.csv and OUT_DIR/bench_gpu_torch.csv (python -m alllib bench gpu) and
 # prints the paper matrix's estimated hours on this GPU for each precision and compilation.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real single-node Slurm on this machine, for `make test-cluster` (issue 14). Localhost only.
+# A real single-node Slurm on this machine, for `make test-cluster`. Localhost only.
 #
 #   tools/slurm_local.sh start   install Debian's slurm-wlm and munge if missing, then start munged,
 #                                slurmctld and slurmd with their own configuration, sockets, state,
@@ -10,7 +10,7 @@
 #
 # The daemons bind to 127.0.0.1 (CommunicationParameters=NoCtldInAddrAny,NoInAddrAny; 127.0.0.1 addresses) on ports
 # 16817/16818, and munged listens on a socket inside $ALLLIB_SLURM_DIR, so a system munge or Slurm
-# is neither used nor disturbed. No accounting storage: jobs' states come from squeue (alllib.cluster).
+# is neither used nor disturbed. No accounting storage: jobs' states come from squeue (alllib.study.cluster).
 set -euo pipefail
 D=${ALLLIB_SLURM_DIR:-/tmp/alllib-slurm}
 CONF=$D/slurm.conf

@@ -1,0 +1,443 @@
+"""Sentences of the book, generated from the typed summaries and tables the library produced:
+nothing here reads a notebook's variables, and every number is computed."""
+
+from __future__ import annotations
+
+import re
+
+from alllib.method.models import DISPLAY_ORDER, get_backbone
+
+ALPHA = 0.05
+
+
+def _ci(e) -> str:
+    return f"{e.est:.3f} [{e.lo:.3f}, {e.hi:.3f}]"
+
+
+def p_text(p: float) -> str:
+    return "n/a" if p != p else (f"{p:.3f}" if p >= 0.001 else "< 0.001")
+
+
+def comparison_sentence(size: int, s) -> str:
+    """The ensemble against the best single model on validation, the subject as the unit."""
+    c, t = s.comparison, s.leak_free
+    best = s.best_single
+    d_ba, d_auc = c.dBA.est * 100, c.dAUC.est * 100
+    sig_ba, sig_auc = c.p_BA_holm < ALPHA, c.p_AUC_holm < ALPHA
+    return (
+        f"**{size} px:** the best single model on validation was **{best}** (test BA {_ci(t[best]['BA'])}, "
+        f"AUC {_ci(t[best]['AUC'])}). WEN-kappa with leak-free (validation) weights reached BA "
+        f"{_ci(t['WEN-kappa']['BA'])} and AUC {_ci(t['WEN-kappa']['AUC'])}: {abs(d_ba):.1f} points "
+        f"{'higher' if d_ba > 0 else 'lower'} in BA (95 % CI {c.dBA.lo * 100:+.1f} to {c.dBA.hi * 100:+.1f}) and "
+        f"{abs(d_auc):.1f} points {'higher' if d_auc > 0 else 'lower'} in AUC ({c.dAUC.lo * 100:+.1f} to "
+        f"{c.dAUC.hi * 100:+.1f}). With the subject as the unit ({c.subjects} test subjects, {c.images} images; "
+        f"subject sign-flip permutation test, Holm-adjusted over these two tests) the BA difference is "
+        f"{'' if sig_ba else 'not '}significant at the 5 % level (p = {p_text(c.p_BA_holm)}) and the AUC difference "
+        f"{'is' if sig_auc else 'is not'} (p = {p_text(c.p_AUC_holm)}). Treating the images as independent would give "
+        f"McNemar p = {p_text(c.p_McNemar_per_image)} and DeLong p = {p_text(c.p_DeLong_per_image)}; those per-image "
+        f"tests overstate the evidence and are not used for any claim."
+    )
+
+
+def headline(ens, var, cam, study) -> str:
+    """The results summary: one paragraph per finding, each from a typed summary."""
+    parts = [
+        f"**Test set:** {ens.test_images} preliminary-test images of {ens.test_subjects} subjects (data "
+        f"fingerprint `{study.data_info['fingerprint']}`); every p-value below takes the subject as its unit."
+    ]
+    for size in sorted(ens.sizes, reverse=True):
+        s = ens.sizes[size]
+        parts.append(comparison_sentence(size, s))
+        gap = s.weight_gap_BA_pp.get("WEN-kappa")
+        if gap is not None:
+            parts.append(
+                f"Measuring the weights on the test labels, as the paper does, changes WEN-kappa's BA by "
+                f"{gap:+.2f} points at {size} px."
+            )
+    t5 = {r["classifier"]: r for r in var.table}
+    if "WEN-kappa" in t5 and t5["WEN-kappa"]["runs"] > 1:
+        r = t5["WEN-kappa"]
+        singles = {k: v for k, v in t5.items() if v["kind"] == "single"}
+        best = max(singles, key=lambda k: singles[k]["A_BA"]) if singles else None
+        text = (
+            f"**Over {r['runs']} seeds** at {var.size} px ({var.split} subject split, WEN weights from the "
+            f"{var.weights_from} split) WEN-kappa averaged BA {r['A_BA']:.3f} (SD {r['SD_BA_pp']:.2f} points, "
+            f"variance {r['V_BA']:.2f} %², as the paper's V_), WFS {r['A_WFS']:.3f}, ACC {r['A_ACC']:.3f}."
+        )
+        if best is not None:
+            b = singles[best]
+            text += (
+                f" The single backbone with the highest mean test BA, {best} (picked on test, which favours it), "
+                f"averaged BA {b['A_BA']:.3f}: the ensemble is {'above' if r['A_BA'] > b['A_BA'] else 'not above'} it."
+            )
+        parts.append(text)
+    if ens.ece:
+        worst = max(ens.ece, key=ens.ece.get)
+        parts.append(
+            "**Calibration** (expected calibration error on the test set): "
+            + ", ".join(f"{n} {v:.3f}" for n, v in ens.ece.items())
+            + f"; {worst} is the less well calibrated."
+        )
+    with_maps = [m for m in cam.models if m not in cam.models_without_maps]
+    text = (
+        f"**Grad-CAM** ({cam.images} test images drawn without looking at predictions, stratified by class and "
+        f"subject, {cam.subjects} subjects; paired Wilcoxon test on subject means, Holm-adjusted over the "
+        f"{len(with_maps)} models): the ensemble's maps put significantly more energy inside the cell than "
+        f"{len(cam.more_concentrated_than)} of the {len(with_maps)} single models with usable maps"
+    )
+    text += f" ({', '.join(cam.more_concentrated_than)})" if cam.more_concentrated_than else ""
+    text += (
+        f" and significantly less than {len(cam.less_concentrated_than)} ({', '.join(cam.less_concentrated_than)})"
+        if cam.less_concentrated_than
+        else ""
+    )
+    text += "."
+    if cam.models_without_maps:
+        text += (
+            f" {', '.join(cam.models_without_maps)} produced no usable map (flat at this tensor size) and "
+            "is not counted."
+        )
+    parts.append(text)
+    return "\n\n".join(parts)
+
+
+def _ci2(e) -> str:
+    """An estimate with its CI on a second, smaller line (two_lines)."""
+    return two_lines(_ci(e))
+
+
+def summary_table(ens) -> str:
+    """Table 4's key rows, ours beside the paper's: each single model and WEN-kappa with the paper's
+    weights (from the test set), and WEN-kappa with ours (from validation), which the paper has not."""
+    from alllib.results import paper
+
+    ref = paper.table("table4_prelim_test").set_index(["input_px", "classifier"])
+    lines = [
+        "| input | classifier (WEN weights from) | WFS ours | WFS paper | BA ours | BA paper | AUC ours |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for size in sorted(ens.sizes, reverse=True):
+        s = ens.sizes[size]
+        rows = [(n, s.paper_faithful[n], n) for n in DISPLAY_ORDER if n in s.paper_faithful]
+        rows += [("WEN-kappa (test set, as the paper)", s.paper_faithful["WEN-kappa"], "WEN-kappa")]
+        rows += [("WEN-kappa (validation)", s.leak_free["WEN-kappa"], None)]
+        for label, e, key in rows:
+            theirs = [_num(ref[m].get((size, key), float("nan"))) if key else "–" for m in ("WFS", "BA")]
+            lines.append(
+                f"| {size} px | {label} | {_ci2(e['WFS'])} | {theirs[0]} | {_ci2(e['BA'])} | {theirs[1]} | "
+                f"{_ci2(e['AUC'])} |"
+            )
+    return (
+        "Table 4's key rows beside the paper's, with 95 % subject-bootstrap CIs. The paper measures WEN's "
+        "weights on the test set; we show WEN-kappa with those weights (as the paper) and with weights from the "
+        "validation split (the leak-free numbers of the sentences above). The paper's Table 4 has no AUC. "
+        "Every classifier and metric is in the ensemble chapter.\n\n" + "\n".join(lines)
+    )
+
+
+def error_concentration_sentence(e: dict, name: str = "WEN-kappa") -> str:
+    if not e["errors"]:
+        return f"{name} made no error on the test set."
+    return (
+        f"{name} made {int(e['errors'])} errors on {int(e['subjects'])} test subjects; "
+        f"{int(e['subjects_with_errors'])} subjects have at least one. The worst {int(e['worst_subjects'])} subjects "
+        f"({e['share']:.0%}) hold {e['share_in_worst']:.0%} of the errors, "
+        + (
+            "more than twice their even share, so errors concentrate in a few people."
+            if e["share_in_worst"] > 2 * e["share"]
+            else "no more than twice their even share, so errors are spread over many people."
+        )
+    )
+
+
+def per_backbone_settings(cfg: dict) -> list[str]:
+    """The profile's per-backbone departures, one "Backbone: setting value, ..." item per backbone."""
+    return [
+        f"{get_backbone(b).display}: " + ", ".join(f"{k} {v:g}" for k, v in settings.items())
+        for b, settings in (cfg["training"].get("per_backbone") or {}).items()
+    ]
+
+
+def departures(cfg: dict) -> str:
+    """One line: how this profile departs from the paper's protocol (empty for the paper profile)."""
+    from alllib.method.training import training_for
+
+    out = []
+    if cfg["data"]["source"] == "synthetic":
+        out.append("synthetic data")
+    if cfg["weights"] != "imagenet":
+        out.append("random initialisation instead of ImageNet weights")
+    epochs = sorted({training_for(cfg, b)["epochs"] for b in cfg["backbones"]})
+    if epochs != [200]:
+        out.append(f"{'/'.join(map(str, epochs))} epochs instead of up to 200")
+    if cfg["input_scale"] != 1:
+        out.append(f"tensors scaled by {cfg['input_scale']} after cropping")
+    if cfg["training"].get("max_train_images"):
+        out.append(f"{cfg['training']['max_train_images']} training images per run")
+    if cfg["training"]["recalibrate_batchnorm"]:
+        out.append("BatchNorm statistics re-estimated after each epoch")
+    out += per_backbone_settings(cfg)
+    if cfg["training"].get("run_eagerly"):
+        out.append("eager execution")
+    return "; ".join(out)
+
+
+# ---------------------------------------------------------------- per-run and chapter sentences
+
+
+def run_header(run: dict) -> str:
+    tr = run["training"]
+    return (
+        f"### {run['display']}, {run['input_size']} px ({run['input_px']} px tensors), seed {run['seed']}\n\n"
+        f"Run `{run['run_id']}` of the `{run['profile']}` profile; weights: **{run['weights']}**; "
+        f"subject split of seed {run.get('split_seed', run['seed'])}; "
+        f"{run['train_images']} training images ({run['train_images_oversampled']} per epoch after oversampling), "
+        f"{run['steps_per_epoch']} steps per epoch, batch size {tr['batch_size']}; BatchNorm statistics re-estimated "
+        f"after each epoch: {run['batchnorm_recalibrated']}."
+    )
+
+
+def run_curve_facts(run: dict) -> str:
+    tr = run["training"]
+    if run["epochs_run"] < tr["epochs"]:
+        stopping = "ended the run"
+    elif tr["patience"] >= tr["epochs"]:
+        stopping = f"did not trigger, and could not: its patience ({tr['patience']}) is not below the epoch limit"
+    else:
+        stopping = "did not trigger"
+    return (
+        f"{run['epochs_run']} epochs run (at most {tr['epochs']}), best epoch {run['best_epoch']} (lowest validation "
+        f"loss, whose weights early stopping restored); early stopping {stopping}. "
+        f"{run['images_per_second']:.1f} training images/s, {run['train_seconds']:.0f} s training."
+    )
+
+
+def schedule_facts(run: dict) -> str:
+    from alllib.results import paper
+
+    tr, steps = run["training"], run["steps_per_epoch"]
+    return (
+        f"Step size {tr['clr_step_epochs']} x {steps} iterations per epoch (the paper: "
+        f"{paper.hyperparameters()['clr_step_size']}), so one cycle lasts {2 * tr['clr_step_epochs']} epochs; this run "
+        f"trained {run['epochs_run']} epochs, peak rate {tr['clr_max_lr']:g}."
+    )
+
+
+def run_evaluation(run: dict):
+    import pandas as pd
+
+    from alllib.method import metrics
+
+    pred = run["predictions"]
+    rows = {s: metrics.evaluate(g.y, g.p_all) for s, g in pred.groupby("split")}
+    test = pred[pred["split"] == "preliminary_test"]
+    return pd.DataFrame(rows).T[metrics.HEADLINE + ["n"]], metrics.confusion(test.y, test.p_all)
+
+
+def runs_facts(runs: list[dict], cfg: dict) -> str:
+    minutes = sum(r["train_seconds"] for r in runs) / 60
+    text = f"{len(runs)} runs, {minutes:.1f} min of training in all. Weights: **{cfg['weights']}**."
+    per = per_backbone_settings(cfg)
+    if per:
+        text += (
+            " This profile departs from its common training settings for some backbones (see the method notes): "
+            + "; ".join(per)
+            + ". Each run's `peak_lr` and `max_epochs` above are the settings it trained with."
+        )
+    if cfg["training"]["recalibrate_batchnorm"]:
+        text += (
+            " BatchNorm moving statistics are re-estimated on training images after each epoch (see the method notes)."
+        )
+    if any(r["training"].get("run_eagerly") for r in runs):
+        text += (
+            " Training and prediction steps ran eagerly, op by op, without graph tracing: for a run of a few steps "
+            "tracing costs more than the steps (see `alllib.method.training`)."
+        )
+    return text
+
+
+def run_links(runs: list[dict]) -> str:
+    """A list of every run's page (MyST doc links: Sphinx resolves them, and says so when one breaks)."""
+    return "\n".join(f"- {{doc}}`{run_title(r)} </book/_generated/runs/{r['run_id']}>`" for r in runs)
+
+
+def auc_gain_sentence(gain: dict) -> str:
+    from alllib.results import paper
+
+    return (
+        "AUC gain of the 300 px crop over the 450 px image, in points: "
+        + ", ".join(f"{k} {v:+.2f}" for k, v in gain.items())
+        + f". Paper: {paper.hyperparameters()['auc_gain_300_vs_450_pct']}."
+    )
+
+
+def subset_sentence(sub) -> str:
+    full = sub[sub["size"] == sub["size"].max()]
+    return (
+        f"Validation prefers **{sub.models.iloc[0]}** (validation BA {sub.val_BA.iloc[0]:.3f}, test BA "
+        f"{sub.test_BA.iloc[0]:.3f}); all five models: test BA {full.test_BA.iloc[0]:.3f}."
+    )
+
+
+def gradcam_sentence(cam, tensor_px: int) -> str:
+    with_maps = [m for m in cam.models if m not in cam.models_without_maps]
+    text = (
+        f"With the subject as the unit ({cam.subjects} subjects, Holm-adjusted), the ensemble's maps put significantly "
+        f"more energy inside the cell than **{len(cam.more_concentrated_than)} of the {len(with_maps)}** single models "
+        f"with usable maps"
+        + (f" ({', '.join(cam.more_concentrated_than)})" if cam.more_concentrated_than else "")
+        + (
+            f", and significantly less than {', '.join(cam.less_concentrated_than)}"
+            if cam.less_concentrated_than
+            else ""
+        )
+        + ". The paper's claim "
+        + (
+            "holds"
+            if with_maps and len(cam.more_concentrated_than) == len(with_maps)
+            else "does not hold across the board"
+        )
+        + " on this data."
+    )
+    if cam.models_without_maps:
+        text += f" No usable map (flat): {', '.join(cam.models_without_maps)}."
+    if tensor_px < 150:
+        text += (
+            f" At {tensor_px} px tensors the last convolutional layers are only a few pixels wide, so maps are"
+            " coarse by construction."
+        )
+    return text
+
+
+def split_sentence(split: str) -> str:
+    if split == "fixed":
+        return (
+            "subject split `fixed`: one split for every seed, as the paper's Table 3, so the spread covers "
+            "initialisation, oversampling, augmentation and order."
+        )
+    return "subject split `per_seed`: a new subject split per seed, so the spread covers the split as well."
+
+
+def gradcam_setup_sentence(ch) -> str:
+    s = ch.summary
+    weights = ", ".join(f"{n} {w:.3f}" for n, w in ch.weights.items())
+    return (
+        f"{s.images} sampled test images of {s.subjects} subjects (seed {s.sample_seed}, stratified by class and "
+        f"subject, drawn without looking at predictions), {s.method}, {len(ch.names)} models at {ch.size} px "
+        f"({ch.images.shape[1]} px tensors); WEN-kappa weights: {weights}."
+    )
+
+
+def inference_sentence(steps, reference: str) -> str:
+    """What temperature scaling and TTA did to WEN-kappa and to the reference model, from the table."""
+    t = steps.set_index(["variant", "classifier"])
+    base = "as trained"
+    parts = []
+    for variant in [v for v in dict.fromkeys(steps["variant"]) if v != base]:
+        for name in ("WEN-kappa", reference):
+            a, b = t.loc[(base, name)], t.loc[(variant, name)]
+            parts.append(f"{variant}: {name} BA {a['BA']:.3f} → {b['BA']:.3f}, ECE {a['ECE']:.3f} → {b['ECE']:.3f}")
+    return "; ".join(parts) + "." if parts else "The profile enables neither step."
+
+
+def landing(ens) -> str:
+    """The first page's answer: at each size WEN-kappa (leak-free) against the best single model on
+    validation, our BA beside the paper's (Table 4, its WEN-kappa and Xception rows)."""
+    from alllib.results import paper
+
+    ref = paper.table("table4_prelim_test").set_index(["input_px", "classifier"])
+    lines = ["| input | classifier | BA ours [95 % CI] | BA paper | AUC ours [95 % CI] |", "|---|---|---|---|---|"]
+    for size in sorted(ens.sizes, reverse=True):
+        s = ens.sizes[size]
+        for name in (s.best_single, "WEN-kappa"):
+            e = s.leak_free[name]
+            p_ba = ref["BA"].get((size, name), float("nan"))
+            label = f"{name} (best single on validation)" if name == s.best_single else "WEN-kappa (validation weights)"
+            lines.append(f"| {size} px | {label} | {_ci(e['BA'])} | {_num(p_ba)} | {_ci(e['AUC'])} |")
+    verdicts = []
+    for size in sorted(ens.sizes, reverse=True):
+        c = ens.sizes[size].comparison
+        verdicts.append(
+            f"at {size} px WEN-kappa is {abs(c.dBA.est) * 100:.1f} BA points "
+            f"{'above' if c.dBA.est > 0 else 'below'} {c.reference} "
+            f"({'significant' if c.p_BA_holm < ALPHA else 'not significant'}, subject-level p = "
+            f"{p_text(c.p_BA_holm)}, {c.subjects} subjects)"
+        )
+    return (
+        "On " + ens.label + ": " + "; ".join(verdicts) + ". The paper's numbers use weights measured on the test set; "
+        "ours use the validation split. The results summary says more.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def _num(v: float) -> str:
+    return "n/a" if v != v else f"{v:.3f}"
+
+
+def runs_table_markdown(runs: list[dict]) -> str:
+    """The appendix's table of every run with a link to its page and to its run.json (which
+    book.write_generated_pages copies into the book's downloads)."""
+    from alllib.method import metrics
+
+    lines = [
+        "| backbone | input | seed | epochs | validation BA | test BA | training time | page | summary |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (-r["input_size"], r["seed"], DISPLAY_ORDER.index(r["display"]))):
+        p = r["predictions"]
+        ba = {s: metrics.evaluate(g["y"], g["p_all"])["BA"] for s, g in p.groupby("split")}
+        lines.append(
+            f"| {r['display']} | {r['input_size']} px | {r['seed']} | {r['epochs_run']} | "
+            f"{ba.get('validation', float('nan')):.3f} | {ba.get('preliminary_test', float('nan')):.3f} | "
+            f"{r['train_seconds'] / 60:.1f} min | {{doc}}`{run_title(r)} </book/_generated/runs/{r['run_id']}>` | "
+            f"{{download}}`run.json </book/_generated/{DOWNLOADS}/runs/{r['run_id']}.json>` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_title(run: dict) -> str:
+    return f"{run['display']} · {run['input_size']} px · seed {run['seed']}"
+
+
+# ---------------------------------------------------------------- tables and files offered for download
+
+# Output metadata of a file a notebook offers for download (show_table: a table as CSV; offer: a summary
+# as JSON): {"file": name, "text": content, "what": what the link gives}. book.add_downloads writes them.
+DOWNLOAD_META = "alllib/download"
+DOWNLOADS = "downloads"  # the folder under book/_generated/ that holds them: one folder per page (and runs/)
+
+
+# "estimate [lo, hi]" (a CI) or "estimate (paper, difference)" in a cell: the bracket goes on a second line
+_CI_CELL = re.compile(r"(-?\d+\.\d+) ([\[(][-+]?\d+\.\d+, [-+]?\d+\.\d+[\])])")
+
+
+def two_lines(text: str) -> str:
+    """Each "estimate [lo, hi]" or "estimate (paper, difference)" in `text` (HTML or a Markdown table
+    cell) with its bracket on a second, smaller line (class `ci`, book/_static/alllib.css)."""
+    return _CI_CELL.sub(r'\1<br><span class="ci">\2</span>', text)
+
+
+WIDE_COLUMNS = 6  # a table with more columns than this takes the page's full width (runner.for_the_book)
+
+
+def show_table(frame, name: str):
+    """Display a results table, each "estimate [lo, hi]" cell with its CI on a second, smaller line (and
+    "estimate (paper, difference)" alike); the
+    book offers the table as `<name>.csv` beside it (book.add_downloads reads the CSV carried in the
+    output's metadata, so the download is the table shown)."""
+    from IPython.display import display
+
+    html = two_lines(frame.to_html())
+    meta = {DOWNLOAD_META: {"file": f"{name}.csv", "text": frame.to_csv(), "what": "this table as CSV"}}
+    meta[DOWNLOAD_META]["wide"] = frame.shape[1] > WIDE_COLUMNS
+    display({"text/html": html, "text/plain": frame.to_string()}, raw=True, metadata=meta)
+
+
+def offer(path, what: str):
+    """Offer a file of the run (a chapter's JSON summary) for download, with a line saying what it is."""
+    from pathlib import Path
+
+    from IPython.display import Markdown, display
+
+    path = Path(path)
+    meta = {DOWNLOAD_META: {"file": path.name, "text": path.read_text(), "what": what}}
+    display(Markdown(f"`{path.name}`: {what}."), metadata=meta)

@@ -1,0 +1,1 @@
+"""Evidence about the study itself: benchmarks and the recorded trials and calibrations."""

@@ -1,0 +1,626 @@
+"""Benchmarks (not timed tests): `python -m alllib bench pipeline|training|ensemble|data [--profile P]`.
+
+- pipeline: images/s of the tf.data input pipeline (decode + crop + resize + augment) against
+  Keras' legacy ImageDataGenerator doing the same work on the same files, same machine, same run;
+- training: training step time per backbone and input size with the real input pipeline (images
+  decoded once per run, then gathered, augmented and batched every step, as in `training.fit`)
+  against the same model fed from in-memory tensors (the pipeline's overhead, goal at most 5 %),
+  and the one-off decoding time;
+- ensemble: seconds to rebuild every ensemble of a finished study from cached probabilities;
+- data: seconds to read and fingerprint a tree of the real data set's size (once per kernel).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+
+def _train_table(profile: str, n: int | None = None):
+    from alllib.method.preprocessing import subject_split
+    from alllib.study.prepare import prepare
+
+    study = prepare(profile, progress=False)
+    train = subject_split(study.table, 0).query("split == 'train'")
+    return study, (train.sample(n=min(n, len(train)), random_state=0) if n else train)
+
+
+def pipeline(profile: str = "smoke", batches: int = 30, batch_size: int = 8) -> pd.DataFrame:
+    import tensorflow as tf
+
+    from alllib.method.preprocessing import input_pixels, make_dataset
+
+    study, train = _train_table(profile)
+    scale, aug = study.cfg["input_scale"], study.cfg["augment"]
+    rows = []
+    for size in (450, 300):
+        ds, _ = make_dataset(train, size, scale, batch_size, seed=0, training=True, augment_cfg=aug)
+        it = iter(ds)
+        next(it)
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            next(it)
+        tfdata = batches * batch_size / (time.perf_counter() - t0)
+        idg = tf.keras.preprocessing.image.ImageDataGenerator(
+            rotation_range=aug["rotation_deg"],
+            zoom_range=aug["zoom"],
+            width_shift_range=aug["shift"],
+            height_shift_range=aug["shift"],
+            horizontal_flip=aug["flips"],
+            vertical_flip=aug["flips"],
+            fill_mode="constant",
+        )
+        flow = idg.flow_from_dataframe(
+            train.assign(cls=train["label"]),
+            x_col="path",
+            y_col="cls",
+            target_size=(450, 450),
+            batch_size=batch_size,
+            class_mode="categorical",
+            seed=0,
+        )
+        px = input_pixels(size, scale)
+        off = (450 - size) // 2
+        next(flow)
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            x, _ = next(flow)
+            x = x[:, off : off + size, off : off + size]
+            if px != size:
+                x = tf.image.resize(x, (px, px), method="area").numpy()
+        legacy = batches * batch_size / (time.perf_counter() - t0)
+        rows.append(
+            {
+                "input": f"{size} px -> {px} px",
+                "tf.data images/s": round(tfdata, 1),
+                "ImageDataGenerator images/s": round(legacy, 1),
+                "speed-up": round(tfdata / legacy, 2),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _step_clock():
+    import keras
+
+    class StepClock(keras.callbacks.Callback):
+        """Wall-clock period between consecutive batch ends: a whole step, data fetch included."""
+
+        def __init__(self):
+            super().__init__()
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+        def periods(self) -> list[float]:
+            return list(np.diff(self.ends))
+
+    return StepClock()
+
+
+def overhead(pipeline_rounds, memory_rounds) -> dict:
+    """The pipeline's overhead in % of step time, from per-round lists of step periods: the median
+    step of all rounds pooled for each feed (`pipeline_s`, `memory_s`: robust to the start of each
+    fit and to the odd stalled step), their `overall` ratio, and the `lowest` and `highest` ratio of
+    the rounds taken one by one, the timer's noise on this machine."""
+    ratio = lambda p, m: 100 * (p / m - 1)  # noqa: E731
+    per_round = [ratio(np.median(p), np.median(m)) for p, m in zip(pipeline_rounds, memory_rounds)]
+    pipeline_s = float(np.median(np.concatenate(pipeline_rounds)))
+    memory_s = float(np.median(np.concatenate(memory_rounds)))
+    return {
+        "pipeline_s": pipeline_s,
+        "memory_s": memory_s,
+        "overall": ratio(pipeline_s, memory_s),
+        "lowest": float(min(per_round)),
+        "highest": float(max(per_round)),
+    }
+
+
+def training(profile: str = "smoke", steps: int = 16, warmup: int = 3, rounds: int = 4, backbones=None) -> pd.DataFrame:
+    """Steady-state step times, traced as demo and paper train (whatever the profile's run_eagerly)."""
+    import keras
+    import tensorflow as tf
+
+    from alllib.method.models import build_model, get_backbone
+    from alllib.method.preprocessing import input_pixels, make_dataset
+    from alllib.method.training import make_optimizer, training_for
+
+    study, train = _train_table(profile)
+    cfg = study.cfg
+    bs = cfg["training"]["batch_size"]
+    rows = []
+    for name in backbones or cfg["backbones"]:
+        for size in sorted(cfg["runs"], reverse=True):
+            px = input_pixels(size, cfg["input_scale"])
+            t0 = time.perf_counter()  # as in training.fit: decoded once, then gathered and augmented every step
+            ds, n = make_dataset(
+                train, size, cfg["input_scale"], bs, seed=0, training=True, augment_cfg=cfg["augment"], cache=True
+            )
+            decode = time.perf_counter() - t0
+            x, y = next(iter(ds))
+            # the same batches held in memory, with the pipeline's element spec (so one traced step serves both)
+            memory = tf.data.Dataset.from_tensor_slices((x, y)).batch(bs).repeat()
+            keras.utils.set_random_seed(0)
+            model = build_model(name, px, cfg["weights"])
+            model.compile(
+                optimizer=make_optimizer(training_for(cfg, name), 100),
+                loss="categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            model.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0, shuffle=False)  # traces the step once
+            periods = {"pipeline": [], "in-memory": []}
+            for _ in range(rounds):  # interleaved, so drift in machine load hits both alike
+                for label, data in (("pipeline", ds), ("in-memory", memory)):
+                    clock = _step_clock()
+                    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[clock])
+                    periods[label].append(clock.periods())
+            over = overhead(periods["pipeline"], periods["in-memory"])
+            rows.append(
+                {
+                    "backbone": get_backbone(name).display,
+                    "input": f"{size} px -> {px} px",
+                    "step s (pipeline)": round(over["pipeline_s"], 4),
+                    "step s (in-memory)": round(over["memory_s"], 4),
+                    "images/s": round(bs / over["pipeline_s"], 1),
+                    "decode once s": round(decode, 2),
+                    "pipeline overhead %": round(over["overall"], 1),
+                    "lowest round %": round(over["lowest"], 1),
+                    "highest round %": round(over["highest"], 1),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def record(table: pd.DataFrame, out, profile: str) -> None:
+    """Write a benchmark table as CSV with where and when it was measured."""
+    from alllib import io
+    from alllib.provenance import stamp
+
+    io.write_csv(out, stamp(table, profile, machine=True))
+
+
+def ensemble(profile: str = "smoke") -> pd.DataFrame:
+    from alllib.results.analysis import ablation_benchmark
+    from alllib.study.prepare import prepare
+
+    study = prepare(profile, progress=False)
+    runs = study.runs()
+    res = ablation_benchmark(runs, sorted(study.cfg["runs"]), sorted({r["seed"] for r in runs}))
+    return pd.DataFrame([res])
+
+
+def data(profile: str = "paper", root=None, repeats: int = 3) -> pd.DataFrame:
+    """Seconds to read and fingerprint a data tree of the real C-NMC-2019 size (what `prepare` does
+    once per notebook kernel). Without `root`, a skeleton of the official tree is built from the
+    shipped manifest: every one of the 15,114 files at its path with its size (sparse, no pixels;
+    `read_cnmc` lists and parses names and `data_fingerprint` reads sizes, neither opens an image)."""
+    import tempfile
+    from pathlib import Path
+
+    from alllib.method.dataset import PRELIM_LABELS, data_fingerprint, load_manifest, read_cnmc
+
+    def timed(fn):
+        best = np.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = fn()
+            best = min(best, time.perf_counter() - t0)
+        return out, best
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if root is None:
+            manifest = load_manifest()
+            for rel, size in zip(manifest["path"], manifest["bytes"]):
+                p = Path(tmp) / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                with open(p, "wb") as fh:
+                    fh.truncate(int(size))
+            root = Path(tmp) / "C-NMC_Leukemia"
+            prelim = sorted(
+                (root / "validation_data/C-NMC_test_prelim_phase_data").iterdir(), key=lambda p: int(p.stem)
+            )
+            rows = [
+                f"UID_{i % 60 + 1}_{i}_1_all,{p.name},1" if i % 3 else f"UID_H{i % 40 + 1}_{i}_1_hem,{p.name},0"
+                for i, p in enumerate(prelim)
+            ]
+            (root / PRELIM_LABELS).write_text("Patient_ID,new_names,labels\n" + "\n".join(rows) + "\n")
+        table, read_s = timed(lambda: read_cnmc(root))
+        _, fp_s = timed(lambda: data_fingerprint(table, root))
+    return pd.DataFrame(
+        [
+            {
+                "images": len(table),
+                "read_cnmc s": round(read_s, 3),
+                "data_fingerprint s": round(fp_s, 3),
+                "one read s": round(read_s + fp_s, 3),
+            }
+        ]
+    )
+
+
+NO_DATA = ("data.source=synthetic", "weights=none")  # the real profile's settings, without its data root
+GPU_MODES = {  # Keras backend -> how the training step is compiled in this benchmark
+    "tensorflow": ("xla", "graph"),  # jit_compile=True / a tf.function graph without XLA
+    "jax": ("xla",),  # JAX always compiles with XLA; its uncompiled path is op-by-op and not a training mode
+    "torch": ("eager",),  # PyTorch eager: the no-XLA path on a machine without TensorFlow
+}
+
+
+def gpu(
+    profile: str = "paper",
+    seconds: float = 420.0,
+    steps: int = 12,
+    warmup: int = 2,
+    backbones=None,
+    sizes=(300, 450),
+    precisions=("fp32", "mixed"),
+    out=None,
+) -> pd.DataFrame:
+    """For a GPU when one is lent: images/s of the training step (Adamax with the cyclic
+    schedule, the profile's batch size, weights=none) and of inference (batch 32), per backbone, input
+    size, precision (fp32 | mixed_float16) and compilation, on the active Keras backend (GPU_MODES).
+    Inputs are random uint8 images already in memory: this measures the network, not the input
+    pipeline (`bench pipeline` and `bench data` measure that). Stops starting new cases after
+    `seconds`; with `out`, the table is rewritten after every case, so a cut-off run keeps its rows."""
+    import gc
+
+    import keras
+
+    from alllib.method.models import build_model, get_backbone
+    from alllib.method.preprocessing import input_pixels
+    from alllib.method.training import make_optimizer, training_for
+    from alllib.study.profile import load_profile
+
+    cfg = load_profile(profile, NO_DATA)  # the benchmark feeds random images: no data set needed
+    backend = keras.backend.backend()
+    keys = [get_backbone(b).key for b in (backbones or cfg["backbones"])]
+    rng = np.random.default_rng(0)
+    rows, t_start = [], time.perf_counter()
+    for precision in precisions:
+        for mode in GPU_MODES[backend]:
+            for size in sizes:
+                for key in keys:
+                    if time.perf_counter() - t_start > seconds:
+                        print(f"bench gpu: {seconds:.0f} s spent, not starting {precision} {mode} {size} px {key}")
+                        continue
+                    tr = training_for(cfg, key)
+                    bs, px = tr["batch_size"], input_pixels(size, cfg["input_scale"])
+                    row = {"backend": backend, "backbone": key, "input_size": size, "input_px": px}
+                    row.update({"precision": precision, "compile": mode, "batch_size": bs})
+                    keras.mixed_precision.set_global_policy("mixed_float16" if precision == "mixed" else "float32")
+                    try:
+                        model = build_model(key, px, "none")
+                        model.compile(
+                            optimizer=make_optimizer(tr, 1000),
+                            loss="categorical_crossentropy",
+                            jit_compile=mode == "xla",  # "eager" is PyTorch's own mode: no run_eagerly needed
+                        )
+                        if mode == "xla" and not model.jit_compile:  # Keras fell back: say so, not "xla"
+                            row["compile"] = "graph (XLA unsupported)"
+                        x = keras.ops.convert_to_tensor(rng.integers(0, 256, (bs, px, px, 3)).astype("float32"))
+                        y = keras.ops.convert_to_tensor(np.eye(2, dtype="float32")[rng.integers(0, 2, bs)])
+                        t0 = time.perf_counter()
+                        for _ in range(warmup):
+                            model.train_on_batch(x, y)  # returns the loss as a number: the step has finished
+                        row["first_steps_s"] = round(time.perf_counter() - t0, 2)
+                        t0 = time.perf_counter()
+                        for _ in range(steps):
+                            model.train_on_batch(x, y)
+                        row["train_images_per_s"] = round(steps * bs / (time.perf_counter() - t0), 1)
+                        xp = keras.ops.convert_to_tensor(rng.integers(0, 256, (32, px, px, 3)).astype("float32"))
+                        np.asarray(model.predict_on_batch(xp))
+                        t0 = time.perf_counter()
+                        for _ in range(max(2, steps // 4)):
+                            np.asarray(model.predict_on_batch(xp))
+                        row["predict_images_per_s"] = round(max(2, steps // 4) * 32 / (time.perf_counter() - t0), 1)
+                        row["status"] = "ok"
+                    except Exception as exc:  # one failing case must not cost the others (OOM, a backend gap)
+                        row["status"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+                    finally:
+                        keras.mixed_precision.set_global_policy("float32")
+                        keras.backend.clear_session()
+                        gc.collect()
+                    rows.append(row)
+                    print(row, flush=True)
+                    if out:
+                        record(pd.DataFrame(rows), out, profile)
+    return pd.DataFrame(rows)
+
+
+def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int | None = None) -> pd.DataFrame:
+    """The whole run matrix of `profile` on one device, from a `gpu` table: per run and epoch, the
+    oversampled training set at the measured training rate plus the validation set at the measured
+    inference rate; image counts from the official manifest with the study's own split and oversampling.
+    `epochs`: the epochs each run lasts (default: the profile's maximum, i.e. no early stop)."""
+    from alllib.method.dataset import manifest_training_table
+    from alllib.method.preprocessing import input_pixels, random_oversampling, subject_split
+    from alllib.study.profile import load_profile
+
+    cfg = load_profile(profile, NO_DATA)
+    split = subject_split(manifest_training_table(), 0)
+    train = split[split["split"] == "train"]
+    n_train = len(random_oversampling(train["y"].to_numpy(), 0))
+    n_val = int((split["split"] == "validation").sum())
+    n_epochs = epochs or cfg["training"]["epochs"]
+    ok = table[table["status"] == "ok"]
+    out = []
+    for (backend, precision, mode), t in ok.groupby(["backend", "precision", "compile"]):
+        rate = t.set_index(["backbone", "input_size"])
+        hours, missing, extrapolated = 0.0, [], []
+        for size, seeds in cfg["runs"].items():
+            for key in cfg["backbones"]:
+                if (key, int(size)) in rate.index:
+                    r = rate.loc[(key, int(size))]
+                    train_rate, predict_rate = r["train_images_per_s"], r["predict_images_per_s"]
+                else:  # the other size of the same network, its rate scaled by the pixel ratio
+                    other = t[t["backbone"] == key]
+                    if other.empty:
+                        missing.append(f"{key} {size}")
+                        continue
+                    r = other.iloc[0]
+                    ratio = (r["input_px"] / input_pixels(int(size), cfg["input_scale"])) ** 2
+                    train_rate, predict_rate = r["train_images_per_s"] * ratio, r["predict_images_per_s"] * ratio
+                    extrapolated.append(f"{key} {size} from {r['input_size']}")
+                per_epoch = n_train / train_rate + n_val / predict_rate
+                hours += len(seeds) * n_epochs * per_epoch / 3600
+        out.append(
+            {
+                "backend": backend,
+                "precision": precision,
+                "compile": mode,
+                "train images/epoch": n_train,
+                "validation images": n_val,
+                "epochs per run": n_epochs,
+                "hours": round(hours, 1) if not missing else None,
+                "epochs within 8 h": int(8 * n_epochs / hours) if hours and not missing else None,
+                "extrapolated (pixel ratio)": ", ".join(extrapolated),
+                "missing": ", ".join(missing),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def gpu_note(table: pd.DataFrame, profile: str = "paper") -> str:
+    """What a recorded `gpu` table says about the paper's run matrix on that GPU, in words."""
+    from alllib.study.profile import load_profile
+
+    cfg = load_profile(profile, NO_DATA)
+    hours = paper_matrix_hours(table, profile)
+    backends = sorted(set(table["backend"]))
+    n_runs = sum(len(seeds) for seeds in cfg["runs"].values()) * len(cfg["backbones"])
+    text = (
+        f"Each rate is the mean over a few steps at the profile's batch size ({int(table['batch_size'].iloc[0])}), "
+        "images already in device memory, so it is the network's rate, not the input pipeline's."
+    )
+    if "tensorflow" not in backends:
+        text += (
+            f" Measured through Keras 3 on {' and '.join(backends)}: the GPU machine had no TensorFlow, so XLA "
+            "ran through JAX and the uncompiled path is eager PyTorch; the study itself trains on TensorFlow."
+        )
+    cases = [f"{p} {c} ({b})" for (b, p, c), _ in table.groupby(["backend", "precision", "compile"])]
+    text += f" Cases measured: {', '.join(cases)}."
+    for _, h in hours.dropna(subset=["hours"]).iterrows():
+        text += (
+            f" With {h['backend']} {h['precision']} {h['compile']}, the paper's {n_runs} runs at their maximum of "
+            f"{h['epochs per run']} epochs ({h['train images/epoch']} oversampled training and "
+            f"{h['validation images']} validation images per epoch) would take **{h['hours']} h**; 8 h allow "
+            f"{h['epochs within 8 h']} epochs per run"
+            + (
+                f" ({h['extrapolated (pixel ratio)']}, rate scaled by the pixel ratio)"
+                if h["extrapolated (pixel ratio)"]
+                else ""
+            )
+            + "."
+        )
+    patience = cfg["training"]["patience"]
+    text += f" Early stopping at patience {patience} ends a run after {patience + 1} epochs at the earliest."
+    return text
+
+
+def gpu_markdown(table: pd.DataFrame) -> str:
+    """A recorded `gpu` table as the README shows it: training images/s per backbone (rows) and
+    backend, compilation, precision and input size (columns); `-` where a case was not measured."""
+    ok = table[table["status"] == "ok"].copy()
+    ok["case"] = (
+        ok["backend"] + " " + ok["compile"] + " " + ok["precision"] + " " + ok["input_size"].astype(str) + " px"
+    )
+    wide = ok.pivot_table(index="backbone", columns="case", values="train_images_per_s", sort=False)
+    lines = ["| backbone | " + " | ".join(wide.columns) + " |", "|---" * (len(wide.columns) + 1) + "|"]
+    for key, row in wide.iterrows():
+        lines.append(f"| {key} | " + " | ".join("-" if pd.isna(v) else f"{v:.0f}" for v in row) + " |")
+    return "\n".join(lines)
+
+
+DATA_STEPS = ("verify fast", "verify full", "read_cnmc", "data_fingerprint", "subject_split", "epoch 300 px")
+
+
+def own_manifest(root) -> pd.DataFrame:
+    """path, bytes and sha256 of every image under `root` (C-NMC_Leukemia/), in the layout of the
+    official manifest: what `verify` checks a synthetic tree against (the official one names other files)."""
+    import hashlib
+    from pathlib import Path
+
+    from alllib.method.dataset import IMAGE_SUFFIXES
+
+    root = Path(root)
+    rows = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            rows.append(
+                {"path": f"{root.name}/{p.relative_to(root)}", "bytes": p.stat().st_size, "sha256": h.hexdigest()}
+            )
+    return pd.DataFrame(rows)
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def data_step(step: str, root: str, manifest: str) -> dict:
+    """One step of `data_scaling` in this process: seconds, peak resident memory and the peak before
+    the step (the interpreter and its imports). Run by `data_scaling` in a fresh process per step."""
+    from alllib.method.dataset import read_cnmc, verify_manifest
+
+    if step == "epoch 300 px":
+        import tensorflow as tf  # noqa: F401  (imported before the baseline is read)
+
+        from alllib.method.preprocessing import make_dataset, subject_split
+        from alllib.study.profile import load_profile
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    n = 0
+    if step.startswith("verify"):
+        report = verify_manifest(
+            root, full=step == "verify full", manifest=pd.read_csv(manifest, sep="\t"), progress=False
+        )
+        if not report["ok"]:
+            raise RuntimeError(f"{root} does not match its own manifest {manifest}")
+        n = report["present"]
+    else:
+        table = read_cnmc(root)
+        n = len(table)
+        if step == "data_fingerprint":
+            from alllib.method.dataset import data_fingerprint
+
+            t0 = time.perf_counter()
+            data_fingerprint(table, root)
+        elif step == "subject_split":
+            from alllib.method.preprocessing import subject_split
+
+            t0 = time.perf_counter()
+            subject_split(table, 0)
+        elif step == "epoch 300 px":
+            cfg = load_profile("paper", NO_DATA)
+            train = subject_split(table, 0).query("split == 'train'")
+            t0 = time.perf_counter()
+            bs = cfg["training"]["batch_size"]
+            ds, n = make_dataset(
+                train, 300, cfg["input_scale"], bs, seed=0, training=True, augment_cfg=cfg["augment"], cache=False
+            )
+            for _ in ds.take(-(-n // bs)):
+                pass
+    return {
+        "step": step,
+        "images": n,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "baseline MB": round(base),
+        "peak MB": round(_rss_mb()),
+    }
+
+
+def _drop_page_cache() -> str:
+    """Empty the kernel's page cache before a step, so that it reads from disk as a first read does
+    ('cold'); where that is not permitted (not root), say so ('warm': the files may be cached)."""
+    import os
+
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+        return "cold"
+    except OSError:
+        return "warm"
+
+
+def data_scaling(roots, steps=DATA_STEPS) -> pd.DataFrame:
+    """Each step of the data layer (verify in fast and full mode, read_cnmc, the
+    fingerprint, the split, one streamed epoch of the training pipeline at 300 px) on each data root,
+    each in a fresh process and, where permitted, with the page cache emptied first (a first read from
+    disk): seconds, peak resident memory, and the memory the step adds to its process's imports.
+    `roots`: synthetic trees (python -m alllib synthesize --format bmp --scale S); the tree's own
+    manifest, which `verify` checks against, is written once beside each as own_manifest.tsv."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from alllib import io
+
+    rows = []
+    for root in roots:
+        root = Path(root)
+        manifest = root.parent / "own_manifest.tsv"
+        if not manifest.is_file():
+            with io.atomic_path(manifest) as tmp:
+                own_manifest(root).to_csv(tmp, sep="\t", index=False)
+        scale = (
+            json.loads((root / "SYNTHETIC.json").read_text())["scale"] if (root / "SYNTHETIC.json").is_file() else None
+        )
+        gb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e9
+        for step in steps:
+            cache = _drop_page_cache()
+            call = f"data_step({step!r}, {str(root)!r}, {str(manifest)!r})"
+            code = f"import json; from alllib.evidence.bench import data_step; print(json.dumps({call}))"
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench data step {step!r} on {root} failed:\n{proc.stderr[-2000:]}")
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row.update({"scale": scale, "tree GB": round(gb, 2), "added MB": row["peak MB"] - row["baseline MB"]})
+            row["page cache"] = cache
+            print(row, flush=True)
+            rows.append(row)
+    cols = ["scale", "tree GB", "step", "images", "seconds", "baseline MB", "peak MB", "added MB", "page cache"]
+    return pd.DataFrame(rows)[cols]
+
+
+def data_growth(table: pd.DataFrame) -> pd.DataFrame:
+    """How each step's cost grows with the number of images, from a `data_scaling` table: the
+    exponent b of seconds ~ images^b (least squares on the logs; 1 = linear), the seconds per 1,000
+    images at the largest scale, and the memory each step adds at the smallest and largest scale."""
+    rows = []
+    for step, t in table.groupby("step", sort=False):
+        t = t.sort_values("images")
+        ok = t["seconds"] > 0
+        slope = np.polyfit(np.log(t.loc[ok, "images"]), np.log(t.loc[ok, "seconds"]), 1)[0] if ok.sum() >= 2 else np.nan
+        last, first = t.iloc[-1], t.iloc[0]
+        rows.append(
+            {
+                "step": step,
+                "growth exponent": round(float(slope), 2),
+                "s per 1000 images": round(1000 * last["seconds"] / last["images"], 3),
+                "added MB, smallest scale": int(first["added MB"]),
+                "added MB, largest scale": int(last["added MB"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def predict(profile: str = "demo", images: int = 256) -> pd.DataFrame:
+    """Images/s of `predict` for a finished study's whole ensemble (every member, Eq. 1) at each
+    input size, on the first `images` preliminary-test images: decoding, the input path and the
+    networks, after one warm-up batch per member."""
+    from alllib.method.dataset import PRELIM_DIR
+    from alllib.method.preprocessing import input_pixels
+    from alllib.study.prepare import prepare
+    from alllib.use import predict as pr
+
+    study = prepare(profile, progress=False)
+    files = pr.collect_images([study.data_root / PRELIM_DIR])[:images]
+    rows = []
+    runs = study.runs()
+    for size in sorted(study.cfg["runs"]):
+        ens = pr.load_ensemble(study, size, runs=runs)
+        pr.predict(ens, files[:32], progress=False)  # warm-up: models loaded and traced once
+        t0 = time.perf_counter()
+        pr.predict(ens, files, progress=False)
+        seconds = time.perf_counter() - t0
+        rows.append(
+            {
+                "input size": size,
+                "input px": input_pixels(size, study.cfg["input_scale"]),
+                "members": len(ens.members),
+                "images": len(files),
+                "seconds": round(seconds, 1),
+                "images/s (ensemble)": round(len(files) / seconds, 1),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,152 @@
+"""Section 4.1.3: the five backbones, fine-tuned as CNN_1..CNN_5.
+
+Each model is built flat, in one functional graph: raw uint8-range RGB input -> the backbone's
+own input preprocessing (a layer) -> the backbone's features -> global average pooling -> a
+2-way softmax head (index 0 = Hem, 1 = ALL). Keeping the backbone flat (not nested as one layer)
+lets Grad-CAM reach its last convolutional layer by name (tf-keras-vis issue #63).
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from alllib.errors import ConfigError, WeightsUnavailable
+
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+TORCH_MEAN = (0.485, 0.456, 0.406)
+TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    key: str
+    display: str  # name as in the paper's tables
+    application: str  # keras.applications constructor
+    preprocessing: str  # caffe | tf | torch (keras.applications.imagenet_utils modes)
+    min_size: int  # smallest input side keras accepts without top
+    last_conv: str  # layer Grad-CAM reads (the last convolutional activation)
+    cpu_cost: float  # relative CPU seconds of one demo run at equal input size, measured on a 2-core
+    # machine (graph tracing included); only the order in which the runner starts runs uses it
+
+
+BACKBONES = {
+    b.key: b
+    for b in (
+        Backbone("vgg16", "VGG-16", "VGG16", "caffe", 32, "block5_conv3", 1.0),
+        Backbone("xception", "Xception", "Xception", "tf", 71, "block14_sepconv2_act", 0.9),
+        Backbone("mobilenet", "MobileNet", "MobileNet", "tf", 32, "conv_pw_13_relu", 0.2),
+        Backbone("inception_resnet_v2", "InceptionResNet-V2", "InceptionResNetV2", "tf", 75, "conv_7b_ac", 1.5),
+        Backbone("densenet121", "DenseNet-121", "DenseNet121", "torch", 32, "relu", 0.9),
+    )
+}
+DISPLAY_ORDER = [b.display for b in BACKBONES.values()]
+
+
+def get_backbone(name: str) -> Backbone:
+    key = str(name).lower().replace("-", "_")
+    aliases = {b.display.lower().replace("-", "_"): b.key for b in BACKBONES.values()}
+    key = aliases.get(key, key)
+    if key not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}: expected one of {', '.join(BACKBONES)}")
+    return BACKBONES[key]
+
+
+def preprocess(x, mode: str):
+    """The backbones' ImageNet input preprocessing, written out (pinned against keras' own functions
+    in tests/test_models.py). `x`: float RGB in [0, 255]."""
+    from keras import ops  # backend-neutral: the same layer runs under TensorFlow, JAX or PyTorch
+
+    x = ops.cast(x, "float32")
+    if mode == "caffe":
+        return ops.flip(x, axis=-1) - ops.convert_to_tensor(CAFFE_MEAN_BGR, "float32")
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        return (x / 255.0 - ops.convert_to_tensor(TORCH_MEAN, "float32")) / ops.convert_to_tensor(TORCH_STD, "float32")
+    raise ConfigError(f"unknown preprocessing mode {mode!r}: expected caffe, tf or torch")
+
+
+@functools.cache
+def _layer_class():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="alllib")
+    class BackbonePreprocessing(keras.layers.Layer):
+        """Maps raw RGB [0, 255] to the input its backbone was trained on."""
+
+        def __init__(self, mode: str, **kwargs):
+            super().__init__(**kwargs)
+            self.mode = mode
+
+        def call(self, x):
+            return preprocess(x, self.mode)
+
+        def get_config(self):
+            return {**super().get_config(), "mode": self.mode}
+
+    return BackbonePreprocessing
+
+
+def preprocessing_layer(mode: str, name: str = "backbone_preprocessing"):
+    return _layer_class()(mode, name=name)
+
+
+def _resolve_weights(weights: str, bb: Backbone):
+    """'imagenet' | 'none' | path to a weights file. ImageNet weights come from the Keras cache or a
+    download; when neither works, fail fast and name the alternatives (never fall back silently)."""
+    if weights in (None, "none"):
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(str(weights)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} does not exist: expected 'imagenet', 'none' or a .h5/.weights.h5 file")
+    return str(path)
+
+
+def build_model(backbone: str, input_px: int, weights: str = "none", num_classes: int = 2):
+    """The flat fine-tuning model of one backbone for square inputs of `input_px` pixels."""
+    import keras
+
+    bb = get_backbone(backbone)
+    if input_px < bb.min_size:
+        raise ConfigError(f"{bb.display} needs inputs of at least {bb.min_size} px, got {input_px} px")
+    w = _resolve_weights(weights, bb)
+    inputs = keras.Input((input_px, input_px, 3), name="image")
+    x = preprocessing_layer(bb.preprocessing)(inputs)
+    ctor = getattr(keras.applications, bb.application)
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        base = ctor(include_top=False, weights=w, input_tensor=x)
+    except Exception as exc:
+        if w == "imagenet":
+            raise WeightsUnavailable(
+                f"cannot obtain ImageNet weights for {bb.display} ({type(exc).__name__}: {exc}). This machine may be "
+                "offline. Either place the weights file in the Keras cache (~/.keras/models/) or pass weights=<path to "
+                "the .h5 file>, or train from random initialisation with weights=none (the book then says so)."
+            ) from None
+        raise
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+    features = keras.layers.GlobalAveragePooling2D(name="gap")(base.output)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(features)
+    model = keras.Model(inputs, outputs, name=bb.key)
+    model.get_layer(bb.last_conv)  # raises if the registry's Grad-CAM layer name is wrong
+    return model
+
+
+def load_model(path):
+    import keras
+
+    preprocessing_layer("tf")  # registers the custom layer before deserialisation
+    return keras.models.load_model(path, compile=False)
+
+
+def count_batchnorm(model) -> int:
+    import keras
+
+    return sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)

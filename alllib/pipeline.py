@@ -1,0 +1,121 @@
+"""The whole study, as `make book` runs it: data -> data-exploration chapter -> the run matrix of
+training notebooks -> the analysis chapters -> the generated pages -> the book
+(`python -m alllib study`).
+
+The runner (`alllib.study.runner`) executes notebooks and schedules the run matrix; this module puts
+the study's pieces in order and makes each executed notebook a book page (`alllib.book.postprocess`),
+so nothing below the book imports it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from alllib import io
+from alllib.book.pages import build_book, write_generated_pages
+from alllib.book.postprocess import for_the_book
+from alllib.book.report import run_title
+from alllib.errors import ConfigError, StudyError
+from alllib.study.prepare import PACKAGE_ROOT, Study, prepare
+from alllib.study.runner import (
+    ANALYSIS_NOTEBOOKS,
+    CHAPTERS,
+    DATA_NOTEBOOK,
+    GENERATED,
+    TRAIN_NOTEBOOK,
+    execute,
+    notebook_params,
+    run_matrix,
+)
+
+
+def check_before_running(study: Study) -> None:
+    """What would otherwise fail late, refused before any notebook runs: a study needs two backbones
+    for its ensembles, and every labelled image must open as a 450 x 450 RGB picture."""
+    if len(study.cfg["backbones"]) < 2:
+        raise ConfigError(
+            f"profile {study.cfg['name']!r}: setting backbones = {study.cfg['backbones']!r}: a study "
+            "needs at least two backbones (its ensembles combine them); to train one backbone alone "
+            "use `python -m alllib trial`"
+        )
+    print(f"[study] checking {int(study.table['label'].notna().sum())} labelled images", flush=True)
+    study.image_checks()
+
+
+def run_study(
+    profile: str = "demo",
+    overrides=(),
+    data_dir=None,
+    results_dir=None,
+    root=None,
+    gpus: list[str] | None = None,
+    book: bool = True,
+    jobs: int | None = None,
+    only: list[str] | None = None,
+) -> dict:
+    """Data chapter, the run matrix (finished runs reused), the analysis chapters, the generated pages,
+    the book. `only`: execute just these chapters (e.g. ["03_ensemble_ablation"]) from the finished runs,
+    keep the other executed chapters as they are, and rebuild the book."""
+    chapters = CHAPTERS
+    unknown = sorted(set(only or ()) - set(chapters))
+    if unknown:
+        raise ConfigError(f"unknown chapter(s) {', '.join(unknown)}; the chapters are: {', '.join(chapters)}")
+
+    t0 = time.time()
+    root = Path(root or PACKAGE_ROOT).resolve()
+    missing = [c for c in chapters if only and c not in only and not (root / GENERATED / f"{c}.ipynb").is_file()]
+    if missing:
+        raise StudyError(
+            f"--only keeps the other chapters as they are, but {', '.join(missing)} were never executed in "
+            f"{root / GENERATED}: build the whole book once first (make book)"
+        )
+    print(f"[study] profile {profile}: preparing data", flush=True)
+    study = prepare(profile, overrides, data_dir, results_dir)
+    print(f"[study] {study.label()}; data root {study.data_root}; {len(study.table)} images", flush=True)
+    check_before_running(study)
+    study.results.mkdir(parents=True, exist_ok=True)
+    for stale in study.runs_dir.glob(".*.partial"):  # left by a run that was killed: never reused
+        shutil.rmtree(stale, ignore_errors=True)
+    gen = root / GENERATED
+    base = notebook_params(study, profile, overrides, data_dir)
+    log_path = study.results / "notebooks.log"
+    with open(log_path, "a") as log:
+        if not only or DATA_NOTEBOOK in only:
+            print("[study] data exploration", flush=True)
+            execute(DATA_NOTEBOOK, gen / f"{DATA_NOTEBOOK}.ipynb", base, root, log=log)
+            for_the_book(gen / f"{DATA_NOTEBOOK}.ipynb", gen)
+        if only:
+            counts = {"trained": 0, "reused": len(study.runs())}  # says which runs are missing, if any
+        else:
+            print(f"[study] run matrix: {len(study.matrix())} training runs", flush=True)
+            counts = run_matrix(study, base, root, gpus or [], log, jobs or study.cfg["jobs"])
+        runs_gen = gen / "runs"
+        shutil.rmtree(runs_gen, ignore_errors=True)
+        runs_gen.mkdir(parents=True)
+        runs = study.runs()  # loaded once: run pages and the generated pages read them
+        for run in runs:
+            d = Path(run["dir"])
+            shutil.copy(d / f"{TRAIN_NOTEBOOK}.ipynb", runs_gen / f"{d.name}.ipynb")
+            for_the_book(runs_gen / f"{d.name}.ipynb", gen, title=run_title(run))
+        for nb in ANALYSIS_NOTEBOOKS:
+            if only and nb not in only:
+                continue
+            print(f"[study] {nb}", flush=True)
+            execute(nb, gen / f"{nb}.ipynb", base, root, log=log)
+            for_the_book(gen / f"{nb}.ipynb", gen)
+    timings = {**counts, "wall_seconds": time.time() - t0}
+    write_generated_pages(study, runs, timings, gen, chapters)
+    io.write_json(study.results / "study.json", {"profile": study.cfg, "data": study.data_info, **timings})
+    result = {"study": study, **timings}
+    if book:
+        print("[study] building the book", flush=True)
+        result["index"] = build_book(root)
+        print(f"[study] book: {result['index']}", flush=True)
+    print(
+        f"[study] done in {(time.time() - t0) / 60:.1f} min ({counts['trained']} runs trained, "
+        f"{counts['reused']} reused)",
+        flush=True,
+    )
+    return result

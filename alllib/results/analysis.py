@@ -1,0 +1,369 @@
+"""The computations behind the results chapters (Tables 4-6, Fig. 5, significance, subsets, calibration),
+kept out of the notebooks so they are tested and reused by the results summary."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from alllib.method import metrics
+from alllib.results import paper, stats
+from alllib.method.ensemble import WeightSource, ensemble_name, ensemble_predictions, model_weights, subset_search
+from alllib.method.models import DISPLAY_ORDER
+
+WEN_METHODS = ("wen-auc", "wen-f1", "wen-kappa")
+TABLE4 = ["WP", "WR", "WFS", "ACC", "BA"]
+
+
+def runs_at(runs: list[dict], size: int, seed: int) -> dict[str, pd.DataFrame]:
+    """Predictions of the five backbones at one input size and seed, in the paper's order."""
+    chosen = {r["display"]: r["predictions"] for r in runs if r["input_size"] == size and r["seed"] == seed}
+    return {name: chosen[name] for name in DISPLAY_ORDER if name in chosen}
+
+
+def test_rows(pred: pd.DataFrame) -> pd.DataFrame:
+    return pred[pred["split"] == "preliminary_test"].reset_index(drop=True)
+
+
+def classifiers(preds: dict[str, pd.DataFrame], source: str, baselines: bool = True) -> dict[str, pd.DataFrame]:
+    """Test predictions of every single model and every ensemble, by display name."""
+    out = {name: test_rows(p) for name, p in preds.items()}
+    methods = WEN_METHODS + (("soft-vote", "majority-vote") if baselines else ())
+    if len(preds) > 1:
+        for m in methods:
+            out[ensemble_name(m)] = ensemble_predictions(preds, m, source)[0]
+    return out
+
+
+def metrics_table(clf: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Headline metrics with 95% subject-bootstrap CIs (columns M, M_lo, M_hi)."""
+    rows = []
+    for name, pred in clf.items():
+        ci = stats.metric_cis(pred, n=n_boot, seed=seed)
+        row = {"classifier": name, "kind": "single" if name in DISPLAY_ORDER else "ensemble"}
+        for k, (est, lo, hi) in ci.items():
+            row[k], row[f"{k}_lo"], row[f"{k}_hi"] = est, lo, hi
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def with_ci(table: pd.DataFrame, names=metrics.HEADLINE, digits: int = 3) -> pd.DataFrame:
+    """A display copy: 'est [lo, hi]' strings, indexed by classifier."""
+    out = table[["classifier"]].copy()
+    for k in names:
+        out[k] = [
+            f"{e:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+            for e, lo, hi in zip(table[k], table[f"{k}_lo"], table[f"{k}_hi"])
+        ]
+    return out.set_index("classifier")
+
+
+def beside_paper(ours: pd.DataFrame, size: int) -> pd.DataFrame:
+    """Our Table 4 rows beside the paper's, one narrow column per metric: "ours (paper, difference in
+    percentage points)", so the table fits the page."""
+    ref = paper.table("table4_prelim_test")
+    ref = ref[ref["input_px"] == size].set_index("classifier")
+    rows = []
+    for _, r in ours.iterrows():
+        if r["classifier"] not in ref.index:
+            continue
+        row = {"classifier": r["classifier"]}
+        for k in TABLE4:
+            theirs = ref.loc[r["classifier"], k]
+            row[k] = f"{r[k]:.3f} ({theirs:.3f}, {(r[k] - theirs) * 100:+.1f})"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("classifier")
+
+
+def confusion_beside_paper(clf: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    ref = paper.table("table6_confusion_300px").set_index("classifier")
+    rows = []
+    for name, pred in clf.items():
+        if name not in ref.index:
+            continue
+        cm = metrics.confusion(pred["y"], pred["p_all"])
+        ours = {
+            "hem_as_hem": cm.loc["Hem", "Hem"],
+            "hem_as_all": cm.loc["Hem", "ALL"],
+            "all_as_hem": cm.loc["ALL", "Hem"],
+            "all_as_all": cm.loc["ALL", "ALL"],
+        }
+        n_hem, n_all = ours["hem_as_hem"] + ours["hem_as_all"], ours["all_as_hem"] + ours["all_as_all"]
+        p_hem, p_all = (
+            ref.loc[name, ["hem_as_hem", "hem_as_all"]].sum(),
+            ref.loc[name, ["all_as_hem", "all_as_all"]].sum(),
+        )
+        rows.append(
+            {
+                "classifier": name,
+                "Hem correct % (ours)": 100 * ours["hem_as_hem"] / max(n_hem, 1),
+                "Hem correct % (paper)": 100 * ref.loc[name, "hem_as_hem"] / p_hem,
+                "ALL correct % (ours)": 100 * ours["all_as_all"] / max(n_all, 1),
+                "ALL correct % (paper)": 100 * ref.loc[name, "all_as_all"] / p_all,
+                "counts (ours) HH/HA/AH/AA": "/".join(str(int(v)) for v in ours.values()),
+                "counts (paper)": "/".join(
+                    str(int(v)) for v in ref.loc[name, ["hem_as_hem", "hem_as_all", "all_as_hem", "all_as_all"]]
+                ),
+            }
+        )
+    return pd.DataFrame(rows).set_index("classifier").round(1)
+
+
+def best_single(preds: dict[str, pd.DataFrame], metric: str = "BA") -> str:
+    """The single model a leak-free study would pick: best on validation."""
+    scores = {}
+    for name, p in preds.items():
+        v = p[p["split"] == "validation"]
+        scores[name] = metrics.evaluate(v["y"], v["p_all"])[metric]
+    return max(scores, key=scores.get)
+
+
+def weight_sources(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Paper-faithful (test) against leak-free (validation) weights: the weights, each WEN's metrics
+    with the gap rows (percentage points, test minus validation weights), and the gaps alone."""
+    wrows, mrows, by_source = [], [], {s: {} for s in WeightSource}
+    for m in WEN_METHODS:
+        for source in (WeightSource.TEST, WeightSource.VALIDATION):
+            w = model_weights(preds, m[4:], source)
+            tag = source.display
+            wrows.append({"ensemble": ensemble_name(m), "weights from": tag, **{k: round(v, 3) for k, v in w.items()}})
+            pred, _ = ensemble_predictions(preds, m, source)
+            scores = metrics.evaluate(pred["y"], pred["p_all"])
+            by_source[source][ensemble_name(m)] = {k: scores[k] for k in metrics.HEADLINE}
+            mrows.append({"ensemble": ensemble_name(m), "weights from": tag, **by_source[source][ensemble_name(m)]})
+    gap = (
+        pd.DataFrame(by_source[WeightSource.TEST]).T - pd.DataFrame(by_source[WeightSource.VALIDATION]).T
+    ) * 100
+    gap.index.name = "ensemble"
+    shown = gap.reset_index().assign(**{"weights from": "gap (pp), test minus validation weights"})
+    return pd.DataFrame(wrows), pd.concat([pd.DataFrame(mrows), shown], ignore_index=True), gap
+
+
+def compare_ensembles(
+    clf: dict[str, pd.DataFrame], reference: str, n_boot: int = 1000, n_perm: int = 2000, seed: int = 0
+) -> dict[str, dict]:
+    """Every ensemble against the reference single model on the same test images, the subject as
+    the unit (`stats.compare_subject_level`), by ensemble name: computed once, read by the
+    significance table and by the headline."""
+    return {
+        name: stats.compare_subject_level(pred, clf[reference], n_boot, n_perm, seed)
+        for name, pred in clf.items()
+        if name not in DISPLAY_ORDER
+    }
+
+
+def significance(comparisons: dict[str, dict], reference: str) -> pd.DataFrame:
+    """The table of `compare_ensembles`: BA and AUC differences with paired subject-bootstrap CIs,
+    subject sign-flip permutation p-values, and those p-values Holm-adjusted over every test in the
+    table. The per-image McNemar and DeLong p-values (images treated as independent) stay as
+    labelled secondary columns."""
+    rows = []
+    for name, c in comparisons.items():
+        rows.append(
+            {
+                "ensemble": name,
+                "against": reference,
+                "subjects": c["subjects"],
+                "images": c["images"],
+                "dBA": c["dBA"],
+                "dBA_lo": c["dBA_lo"],
+                "dBA_hi": c["dBA_hi"],
+                "p dBA (subject permutation)": c["p_BA_permutation"],
+                "p dBA (subject bootstrap)": c["p_BA_bootstrap"],
+                "dAUC": c["dAUC"],
+                "dAUC_lo": c["dAUC_lo"],
+                "dAUC_hi": c["dAUC_hi"],
+                "p dAUC (subject permutation)": c["p_AUC_permutation"],
+                "p dAUC (subject bootstrap)": c["p_AUC_bootstrap"],
+                "McNemar p (per image, images independent)": c["p_McNemar_per_image"],
+                "DeLong p (per image, images independent)": c["p_DeLong_per_image"],
+            }
+        )
+    table = pd.DataFrame(rows)
+    if len(table):
+        cols = ["p dBA (subject permutation)", "p dAUC (subject permutation)"]
+        adjusted = stats.holm(table[cols].to_numpy().ravel()).reshape(len(table), 2)
+        for j, col in enumerate(cols):
+            table.insert(table.columns.get_loc(col) + 1, col.replace("(subject permutation)", "Holm"), adjusted[:, j])
+    return table
+
+
+def headline_comparison(c: dict, ensemble: str, reference: str) -> dict:
+    """The comparison behind the headline sentence (`c`: one entry of `compare_ensembles`), with the
+    two tests that back the sentence (BA, AUC; subject permutation) Holm-adjusted together."""
+    p_ba, p_auc = stats.holm([c["p_BA_permutation"], c["p_AUC_permutation"]])
+    return {
+        "ensemble": ensemble,
+        "reference": reference,
+        "subjects": c["subjects"],
+        "images": c["images"],
+        "dBA": {"est": c["dBA"], "lo": c["dBA_lo"], "hi": c["dBA_hi"]},
+        "dAUC": {"est": c["dAUC"], "lo": c["dAUC_lo"], "hi": c["dAUC_hi"]},
+        "p_BA_permutation": c["p_BA_permutation"],
+        "p_AUC_permutation": c["p_AUC_permutation"],
+        "p_BA_bootstrap": c["p_BA_bootstrap"],
+        "p_AUC_bootstrap": c["p_AUC_bootstrap"],
+        "p_BA_holm": float(p_ba),
+        "p_AUC_holm": float(p_auc),
+        "p_McNemar_per_image": c["p_McNemar_per_image"],
+        "p_DeLong_per_image": c["p_DeLong_per_image"],
+    }
+
+
+def estimates(table: pd.DataFrame, names=metrics.HEADLINE) -> dict:
+    """metrics_table rows as {classifier: {metric: {est, lo, hi}}} (the summaries' form)."""
+    return {
+        r["classifier"]: {k: {"est": r[k], "lo": r[f"{k}_lo"], "hi": r[f"{k}_hi"]} for k in names}
+        for _, r in table.iterrows()
+    }
+
+
+def runs_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per run: what it trained on and with which peak rate and epoch limit, and what it reached."""
+    cols = [
+        "display",
+        "input_size",
+        "input_px",
+        "seed",
+        "train_images",
+        "epochs_run",
+        "best_epoch",
+        "val_accuracy",
+        "test_accuracy",
+        "images_per_second",
+        "train_seconds",
+    ]
+    table = pd.DataFrame([{c: r[c] for c in cols} for r in runs]).rename(columns={"display": "backbone"})
+    table.insert(4, "peak_lr", [f"{r['training']['clr_max_lr']:g}" for r in runs])
+    table.insert(5, "max_epochs", [r["training"]["epochs"] for r in runs])
+    return table
+
+
+def batchnorm_table(runs: list[dict]) -> pd.DataFrame:
+    """Validation accuracy at the best epoch with the running BatchNorm statistics and after
+    re-estimating them, per run (empty when the profile does not re-estimate)."""
+    rows = [
+        {
+            "backbone": r["display"],
+            "input": f"{r['input_size']} px",
+            "seed": r["seed"],
+            "BatchNorm layers": r["batchnorm_layers"],
+            "val acc, running BN": r["history"]["val_accuracy_running_bn"].iloc[r["best_epoch"] - 1],
+            "val acc, re-estimated BN": r["history"]["val_accuracy"].iloc[r["best_epoch"] - 1],
+        }
+        for r in runs
+        if "val_accuracy_running_bn" in r["history"]
+    ]
+    return pd.DataFrame(rows)
+
+
+def batchnorm_summary(bn: pd.DataFrame) -> pd.DataFrame:
+    """Mean validation accuracy with running and re-estimated BatchNorm statistics per backbone and size."""
+    return bn.groupby(["backbone", "input"])[["val acc, running BN", "val acc, re-estimated BN"]].mean()
+
+
+def ablation_benchmark(runs: list[dict], sizes, seeds, repeats: int = 3) -> dict:
+    """Seconds to recompute every ensemble (3 WEN x 2 weight sources + 2 baselines) for every size
+    and seed from cached probabilities (no bootstrap)."""
+    best = np.inf
+    count = 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        count = 0
+        for size in sizes:
+            for seed in seeds:
+                preds = runs_at(runs, size, seed)
+                if len(preds) < 2:
+                    continue
+                for source in ("test", "validation"):
+                    for pred in classifiers(preds, source).values():
+                        metrics.evaluate(pred["y"], pred["p_all"])
+                        count += 1
+        best = min(best, time.perf_counter() - t0)
+    return {"seconds": best, "classifiers_evaluated": count}
+
+
+
+# ---------------------------------------------------------------- the ensemble chapter in one call
+
+
+def ensemble_chapter(runs: list[dict], label: str, seed: int | None = None, n_boot: int = 1000, n_perm: int = 2000):
+    """Everything the ensemble chapter shows, computed once from the runs' saved probabilities: per
+    input size the paper-faithful Table 4 (test weights), the leak-free classifiers (validation
+    weights), the subject-level comparison with the best single model on validation, the weight
+    sources, Table 6 and calibration; and the typed summary the results page reads."""
+    from types import SimpleNamespace
+
+    from alllib.results.summaries import EnsembleSummary
+
+    seed = min(r["seed"] for r in runs) if seed is None else seed
+    sizes = sorted({r["input_size"] for r in runs if r["seed"] == seed}, reverse=True)
+    crop = 300 if 300 in sizes else sizes[0]
+    out = SimpleNamespace(seed=seed, sizes=sizes, crop=crop, per_size={})
+    size_results = {}
+    for size in sizes:
+        preds = runs_at(runs, size, seed)
+        clf = classifiers(preds, WeightSource.TEST)
+        table = metrics_table(clf, n_boot).assign(input=f"{size} px")
+        best = best_single(preds)
+        clf_lf = classifiers(preds, WeightSource.VALIDATION)
+        lf_table = metrics_table({k: clf_lf[k] for k in (best, "WEN-kappa")}, n_boot)
+        w, m, gaps = weight_sources(preds)
+        comparisons = compare_ensembles(clf_lf, best, n_boot, n_perm)
+        sig = significance(comparisons, best)
+        comp = headline_comparison(comparisons["WEN-kappa"], "WEN-kappa", best)
+        gap = gaps["BA"]
+        out.per_size[size] = SimpleNamespace(
+            preds=preds,
+            clf=clf,
+            table=table,
+            best=best,
+            clf_lf=clf_lf,
+            lf_table=lf_table,
+            weights=w,
+            weight_metrics=m,
+            significance=sig,
+        )
+        size_results[size] = {
+            "size": size,
+            "best_single": best,
+            "leak_free": estimates(lf_table),
+            "paper_faithful": estimates(table),
+            "comparison": comp,
+            "weight_gap_BA_pp": {k: float(v) for k, v in gap.items()},
+        }
+    c = out.per_size[crop]
+    out.table4 = pd.concat([v.table for v in out.per_size.values()])
+    out.confusions = {n: metrics.confusion(c.clf[n].y, c.clf[n].p_all) for n in ("Xception", "WEN-kappa") if n in c.clf}
+    out.confusion_beside_paper = confusion_beside_paper(c.clf)
+    out.subsets = subset_search(c.preds, "wen-kappa")
+    out.per_subject = stats.per_subject_accuracy(c.clf_lf["WEN-kappa"])
+    out.error_concentration = stats.error_concentration(c.clf_lf["WEN-kappa"])
+    out.reliability = {
+        n: metrics.expected_calibration_error(c.clf_lf[n].y, c.clf_lf[n].p_all) for n in (c.best, "WEN-kappa")
+    }
+    out.auc_gain = auc_gain(out.per_size[300].clf, out.per_size[450].clf) if {300, 450} <= set(sizes) else None
+    out.benchmark = ablation_benchmark(runs, sizes, sorted({r["seed"] for r in runs}))
+    test = c.clf[c.best]
+    out.summary = EnsembleSummary(
+        label=label,
+        seed=seed,
+        test_images=len(test),
+        test_subjects=int(test["subject"].nunique()),
+        sizes=size_results,
+        ece={n: v[0] for n, v in out.reliability.items()},
+        error_concentration={k: float(v) for k, v in out.error_concentration.items()},
+        ablation_seconds=out.benchmark["seconds"],
+    )
+    return out
+
+
+def auc_gain(clf_300: dict, clf_450: dict) -> dict[str, float]:
+    """AUC of each single model at the 300 px crop minus at the 450 px image, in points."""
+    return {
+        n: (metrics.auc_score(clf_300[n].y, clf_300[n].p_all) - metrics.auc_score(clf_450[n].y, clf_450[n].p_all)) * 100
+        for n in clf_300
+        if n in DISPLAY_ORDER and n in clf_450
+    }

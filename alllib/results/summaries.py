@@ -1,0 +1,120 @@
+"""The contract between the chapters: what the ensemble, variance and Grad-CAM chapters hand to the
+results summary. Library functions build these typed summaries from the run's artifacts; the
+chapters write them (`write`) and the summary reads them (`read`), checking the schema version, so
+no key is defined by a notebook cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from alllib import io
+from alllib.errors import StudyError
+
+SCHEMA_VERSION = 2
+
+
+class _Summary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    label: str
+
+
+class Estimate(BaseModel):
+    """A metric with its 95 % subject-bootstrap CI."""
+
+    est: float
+    lo: float
+    hi: float
+
+
+class Comparison(BaseModel):
+    """WEN-kappa (leak-free weights) against the single model validation picks, on the same test
+    images, the subject as the unit (`stats.compare_subject_level`)."""
+
+    ensemble: str
+    reference: str
+    subjects: int
+    images: int
+    dBA: Estimate
+    dAUC: Estimate
+    p_BA_permutation: float
+    p_AUC_permutation: float
+    p_BA_bootstrap: float
+    p_AUC_bootstrap: float
+    p_BA_holm: float  # Holm over the two tests (BA, AUC) that back the headline sentence
+    p_AUC_holm: float
+    p_McNemar_per_image: float  # treats images as independent: secondary
+    p_DeLong_per_image: float
+
+
+class SizeResult(BaseModel):
+    size: int
+    best_single: str
+    leak_free: dict[str, dict[str, Estimate]]  # classifier -> metric -> estimate (validation weights)
+    paper_faithful: dict[str, dict[str, Estimate]]  # classifier -> metric -> estimate (test weights, as the paper)
+    comparison: Comparison
+    weight_gap_BA_pp: dict[str, float]  # WEN: BA with test weights minus BA with validation weights
+
+
+class EnsembleSummary(_Summary):
+    seed: int
+    test_images: int
+    test_subjects: int
+    sizes: dict[int, SizeResult]
+    ece: dict[str, float]
+    error_concentration: dict[str, float]
+    ablation_seconds: float
+
+
+class VarianceSummary(_Summary):
+    size: int
+    seeds: list[int]
+    split: str
+    weights_from: str
+    table: list[dict]
+
+
+class GradcamSummary(_Summary):
+    method: str
+    images: int
+    subjects: int
+    sample_seed: int
+    models: list[str]
+    models_without_maps: list[str]
+    more_concentrated_than: list[str]  # single models whose maps hold significantly less energy in the cell
+    less_concentrated_than: list[str]  # ... significantly more
+    paired: list[dict]
+
+
+FILES = {EnsembleSummary: "ensemble.json", VarianceSummary: "variance.json", GradcamSummary: "gradcam.json"}
+# what the results summary offers for download, and how it names each
+OFFERED = {
+    EnsembleSummary: "the ensemble chapter's summary (JSON: every estimate with its CI, the comparisons)",
+    VarianceSummary: "the five-run chapter's summary (JSON)",
+    GradcamSummary: "the Grad-CAM chapter's summary (JSON: the concentration tests)",
+}
+
+
+def path_of(kind: type[_Summary], analysis_dir) -> Path:
+    return Path(analysis_dir) / FILES[kind]
+
+
+def write(summary: _Summary, analysis_dir) -> Path:
+    path = path_of(type(summary), analysis_dir)
+    io.write_text(path, summary.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def read(kind: type[_Summary], analysis_dir):
+    path = path_of(kind, analysis_dir)
+    if not path.is_file():
+        raise StudyError(f"{path} is missing: run the chapter that writes it first (make book runs them in order)")
+    data = io.read_json(path)
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise StudyError(
+            f"{path} has schema version {data.get('schema_version')}, this code reads {SCHEMA_VERSION}: "
+            "rebuild with `make book`"
+        )
+    return kind.model_validate(data)

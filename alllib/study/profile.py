@@ -1,0 +1,433 @@
+"""Profiles (smoke, demo, paper): small YAML files with every setting of a study, plus
+command-line overrides such as `epochs=3` or `training.batch_size=16`.
+
+One declarative schema (`Profile`, pydantic) describes every setting: its type, its range and a
+one-line meaning. A profile and its overrides are checked against it before any work starts; a bad
+value is refused with one line that names the key, the value and what was expected. The same
+schema lists the settings for `python -m alllib settings` and the book's method notes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+
+from alllib.errors import ConfigError
+from alllib.method.preprocessing import input_pixels
+from alllib.method.training import PER_BACKBONE, training_for
+
+PROFILES = ("smoke", "demo", "paper")
+SIZES = (450, 300)  # full image and the paper's centre crop
+
+PositiveInt = Annotated[int, Field(ge=1, strict=True)]
+Rate = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Training(_Strict):
+    """Section 4.2: the training policy."""
+
+    epochs: PositiveInt = Field(description="most epochs a run trains (the paper: 200, ended by early stopping)")
+    batch_size: PositiveInt = Field(description="images per training step (the paper: 8)")
+    learning_rate: Rate = Field(
+        description="Adamax's initial rate (the paper: 2e-4); the cyclic schedule sets the rate from step 0"
+    )
+    beta_1: Fraction = Field(description="Adamax beta_1 (the paper: 0.9)")
+    beta_2: Fraction = Field(description="Adamax beta_2 (the paper: 0.999)")
+    clr_base_lr: Rate = Field(description="lowest rate of the triangular2 cycle (the paper: 1e-7)")
+    clr_max_lr: Rate = Field(description="highest rate of the triangular2 cycle (the paper: 2e-3)")
+    clr_step_epochs: PositiveInt = Field(
+        description="half-cycle of the schedule in epochs (Eq. 5: 6 x iterations per epoch)"
+    )
+    patience: PositiveInt = Field(description="early stopping: epochs without a lower val_loss before training stops")
+    recalibrate_batchnorm: StrictBool = Field(
+        description="re-estimate BatchNorm statistics after each epoch (CPU profiles only)"
+    )
+    bn_recalibration_images: PositiveInt = Field(
+        256, description="training images used to re-estimate BatchNorm statistics"
+    )
+    max_train_images: Annotated[int, Field(ge=4, strict=True)] | None = Field(
+        None, description="class-stratified draw of training images per run (null = all; CPU profiles)"
+    )
+    mixed_precision: StrictBool = Field(False, description="train in mixed_float16 (GPU)")
+    xla: StrictBool = Field(False, description="compile the training step with XLA")
+    run_eagerly: StrictBool = Field(False, description="execute steps op by op, without tracing (smoke profile)")
+    deterministic: StrictBool = Field(False, description="TensorFlow op determinism (same seed, same floats)")
+
+
+class TrainingOverride(_Strict):
+    """One backbone's departures from `training` (every field optional)."""
+
+    epochs: PositiveInt | None = None
+    batch_size: PositiveInt | None = None
+    learning_rate: Rate | None = None
+    beta_1: Fraction | None = None
+    beta_2: Fraction | None = None
+    clr_base_lr: Rate | None = None
+    clr_max_lr: Rate | None = None
+    clr_step_epochs: PositiveInt | None = None
+    patience: PositiveInt | None = None
+    recalibrate_batchnorm: StrictBool | None = None
+    bn_recalibration_images: PositiveInt | None = None
+    max_train_images: Annotated[int, Field(ge=4, strict=True)] | None = None
+    mixed_precision: StrictBool | None = None
+    xla: StrictBool | None = None
+    run_eagerly: StrictBool | None = None
+    deterministic: StrictBool | None = None
+
+
+class Data(_Strict):
+    source: Literal["synthetic", "real"] = Field(
+        description="the synthetic stand-in or the real C-NMC-2019 tree (DATA_DIR)"
+    )
+    root: str | None = Field(None, description="path to C-NMC_Leukemia/ (set by DATA_DIR)")
+    synthetic_scale: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.05, description="synthetic: fraction of the real per-subject image counts"
+    )
+    difficulty: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="synthetic: 0 = well-separated classes, 1 = identical"
+    )
+    image_format: Literal["png", "bmp"] = Field("png", description="synthetic: file format of the generated images")
+    seed: Annotated[int, Field(ge=0, strict=True)] = Field(2019, description="synthetic: generator seed")
+
+
+class Augment(_Strict):
+    """Section 4.1.2: online augmentation."""
+
+    rotation_deg: Annotated[float, Field(ge=0, le=180)] = Field(
+        description="rotation drawn uniformly in +-this many degrees"
+    )
+    zoom: Fraction = Field(description="zoom drawn uniformly in 1 +- this")
+    shift: Fraction = Field(description="shift drawn uniformly in +- this fraction of the side")
+    flips: StrictBool = Field(description="random horizontal and vertical flips")
+
+
+class GradCAM(_Strict):
+    examples_per_class: PositiveInt = Field(description="examples per class in Fig. 9")
+    method: Literal["gradcam", "gradcam++"] = Field(description="map method (tf-keras-vis)")
+    images: PositiveInt = Field(description="test images in the concentration sample (stratified by class and subject)")
+
+
+class Stats(_Strict):
+    bootstrap: Annotated[int, Field(ge=10, strict=True)] = Field(
+        description="subject-bootstrap replicates of every CI and paired test"
+    )
+    permutations: Annotated[int, Field(ge=10, strict=True)] = Field(
+        2000, description="subject-level sign-flip permutations of every paired test"
+    )
+
+
+class Inference(_Strict):
+    """Beyond the paper: inference-time steps fitted on validation only, from cached models."""
+
+    tta: StrictBool = Field(False, description="test-time augmentation: mean p(ALL) over the 8 rotations and flips")
+    temperature_scaling: StrictBool = Field(True, description="temperature scaling of each model, fitted on validation")
+
+
+class Executor(_Strict):
+    """Where the run matrix's training runs execute. Recorded in every run's run.json and
+    never part of its key: a run finished on the cluster is reused locally and the other way round."""
+
+    kind: Literal["local", "slurm", "submitit_local"] = Field(
+        "local",
+        description="local: kernels on this machine (--gpus/jobs); slurm: one Slurm job per run through "
+        "submitit (a job array); submitit_local: the slurm path with submitit's local executor (tests)",
+    )
+    partition: str | None = Field(None, description="slurm: partition (null = the cluster's default)")
+    gpus_per_job: Annotated[int, Field(ge=0, strict=True)] = Field(1, description="slurm: GPUs per training job")
+    cpus_per_job: PositiveInt = Field(4, description="slurm: CPUs per training job")
+    mem_gb: Annotated[float, Field(gt=0)] = Field(32, description="slurm: memory per training job (GB)")
+    time_min: PositiveInt = Field(
+        24 * 60, description="slurm: time limit per job (minutes); a job cut off here is requeued and resumes"
+    )
+    array_parallelism: PositiveInt = Field(4, description="slurm: training jobs running at once (job array cap)")
+    sbatch: dict[str, str | int] = Field(
+        default_factory=dict, description="slurm: further sbatch options, e.g. {qos: high, account: lab}"
+    )
+    poll_seconds: Annotated[float, Field(gt=0)] = Field(10, description="slurm: seconds between progress checks")
+    requeues: Annotated[int, Field(ge=0, strict=True)] = Field(
+        3, description="slurm: times a preempted or timed-out job is requeued before it counts as failed"
+    )
+
+
+class Profile(_Strict):
+    name: str = Field(description="profile name (results/<name>/)")
+    description: str = Field(description="one line shown on the book's first page")
+    data: Data
+    input_scale: Annotated[float, Field(gt=0, le=1)] = Field(
+        description="tensor side = crop (450 or 300 px) x this (CPU profiles shrink the tensors after cropping)"
+    )
+    weights: str = Field(description="'imagenet', 'none' (random initialisation) or a weights file")
+    jobs: PositiveInt = Field(1, description="training runs side by side on CPU")
+    split: Literal["fixed", "per_seed"] = Field(
+        "fixed", description="subject split: one split for every seed (the paper's Table 3) or one per seed"
+    )
+    backbones: list[str] = Field(min_length=1, description="backbones of the run matrix")
+    runs: dict[int, list[Annotated[int, Field(ge=0, strict=True)]]] = Field(
+        description="input size (450 or 300) -> seeds trained at that size"
+    )
+    training: Training
+    augment: Augment
+    gradcam: GradCAM
+    stats: Stats
+    inference: Inference = Inference()
+    executor: Executor = Executor()
+
+    @field_validator("backbones", mode="before")
+    @classmethod
+    def _one_name_is_a_list(cls, v):
+        return [v] if isinstance(v, str) else v
+
+
+def _key(loc) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+
+
+def _refuse(name, exc: ValidationError, prefix: str = "") -> ConfigError:
+    """One line per bad setting: key, value, what was expected."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        key = prefix + _key(err["loc"])
+        if err["type"] == "missing":
+            lines.append(f"setting {key} is missing")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {key!r}")
+        else:
+            lines.append(f"setting {key} = {err['input']!r}: {err['msg'][0].lower() + err['msg'][1:]}")
+    return ConfigError(f"profile {name!r}: " + "; ".join(lines))
+
+
+def settings_table():
+    """Every setting of the schema: dotted key, type, meaning (for `alllib settings` and the book)."""
+    import pandas as pd
+
+    rows = []
+
+    def walk(model, prefix):
+        for key, f in model.model_fields.items():
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, prefix + key + ".")
+                continue
+            rows.append({"setting": prefix + key, "type": _type_name(f), "meaning": f.description or ""})
+        if model is Training:
+            rows.append(
+                {
+                    "setting": f"training.{PER_BACKBONE}.<backbone>.<setting>",
+                    "type": "mapping",
+                    "meaning": "one backbone's departures from the training settings (CPU profiles)",
+                }
+            )
+
+    walk(Profile, "")
+    return pd.DataFrame(rows)
+
+
+def _type_name(f) -> str:
+    """`int >= 1`, `float in (0, 1]`, `one of fixed, per_seed`, ... for a schema field."""
+    import typing
+
+    ann = f.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    optional = len(args) < len(typing.get_args(ann))
+    if typing.get_origin(ann) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(ann)))
+    if optional and len(args) == 1:
+        ann = args[0]
+    base = typing.get_args(ann)[0] if typing.get_origin(ann) is Annotated else ann
+    meta = list(f.metadata) + (list(typing.get_args(ann)[1:]) if typing.get_origin(ann) is Annotated else [])
+    bounds = []
+    for m in meta:
+        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(m, attr, None) is not None:
+                bounds.append(f"{sym} {getattr(m, attr)}")
+    name = getattr(base, "__name__", str(base).replace("typing.", ""))
+    if typing.get_origin(base) is list:
+        name = "list"
+    elif typing.get_origin(base) is dict:
+        name = "mapping"
+    return name + (" " + ", ".join(bounds) if bounds else "") + (" or null" if optional else "")
+
+
+def profile_path(name: str) -> Path:
+    if name in PROFILES:
+        return Path(str(resources.files("alllib") / "profiles" / f"{name}.yml"))
+    path = Path(name)
+    if path.suffix in (".yml", ".yaml") and path.exists():
+        return path
+    raise ConfigError(f"unknown profile {name!r}: expected one of {', '.join(PROFILES)} or a path to a .yml file")
+
+
+def _parse_value(key: str, text: str):
+    if not text.strip():
+        raise ConfigError(f"setting {key} has no value: write {key}=<value>")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"setting {key}: cannot parse value {text!r} ({exc.problem})") from None
+    if isinstance(value, str):  # YAML 1.1 reads 1e-8 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _leaf_paths(tree, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "runs":
+            yield from _leaf_paths(value, prefix + (key,))
+        else:
+            yield prefix + (key,)
+
+
+def _known_paths(cfg: dict):
+    """Leaves of the profile and of the schema (a key the profile leaves at its default can be set too)."""
+    paths = set(_leaf_paths(cfg))
+    for row in settings_table()["setting"]:
+        if "<" not in row:
+            paths.add(tuple(row.split(".")))
+    return paths
+
+
+def apply_override(cfg: dict, assignment: str) -> str:
+    """Apply `key=value` in place. `key` is a dotted path or a leaf name that is unique. Returns
+    the dotted path that was set."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like key=value (for example epochs=3)")
+    key, text = assignment.split("=", 1)
+    key = key.strip()
+    known = _known_paths(cfg)
+    # a bare leaf name never means a per-backbone entry (those need their full dotted path)
+    paths = [p for p in known if ".".join(p) == key] or sorted(
+        p for p in known if p[-1] == key and PER_BACKBONE not in p
+    )
+    if not paths and key.startswith(f"training.{PER_BACKBONE}.") and len(key.split(".")) == 4:
+        paths = [tuple(key.split("."))]
+    if not paths:
+        raise ConfigError(
+            f"unknown setting {key!r} in override {assignment!r}; known settings: "
+            f"{', '.join(sorted('.'.join(p) for p in known))}"
+        )
+    if len(paths) > 1:
+        raise ConfigError(f"setting {key!r} is ambiguous: use one of {', '.join('.'.join(p) for p in paths)}")
+    node = cfg
+    for part in paths[0][:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"setting {key!r}: {part} is not a group of settings")
+    node[paths[0][-1]] = _parse_value(".".join(paths[0]), text)
+    return ".".join(paths[0])
+
+
+def _check(cfg: dict) -> None:
+    """What a per-field type cannot say: relations between settings."""
+    from alllib.method.models import BACKBONES, get_backbone  # local import: models imports tensorflow lazily
+
+    def need(cond, msg):
+        if not cond:
+            raise ConfigError(f"profile {cfg['name']!r}: {msg}")
+
+    for name in cfg["backbones"]:
+        get_backbone(name)  # raises with the list of known names
+    cfg["backbones"] = [get_backbone(b).key for b in cfg["backbones"]]
+    for where, tr in [("training", cfg["training"])] + [
+        (f"training.{PER_BACKBONE}.{b}", training_for(cfg, b)) for b in (cfg["training"].get(PER_BACKBONE) or {})
+    ]:
+        need(
+            tr["clr_base_lr"] < tr["clr_max_lr"],
+            f"{where}: clr_base_lr {tr['clr_base_lr']} must be below clr_max_lr {tr['clr_max_lr']}",
+        )
+        need(
+            not (tr["run_eagerly"] and tr["xla"]),
+            f"{where}: run_eagerly and xla exclude each other (XLA compiles the traced graph that run_eagerly skips)",
+        )
+    need(set(cfg["runs"]) <= set(SIZES), f"setting runs = {cfg['runs']!r}: may only name input sizes {SIZES}")
+    for size, seeds in cfg["runs"].items():
+        need(len(seeds) > 0, f"setting runs.{size} = []: expected at least one seed")
+        px = input_pixels(size, cfg["input_scale"])
+        for name in cfg["backbones"]:
+            bb = BACKBONES[name]
+            need(
+                px >= bb.min_size,
+                f"{bb.display} needs inputs of at least {bb.min_size} px, but {size} px x "
+                f"input_scale {cfg['input_scale']} gives {px} px; raise input_scale",
+            )
+    w = cfg["weights"]
+    need(
+        w in ("imagenet", "none") or Path(str(w)).exists(),
+        f"setting weights = {w!r}: weights must be 'imagenet', 'none' or an existing weights file",
+    )
+    need(
+        cfg["data"]["source"] != "real" or cfg["data"].get("root"),
+        "reads the real C-NMC-2019 data: pass DATA_DIR=/path/to/C-NMC_Leukemia",
+    )
+
+
+def validate(cfg: dict) -> dict:
+    """The profile checked against the schema (types, ranges, unknown keys) and its relations;
+    returns the plain dict every other module reads."""
+    from alllib.method.models import get_backbone
+
+    name = cfg.get("name") if isinstance(cfg, dict) else None
+    raw = copy.deepcopy(cfg)
+    per = raw.get("training", {}).pop(PER_BACKBONE, None) if isinstance(raw.get("training"), dict) else None
+    try:
+        model = Profile.model_validate(raw)
+    except ValidationError as exc:
+        raise _refuse(name, exc) from None
+    out = model.model_dump()
+    if per is not None:
+        if not isinstance(per, dict) or not all(isinstance(v, dict) for v in per.values()):
+            raise ConfigError(
+                f"profile {name!r}: setting training.{PER_BACKBONE} = {per!r}: "
+                "expected a mapping of backbone names to training settings"
+            )
+        checked = {}
+        for bb, settings in per.items():
+            key = get_backbone(bb).key  # raises with the list of known names
+            try:
+                checked[key] = TrainingOverride.model_validate(settings).model_dump(exclude_none=True)
+            except ValidationError as exc:
+                raise _refuse(name, exc, prefix=f"training.{PER_BACKBONE}.{bb}.") from None
+        out["training"][PER_BACKBONE] = checked
+    _check(out)
+    return out
+
+
+def load_profile(name: str = "demo", overrides=(), data_dir: str | None = None) -> dict:
+    path = profile_path(name)
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile file {path} is not valid YAML: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"profile file {path} must hold a mapping of settings, got {type(cfg).__name__}")
+    cfg = copy.deepcopy(cfg)
+    for assignment in overrides:
+        path = apply_override(cfg, assignment).split(".")
+        if len(path) == 2 and path[0] == "training":
+            # `--set clr_max_lr=X` means every backbone: it replaces the profile's per-backbone values
+            for settings in (cfg["training"].get(PER_BACKBONE) or {}).values():
+                if isinstance(settings, dict):
+                    settings.pop(path[1], None)
+    if data_dir:
+        cfg["data"]["source"] = "real"
+        cfg["data"]["root"] = str(Path(data_dir).expanduser().resolve())
+    return validate(cfg)
+
+
+def fingerprint(obj) -> str:
+    """A short stable hash of any JSON-serialisable object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
