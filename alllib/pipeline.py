@@ -34,9 +34,9 @@ from alllib.study.runner import (
 def check_before_running(study: Study) -> None:
     """What would otherwise fail late, refused before any notebook runs: a study needs two backbones
     for its ensembles, and every labelled image must open as a 450 x 450 RGB picture."""
-    if len(study.cfg["backbones"]) < 2:
+    if len(study.cfg.backbones) < 2:
         raise ConfigError(
-            f"profile {study.cfg['name']!r}: setting backbones = {study.cfg['backbones']!r}: a study "
+            f"profile {study.cfg.name!r}: setting backbones = {study.cfg.backbones!r}: a study "
             "needs at least two backbones (its ensembles combine them); to train one backbone alone "
             "use `python -m alllib trial`"
         )
@@ -90,7 +90,7 @@ def run_study(
             counts = {"trained": 0, "reused": len(study.runs())}  # says which runs are missing, if any
         else:
             print(f"[study] run matrix: {len(study.matrix())} training runs", flush=True)
-            counts = run_matrix(study, base, root, gpus or [], log, jobs or study.cfg["jobs"])
+            counts = run_matrix(study, base, root, gpus or [], log, jobs or study.cfg.jobs)
         runs_gen = gen / "runs"
         shutil.rmtree(runs_gen, ignore_errors=True)
         runs_gen.mkdir(parents=True)
@@ -107,7 +107,7 @@ def run_study(
             for_the_book(gen / f"{nb}.ipynb", gen)
     timings = {**counts, "wall_seconds": time.time() - t0}
     write_generated_pages(study, runs, timings, gen, chapters)
-    io.write_json(study.results / "study.json", {"profile": study.cfg, "data": study.data_info, **timings})
+    io.write_json(study.results / "study.json", {"profile": study.cfg.record(), "data": study.data_info, **timings})
     result = {"study": study, **timings}
     if book:
         print("[study] building the book", flush=True)

@@ -53,7 +53,7 @@ def test_paper_matrix_hours_against_a_hand_count():
     n_train = 2 * int(train["label"].value_counts().max())  # oversampling to the majority class
     n_val = int((split["split"] == "validation").sum())
     cfg = load_profile("paper", bench.NO_DATA)
-    runs = sum(len(s) for s in cfg["runs"].values()) * len(cfg["backbones"])
+    runs = sum(len(s) for s in cfg.runs.values()) * len(cfg.backbones)
     assert runs == 30 and len(split) == 10661
 
     h = bench.paper_matrix_hours(_gpu_table(100.0, 400.0)).iloc[0]
@@ -95,12 +95,11 @@ def test_gpu_benchmark_runs_a_case_on_cpu(tmp_path):
     assert (table["train_images_per_s"] > 0).all() and len(pd.read_csv(out)) == 2
     # each row is the case it names: the smoke profile's batch and tensor side (300 px x its input scale)
     from alllib.method.preprocessing import input_pixels
-    from alllib.method.training import training_for
     from alllib.study.profile import load_profile
 
     cfg = load_profile("smoke", bench.NO_DATA)
-    assert set(table["batch_size"]) == {training_for(cfg, "mobilenet")["batch_size"]}
-    assert set(table["input_px"]) == {input_pixels(300, cfg["input_scale"])}
+    assert set(table["batch_size"]) == {cfg.training_for("mobilenet").batch_size}
+    assert set(table["input_px"]) == {input_pixels(300, cfg.input_scale)}
     assert pd.read_csv(out)["backbone"].tolist() == ["mobilenet", "mobilenet"]
     # the time budget is kept: with none left, no case is started
     none = bench.gpu(

@@ -22,7 +22,7 @@ TINY = ["backbones=[mobilenet,vgg16]", "runs={300: [0]}", "poll_seconds=0.5"]
 def _opts(**kw):
     from alllib.study.profile import Executor
 
-    return {**Executor(kind="submitit_local", poll_seconds=0.2).model_dump(), **kw}
+    return Executor(**{"kind": "submitit_local", "poll_seconds": 0.2, **kw})
 
 
 def test_run_matrix_through_submitit_is_reused_locally(synth_root, tmp_path):

@@ -7,17 +7,17 @@ from alllib.study import profile as config
 
 def test_paper_profile_is_the_papers_protocol():
     hp = paper.hyperparameters()
-    tr = config.load_profile("paper", data_dir="/nonexistent/C-NMC_Leukemia")["training"]
-    assert tr["learning_rate"] == float(hp["initial_learning_rate"])
-    assert tr["beta_1"] == float(hp["adamax_beta_1"]) and tr["beta_2"] == float(hp["adamax_beta_2"])
-    assert tr["clr_base_lr"] == float(hp["clr_base_lr"]) and tr["clr_max_lr"] == float(hp["clr_max_lr"])
-    assert tr["epochs"] == int(hp["max_epochs"]) and tr["patience"] == int(hp["early_stopping_patience"])
-    assert tr["batch_size"] == int(hp["batch_size"])
-    assert hp["clr_step_size"].startswith(f"{tr['clr_step_epochs']} x iterations per epoch")
-    assert tr["recalibrate_batchnorm"] is False and tr["run_eagerly"] is False
+    tr = config.load_profile("paper", data_dir="/nonexistent/C-NMC_Leukemia").training
+    assert tr.learning_rate == float(hp["initial_learning_rate"])
+    assert tr.beta_1 == float(hp["adamax_beta_1"]) and tr.beta_2 == float(hp["adamax_beta_2"])
+    assert tr.clr_base_lr == float(hp["clr_base_lr"]) and tr.clr_max_lr == float(hp["clr_max_lr"])
+    assert tr.epochs == int(hp["max_epochs"]) and tr.patience == int(hp["early_stopping_patience"])
+    assert tr.batch_size == int(hp["batch_size"])
+    assert hp["clr_step_size"].startswith(f"{tr.clr_step_epochs} x iterations per epoch")
+    assert tr.recalibrate_batchnorm is False and tr.run_eagerly is False
     cfg = config.load_profile("paper", data_dir="/x")
-    assert cfg["weights"] == "imagenet" and cfg["input_scale"] == 1.0
-    assert cfg["runs"] == {450: [0], 300: [0, 1, 2, 3, 4]}
+    assert cfg.weights == "imagenet" and cfg.input_scale == 1.0
+    assert cfg.runs == {450: [0], 300: [0, 1, 2, 3, 4]}
 
 
 def test_paper_profile_needs_data():
@@ -28,14 +28,14 @@ def test_paper_profile_needs_data():
 @pytest.mark.parametrize("name", ["smoke", "demo"])
 def test_cpu_profiles_run_every_backbone_offline(name):
     cfg = config.load_profile(name)
-    assert cfg["weights"] == "none" and cfg["data"]["source"] == "synthetic"
-    assert len(cfg["backbones"]) == 5 and set(cfg["runs"]) == {450, 300}
-    assert len(cfg["runs"][300]) >= 2
+    assert cfg.weights == "none" and cfg.data.source == "synthetic"
+    assert len(cfg.backbones) == 5 and set(cfg.runs) == {450, 300}
+    assert len(cfg.runs[300]) >= 2
 
 
 def test_overrides():
     cfg = config.load_profile("smoke", ["epochs=3", "training.batch_size=4", "input_scale=0.5"])
-    assert cfg["training"]["epochs"] == 3 and cfg["training"]["batch_size"] == 4 and cfg["input_scale"] == 0.5
+    assert cfg.training.epochs == 3 and cfg.training.batch_size == 4 and cfg.input_scale == 0.5
 
 
 def test_per_backbone_training_settings(tmp_path):
@@ -46,12 +46,12 @@ def test_per_backbone_training_settings(tmp_path):
     path = tmp_path / "tuned.yml"
     path.write_text(yaml.safe_dump(raw))
     cfg = config.load_profile(str(path))
-    assert config.training_for(cfg, "mobilenet")["epochs"] == 5
-    vgg = config.training_for(cfg, "VGG-16")
-    assert (vgg["epochs"], vgg["clr_max_lr"]) == (3, 2e-4)
-    dense = config.training_for(cfg, "densenet121")
-    assert (dense["epochs"], dense["clr_max_lr"]) == (raw["training"]["epochs"], raw["training"]["clr_max_lr"])
-    assert "per_backbone" not in vgg  # a run records the settings it used, and nothing else
+    assert cfg.training_for("mobilenet").epochs == 5
+    vgg = cfg.training_for("VGG-16")
+    assert (vgg.epochs, vgg.clr_max_lr) == (3, 2e-4)
+    dense = cfg.training_for("densenet121")
+    assert (dense.epochs, dense.clr_max_lr) == (raw["training"]["epochs"], raw["training"]["clr_max_lr"])
+    assert "per_backbone" not in vgg.model_dump()  # a run records the settings it used, and nothing else
     # the run key hashes the resolved settings: only the named backbones' runs change
     from alllib.study.runs import run_key
 
@@ -59,15 +59,11 @@ def test_per_backbone_training_settings(tmp_path):
     assert run_key(cfg, "densenet121", 300, 0, "x") == run_key(plain, "densenet121", 300, 0, "x")
     assert run_key(cfg, "mobilenet", 300, 0, "x") != run_key(plain, "mobilenet", 300, 0, "x")
     # one entry can be overridden by its full path; a bare `epochs=N` sets every backbone
-    assert (
-        config.training_for(config.load_profile(str(path), ["training.per_backbone.vgg16.epochs=7"]), "vgg16")["epochs"]
-        == 7
-    )
+    assert config.load_profile(str(path), ["training.per_backbone.vgg16.epochs=7"]).training_for("vgg16").epochs == 7
     everyone = config.load_profile(str(path), ["epochs=2", "clr_max_lr=1e-3"])
-    assert {
-        (config.training_for(everyone, b)["epochs"], config.training_for(everyone, b)["clr_max_lr"])
-        for b in plain["backbones"]
-    } == {(2, 1e-3)}
+    assert {(everyone.training_for(b).epochs, everyone.training_for(b).clr_max_lr) for b in plain.backbones} == {
+        (2, 1e-3)
+    }
     for bad, match in [
         ({"resnet50": {"epochs": 3}}, "unknown backbone 'resnet50'"),
         ({"mobilenet": {"epochs": 0}}, r"setting training.per_backbone.mobilenet.epochs = 0: input should be greater"),
@@ -130,8 +126,8 @@ def test_impossible_settings_are_named(override, match):
 
 
 def test_a_bare_backbone_name_is_a_list():
-    assert config.load_profile("smoke", ["backbones=vgg16"])["backbones"] == ["vgg16"]
-    assert config.load_profile("smoke", ["backbones=[VGG-16, MobileNet]"])["backbones"] == ["vgg16", "mobilenet"]
+    assert config.load_profile("smoke", ["backbones=vgg16"]).backbones == ["vgg16"]
+    assert config.load_profile("smoke", ["backbones=[VGG-16, MobileNet]"]).backbones == ["vgg16", "mobilenet"]
 
 
 def test_every_profile_key_is_in_the_schema_with_a_meaning():
@@ -160,12 +156,12 @@ def test_demo_difficulty_comes_from_the_recorded_calibration():
     cal = pd.read_csv(resources.files("alllib") / "data" / "calibration_demo.csv")
     assert {"difficulty", "backbone", "val_BA", "test_BA", "recorded", "commit"} <= set(cal.columns)
     cfg = config.load_profile("demo")
-    chosen = cal[cal["difficulty"] == cfg["data"]["difficulty"]]
+    chosen = cal[cal["difficulty"] == cfg.data.difficulty]
     assert len(chosen), "the demo's difficulty is not among the calibrated values"
     # the default is the one the calibration chooses on validation (test plays no part)
     from alllib.evidence.recorded import calibration_choice
 
-    assert calibration_choice(cal) == cfg["data"]["difficulty"]
+    assert calibration_choice(cal) == cfg.data.difficulty
 
 
 def test_method_notes_state_the_demo_per_backbone_settings():
@@ -176,19 +172,19 @@ def test_method_notes_state_the_demo_per_backbone_settings():
 
     text = (Path(__file__).resolve().parent.parent / "book" / "method.md").read_text()
     cfg = config.load_profile("demo")
-    per = cfg["training"]["per_backbone"]
+    per = cfg.training.per_backbone
     assert set(per) == {"vgg16", "mobilenet"}, "method.md describes VGG-16 and MobileNet only; update it"
     peak = float(re.search(r"\*VGG-16 peaks at ([0-9]+(?:\.[0-9]+)?e-[0-9]+)\*", text).group(1))
-    assert peak == config.training_for(cfg, "vgg16")["clr_max_lr"]
+    assert peak == cfg.training_for("vgg16").clr_max_lr
     assert (
         float(re.search(r"a tenth of the paper's ([0-9]+(?:\.[0-9]+)?e-[0-9]+)", text).group(1))
-        == cfg["training"]["clr_max_lr"]
+        == cfg.training.clr_max_lr
     )
     epochs = re.search(r"\*MobileNet trains (\d+) epochs\*.*?where the others train (\d+)", text, re.S)
-    assert int(epochs.group(1)) == config.training_for(cfg, "mobilenet")["epochs"]
-    assert int(epochs.group(2)) == cfg["training"]["epochs"]
+    assert int(epochs.group(1)) == cfg.training_for("mobilenet").epochs
+    assert int(epochs.group(2)) == cfg.training.epochs
     from alllib.evidence.recorded import CALIBRATION_WINDOW
 
     assert f"between {CALIBRATION_WINDOW[0]} and {CALIBRATION_WINDOW[1]}" in text  # the calibration rule as coded
-    step = cfg["training"]["clr_step_epochs"]
-    assert config.training_for(cfg, "mobilenet")["epochs"] == 2 * step  # "one whole triangular2 cycle"
+    step = cfg.training.clr_step_epochs
+    assert cfg.training_for("mobilenet").epochs == 2 * step  # "one whole triangular2 cycle"

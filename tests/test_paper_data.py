@@ -57,7 +57,7 @@ def test_method_notes_cover_every_key_of_the_paper_profile():
     from alllib.study import profile as config
 
     cfg = config.load_profile("paper", data_dir="/x")
-    keys = {".".join(p) for p in config._leaf_paths(cfg) if "per_backbone" not in p}
+    keys = {".".join(p) for p in config._leaf_paths(cfg.record()) if "per_backbone" not in p}
     covered = (
         set(paper.FAITHFUL) | set(paper.BOOKKEEPING) | {k for row in paper.SILENT_OR_AMBIGUOUS for k in row["keys"]}
     )

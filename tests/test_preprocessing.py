@@ -6,6 +6,7 @@ from PIL import Image
 from alllib.errors import ConfigError, DataError
 from alllib.method import preprocessing as pp
 from alllib.method.dataset import read_cnmc, training_subjects
+from alllib.study.profile import Augment
 
 
 def _real_like_table():
@@ -88,7 +89,7 @@ def test_augmentation_invariants_and_determinism():
     import tensorflow as tf
 
     x = tf.constant(np.random.default_rng(0).integers(0, 255, (4, 40, 40, 3)), tf.uint8)
-    cfg = {"rotation_deg": 180, "zoom": 0.1, "shift": 0.1, "flips": True}
+    cfg = Augment(rotation_deg=180, zoom=0.1, shift=0.1, flips=True)
     a = pp.augment(x, tf.constant([1, 2], tf.int64), cfg)
     b = pp.augment(x, tf.constant([1, 2], tf.int64), cfg)
     c = pp.augment(x, tf.constant([1, 3], tf.int64), cfg)
@@ -101,7 +102,7 @@ def test_identity_augmentation_changes_nothing():
     import tensorflow as tf
 
     x = tf.constant(np.random.default_rng(1).integers(0, 255, (3, 32, 32, 3)), tf.uint8)
-    out = pp.augment(x, tf.constant([0, 0], tf.int64), {"rotation_deg": 0, "zoom": 0.0, "shift": 0.0, "flips": False})
+    out = pp.augment(x, tf.constant([0, 0], tf.int64), Augment(rotation_deg=0, zoom=0.0, shift=0.0, flips=False))
     np.testing.assert_array_equal(out.numpy(), x.numpy())
 
 
@@ -110,7 +111,7 @@ def test_flip_only_augmentation_is_a_flip():
 
     x = np.random.default_rng(2).integers(0, 255, (16, 8, 8, 3)).astype(np.uint8)
     out = pp.augment(
-        tf.constant(x), tf.constant([5, 5], tf.int64), {"rotation_deg": 0, "zoom": 0.0, "shift": 0.0, "flips": True}
+        tf.constant(x), tf.constant([5, 5], tf.int64), Augment(rotation_deg=0, zoom=0.0, shift=0.0, flips=True)
     ).numpy()
     for o, i in zip(out, x):
         assert any(np.array_equal(o, f) for f in (i, i[:, ::-1], i[::-1], i[::-1, ::-1]))
@@ -119,19 +120,37 @@ def test_flip_only_augmentation_is_a_flip():
 def test_training_dataset_is_balanced_and_seeded(synth_root):
     t = pp.subject_split(read_cnmc(synth_root), 0)
     train = t[t.split == "train"]
-    ds, n = pp.make_dataset(train, 300, 0.25, 8, seed=3, training=True, augment_cfg={})
+    ds, n = pp.make_dataset(
+        train, 300, 0.25, 8, seed=3, training=True, augment_cfg=Augment(rotation_deg=0, zoom=0.0, shift=0.0, flips=True)
+    )
     assert n == 2 * (train.label == "all").sum()
     labels = np.concatenate([y.numpy()[:, 1] for _, y in ds.take(int(np.ceil(n / 8)))])[:n]
     assert abs(labels.mean() - 0.5) < 0.1
-    ds2, _ = pp.make_dataset(train, 300, 0.25, 8, seed=3, training=True, augment_cfg={"rotation_deg": 30})
-    ds3, _ = pp.make_dataset(train, 300, 0.25, 8, seed=3, training=True, augment_cfg={"rotation_deg": 30})
+    ds2, _ = pp.make_dataset(
+        train,
+        300,
+        0.25,
+        8,
+        seed=3,
+        training=True,
+        augment_cfg=Augment(rotation_deg=30, zoom=0.0, shift=0.0, flips=True),
+    )
+    ds3, _ = pp.make_dataset(
+        train,
+        300,
+        0.25,
+        8,
+        seed=3,
+        training=True,
+        augment_cfg=Augment(rotation_deg=30, zoom=0.0, shift=0.0, flips=True),
+    )
     np.testing.assert_array_equal(next(iter(ds2))[0].numpy(), next(iter(ds3))[0].numpy())
 
 
 def test_decoded_cache_yields_the_same_batches_as_streaming(synth_root):
     t = pp.subject_split(read_cnmc(synth_root), 0)
     train = t[t.split == "train"].groupby("label").head(6)
-    aug = {"rotation_deg": 30, "zoom": 0.1, "shift": 0.1, "flips": True}
+    aug = Augment(rotation_deg=30, zoom=0.1, shift=0.1, flips=True)
     streamed, n = pp.make_dataset(train, 300, 0.25, 4, seed=5, training=True, augment_cfg=aug)
     cached, n2 = pp.make_dataset(train, 300, 0.25, 4, seed=5, training=True, augment_cfg=aug, cache=True)
     assert n == n2

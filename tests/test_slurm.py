@@ -53,7 +53,7 @@ def test_a_refused_job_array_is_named(tmp_path):
     from alllib.study import cluster
     from alllib.study.profile import Executor
 
-    opts = Executor(kind="slurm", partition="no_such_partition", gpus_per_job=0, cpus_per_job=1, mem_gb=1).model_dump()
+    opts = Executor(kind="slurm", partition="no_such_partition", gpus_per_job=0, cpus_per_job=1, mem_gb=1)
     with pytest.raises(
         StudyError, match="(?s)Slurm refused the job array of 1 training runs.*invalid partition.*executor.partition"
     ):

@@ -9,6 +9,7 @@ from alllib.book import postprocess
 from alllib.errors import StudyError
 from alllib.evidence import recorded
 from alllib.study import prepare as study_mod
+from alllib.study import profile as config
 from alllib.study import runner
 
 
@@ -63,11 +64,9 @@ def test_study_on_a_given_root_is_labelled_by_its_content(synth_root, tmp_path):
     # seed-major (seed 0 completes its ensembles first), longest runs first within a seed
     assert [r[2] for r in m] == [0] * 10 + [1] * 5
     assert m[0] == ("inception_resnet_v2", 450, 0) and m[-1] == ("mobilenet", 300, 1)
-    s.cfg["training"]["per_backbone"] = {
-        "mobilenet": {"epochs": 100 * s.cfg["training"]["epochs"]}
-    }  # cost counts epochs
-    assert s.matrix()[0] == ("mobilenet", 450, 0)
-    del s.cfg["training"]["per_backbone"]
+    s.cfg.training.per_backbone = {"mobilenet": config.TrainingOverride(epochs=100 * s.cfg.training.epochs)}
+    assert s.matrix()[0] == ("mobilenet", 450, 0)  # the cost counts epochs
+    s.cfg.training.per_backbone = {}
     assert s.runs(require_all=False) == []
     with pytest.raises(StudyError, match="15 training runs of profile 'smoke' are not finished"):
         s.runs()

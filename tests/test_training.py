@@ -7,6 +7,7 @@ from alllib.errors import ConfigError
 from alllib.method import training
 from alllib.study import profile as config
 from alllib.study import runs
+from alllib.study.profile import Augment
 
 
 def _piecewise_triangular2(steps, base, peak, step_size):
@@ -54,7 +55,7 @@ def test_keras_schedule_equals_formula():
 
 
 def test_optimizer_is_adamax_with_papers_betas():
-    tr = config.load_profile("smoke")["training"]
+    tr = config.load_profile("smoke").training
     opt = training.make_optimizer(tr, steps_per_epoch=10)
     assert type(opt).__name__ == "Adamax"
     assert opt.beta_1 == 0.9 and opt.beta_2 == 0.999
@@ -136,14 +137,14 @@ def test_same_seed_same_predictions_on_cpu(tiny_cfg, synth_root, tmp_path):
         assert "layers" in h5 and "optimizer" not in h5
     model = load_model(a / "model.keras")
     split = subject_split(read_cnmc(synth_root), 0)
-    val = training.predict_table(model, split[split["split"] == "validation"], 300, tiny_cfg["input_scale"])
+    val = training.predict_table(model, split[split["split"] == "validation"], 300, tiny_cfg.input_scale)
     np.testing.assert_allclose(val["p_all"], pa.loc[pa["split"] == "validation", "p_all"], atol=1e-6)
 
 
 def test_fixed_split_trains_every_seed_on_the_first_seeds_split(synth_root, tmp_path):
     fixed = _study(synth_root, tmp_path, ["runs={300: [0, 5]}"])
     per_seed = _study(synth_root, tmp_path, ["runs={300: [0, 5]}", "split=per_seed"])
-    assert fixed.cfg["split"] == "fixed" and [fixed.split_seed(s) for s in (0, 5)] == [0, 0]
+    assert fixed.cfg.split == "fixed" and [fixed.split_seed(s) for s in (0, 5)] == [0, 0]
     assert [per_seed.split_seed(s) for s in (0, 5)] == [0, 5]
     # the split is part of a run's identity
     assert fixed.run_dir("mobilenet", 300, 5) != per_seed.run_dir("mobilenet", 300, 5)
@@ -297,7 +298,7 @@ def test_a_resumed_stream_is_the_uninterrupted_stream_from_that_step(synth_root)
     from alllib.method.preprocessing import make_dataset, subject_split
 
     train = subject_split(read_cnmc(synth_root), 0).query("split == 'train'").groupby("label").head(10)
-    aug = {"rotation_deg": 180, "zoom": 0.1, "shift": 0.1, "flips": True}
+    aug = Augment(rotation_deg=180, zoom=0.1, shift=0.1, flips=True)
     whole, _ = make_dataset(train, 300, 0.1, 8, seed=3, training=True, augment_cfg=aug)
     later, _ = make_dataset(train, 300, 0.1, 8, seed=3, training=True, augment_cfg=aug, start_step=5)
     batches = [x.numpy() for x, _ in whole.take(8)]

@@ -10,6 +10,7 @@ import seaborn as sns
 from alllib import CLASS_NAMES
 from alllib.method import metrics
 from alllib.method.preprocessing import center_crop, crop_box
+from alllib.study.profile import Training
 
 CLASS_COLORS = {"ALL": "#b2182b", "Hem": "#2166ac", "all": "#b2182b", "hem": "#2166ac"}
 
@@ -588,11 +589,11 @@ def run_lr_trace(run: dict, label: str):
     """The triangular2 schedule one run trained with, over at least two cycles."""
     from alllib.method.training import triangular2
 
-    tr, steps = run["training"], run["steps_per_epoch"]
+    tr, steps = Training.model_validate(run["training"]), run["steps_per_epoch"]
     shown = run_lr_epochs(run)
 
     def sched(s):
-        return triangular2(s, tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps)
+        return triangular2(s, tr.clr_base_lr, tr.clr_max_lr, tr.clr_step_epochs * steps)
 
     return lr_trace(
         sched, shown * steps, steps, f"triangular2 over {shown} epochs (this run: {run['epochs_run']})", label

@@ -27,7 +27,7 @@ def model_card_markdown(study, n_boot: int | None = None, runs: list[dict] | Non
     ens = load_ensemble(study, runs=runs)
     preds = runs_at(runs, ens.size, ens.seed)
     test, _ = ensemble_predictions(preds, ens.method, ens.source)
-    n_boot = n_boot or cfg["stats"]["bootstrap"]
+    n_boot = n_boot or cfg.stats.bootstrap
     cis = metric_cis(test, n=n_boot)
     m = evaluate(test["y"].to_numpy(int), test["p_all"].to_numpy())
     subjects = per_subject_accuracy(test)
@@ -42,22 +42,22 @@ def model_card_markdown(study, n_boot: int | None = None, runs: list[dict] | Non
         ]
     seen = "the 450 px image" if ens.size == 450 else "its 300 px centre crop"
     weights = ", ".join(f"{mm.backbone} {mm.weight:.3f}" for mm in ens.members)
-    init = "ImageNet weights" if cfg["weights"] == "imagenet" else f"`{cfg['weights']}` (no ImageNet weights)"
+    init = "ImageNet weights" if cfg.weights == "imagenet" else f"`{cfg.weights}` (no ImageNet weights)"
     lines += [
         "## Model details",
         "",
         f"- **What:** a weighted ensemble of networks (Mondal et al. 2021, Eq. 1): {ens.weights_source}. "
         f"Members and weights (Cohen's kappa of each on validation for WEN-kappa): {weights}.",
-        f"- **Input:** one RGB image of one segmented cell, {seen} at input scale {cfg['input_scale']} "
-        f"({input_pixels(ens.size, cfg['input_scale'])} px tensors); {FINAL_CROP_NOTE}.",
+        f"- **Input:** one RGB image of one segmented cell, {seen} at input scale {cfg.input_scale} "
+        f"({input_pixels(ens.size, cfg.input_scale)} px tensors); {FINAL_CROP_NOTE}.",
         "- **Output:** p(ALL); label ALL when p(ALL) >= 0.5, else Hem.",
-        f"- **Training:** profile `{cfg['name']}` ({cfg['description']}); initialisation {init}; Adamax with a "
+        f"- **Training:** profile `{cfg.name}` ({cfg.description}); initialisation {init}; Adamax with a "
         f"triangular2 cyclic learning rate, early stopping on validation loss (Section 4.2 of the paper; the "
         "method notes list every departure).",
         f"- **Input size chosen on validation:** the ensemble at {ens.size} px had the higher balanced accuracy "
         "on the validation subjects.",
         f"- **Code:** alllib at commit `{git_commit()}`. Use: `python -m alllib predict IMAGES --study "
-        f"results/{cfg['name']} --out predictions.csv`; export: `python -m alllib export`.",
+        f"results/{cfg.name} --out predictions.csv`; export: `python -m alllib export`.",
         "",
         "## Intended use",
         "",
@@ -142,7 +142,7 @@ def model_card_markdown(study, n_boot: int | None = None, runs: list[dict] | Non
         "evidence.",
         "- The threshold is 0.5, as in the paper; it was not tuned.",
     ]
-    if cfg["weights"] != "imagenet":
+    if cfg.weights != "imagenet":
         lines.append(
             "- These models start from random weights (no ImageNet weights offline); their BatchNorm statistics "
             "were re-estimated where the profile says so (see the fine-tuning chapter)."

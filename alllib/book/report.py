@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from alllib.method.models import DISPLAY_ORDER, get_backbone
+from alllib.study.profile import Training
 
 ALPHA = 0.05
 
@@ -153,31 +154,31 @@ def error_concentration_sentence(e: dict, name: str = "WEN-kappa") -> str:
 def per_backbone_settings(cfg: dict) -> list[str]:
     """The profile's per-backbone departures, one "Backbone: setting value, ..." item per backbone."""
     return [
-        f"{get_backbone(b).display}: " + ", ".join(f"{k} {v:g}" for k, v in settings.items())
-        for b, settings in (cfg["training"].get("per_backbone") or {}).items()
+        f"{get_backbone(b).display}: "
+        + ", ".join(f"{k} {v:g}" for k, v in settings.model_dump(exclude_none=True).items())
+        for b, settings in cfg.training.per_backbone.items()
     ]
 
 
 def departures(cfg: dict) -> str:
     """One line: how this profile departs from the paper's protocol (empty for the paper profile)."""
-    from alllib.method.training import training_for
 
     out = []
-    if cfg["data"]["source"] == "synthetic":
+    if cfg.data.source == "synthetic":
         out.append("synthetic data")
-    if cfg["weights"] != "imagenet":
+    if cfg.weights != "imagenet":
         out.append("random initialisation instead of ImageNet weights")
-    epochs = sorted({training_for(cfg, b)["epochs"] for b in cfg["backbones"]})
+    epochs = sorted({cfg.training_for(b).epochs for b in cfg.backbones})
     if epochs != [200]:
         out.append(f"{'/'.join(map(str, epochs))} epochs instead of up to 200")
-    if cfg["input_scale"] != 1:
-        out.append(f"tensors scaled by {cfg['input_scale']} after cropping")
-    if cfg["training"].get("max_train_images"):
-        out.append(f"{cfg['training']['max_train_images']} training images per run")
-    if cfg["training"]["recalibrate_batchnorm"]:
+    if cfg.input_scale != 1:
+        out.append(f"tensors scaled by {cfg.input_scale} after cropping")
+    if cfg.training.max_train_images:
+        out.append(f"{cfg.training.max_train_images} training images per run")
+    if cfg.training.recalibrate_batchnorm:
         out.append("BatchNorm statistics re-estimated after each epoch")
     out += per_backbone_settings(cfg)
-    if cfg["training"].get("run_eagerly"):
+    if cfg.training.run_eagerly:
         out.append("eager execution")
     return "; ".join(out)
 
@@ -186,27 +187,27 @@ def departures(cfg: dict) -> str:
 
 
 def run_header(run: dict) -> str:
-    tr = run["training"]
+    tr = Training.model_validate(run["training"])  # as the run recorded it
     return (
         f"### {run['display']}, {run['input_size']} px ({run['input_px']} px tensors), seed {run['seed']}\n\n"
         f"Run `{run['run_id']}` of the `{run['profile']}` profile; weights: **{run['weights']}**; "
         f"subject split of seed {run.get('split_seed', run['seed'])}; "
         f"{run['train_images']} training images ({run['train_images_oversampled']} per epoch after oversampling), "
-        f"{run['steps_per_epoch']} steps per epoch, batch size {tr['batch_size']}; BatchNorm statistics re-estimated "
+        f"{run['steps_per_epoch']} steps per epoch, batch size {tr.batch_size}; BatchNorm statistics re-estimated "
         f"after each epoch: {run['batchnorm_recalibrated']}."
     )
 
 
 def run_curve_facts(run: dict) -> str:
-    tr = run["training"]
-    if run["epochs_run"] < tr["epochs"]:
+    tr = Training.model_validate(run["training"])  # as the run recorded it
+    if run["epochs_run"] < tr.epochs:
         stopping = "ended the run"
-    elif tr["patience"] >= tr["epochs"]:
-        stopping = f"did not trigger, and could not: its patience ({tr['patience']}) is not below the epoch limit"
+    elif tr.patience >= tr.epochs:
+        stopping = f"did not trigger, and could not: its patience ({tr.patience}) is not below the epoch limit"
     else:
         stopping = "did not trigger"
     return (
-        f"{run['epochs_run']} epochs run (at most {tr['epochs']}), best epoch {run['best_epoch']} (lowest validation "
+        f"{run['epochs_run']} epochs run (at most {tr.epochs}), best epoch {run['best_epoch']} (lowest validation "
         f"loss, whose weights early stopping restored); early stopping {stopping}. "
         f"{run['images_per_second']:.1f} training images/s, {run['train_seconds']:.0f} s training."
     )
@@ -215,11 +216,11 @@ def run_curve_facts(run: dict) -> str:
 def schedule_facts(run: dict) -> str:
     from alllib.results import paper
 
-    tr, steps = run["training"], run["steps_per_epoch"]
+    tr, steps = Training.model_validate(run["training"]), run["steps_per_epoch"]
     return (
-        f"Step size {tr['clr_step_epochs']} x {steps} iterations per epoch (the paper: "
-        f"{paper.hyperparameters()['clr_step_size']}), so one cycle lasts {2 * tr['clr_step_epochs']} epochs; this run "
-        f"trained {run['epochs_run']} epochs, peak rate {tr['clr_max_lr']:g}."
+        f"Step size {tr.clr_step_epochs} x {steps} iterations per epoch (the paper: "
+        f"{paper.hyperparameters()['clr_step_size']}), so one cycle lasts {2 * tr.clr_step_epochs} epochs; this run "
+        f"trained {run['epochs_run']} epochs, peak rate {tr.clr_max_lr:g}."
     )
 
 
@@ -236,7 +237,7 @@ def run_evaluation(run: dict):
 
 def runs_facts(runs: list[dict], cfg: dict) -> str:
     minutes = sum(r["train_seconds"] for r in runs) / 60
-    text = f"{len(runs)} runs, {minutes:.1f} min of training in all. Weights: **{cfg['weights']}**."
+    text = f"{len(runs)} runs, {minutes:.1f} min of training in all. Weights: **{cfg.weights}**."
     per = per_backbone_settings(cfg)
     if per:
         text += (
@@ -244,7 +245,7 @@ def runs_facts(runs: list[dict], cfg: dict) -> str:
             + "; ".join(per)
             + ". Each run's `peak_lr` and `max_epochs` above are the settings it trained with."
         )
-    if cfg["training"]["recalibrate_batchnorm"]:
+    if cfg.training.recalibrate_batchnorm:
         text += (
             " BatchNorm moving statistics are re-estimated on training images after each epoch (see the method notes)."
         )

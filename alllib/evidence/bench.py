@@ -33,7 +33,7 @@ def pipeline(profile: str = "smoke", batches: int = 30, batch_size: int = 8) -> 
     from alllib.method.preprocessing import input_pixels, make_dataset
 
     study, train = _train_table(profile)
-    scale, aug = study.cfg["input_scale"], study.cfg["augment"]
+    scale, aug = study.cfg.input_scale, study.cfg.augment
     rows = []
     for size in (450, 300):
         ds, _ = make_dataset(train, size, scale, batch_size, seed=0, training=True, augment_cfg=aug)
@@ -44,12 +44,12 @@ def pipeline(profile: str = "smoke", batches: int = 30, batch_size: int = 8) -> 
             next(it)
         tfdata = batches * batch_size / (time.perf_counter() - t0)
         idg = tf.keras.preprocessing.image.ImageDataGenerator(
-            rotation_range=aug["rotation_deg"],
-            zoom_range=aug["zoom"],
-            width_shift_range=aug["shift"],
-            height_shift_range=aug["shift"],
-            horizontal_flip=aug["flips"],
-            vertical_flip=aug["flips"],
+            rotation_range=aug.rotation_deg,
+            zoom_range=aug.zoom,
+            width_shift_range=aug.shift,
+            height_shift_range=aug.shift,
+            horizontal_flip=aug.flips,
+            vertical_flip=aug.flips,
             fill_mode="constant",
         )
         flow = idg.flow_from_dataframe(
@@ -126,27 +126,27 @@ def training(profile: str = "smoke", steps: int = 16, warmup: int = 3, rounds: i
 
     from alllib.method.models import build_model, get_backbone
     from alllib.method.preprocessing import input_pixels, make_dataset
-    from alllib.method.training import make_optimizer, training_for
+    from alllib.method.training import make_optimizer
 
     study, train = _train_table(profile)
     cfg = study.cfg
-    bs = cfg["training"]["batch_size"]
+    bs = cfg.training.batch_size
     rows = []
-    for name in backbones or cfg["backbones"]:
-        for size in sorted(cfg["runs"], reverse=True):
-            px = input_pixels(size, cfg["input_scale"])
+    for name in backbones or cfg.backbones:
+        for size in sorted(cfg.runs, reverse=True):
+            px = input_pixels(size, cfg.input_scale)
             t0 = time.perf_counter()  # as in training.fit: decoded once, then gathered and augmented every step
             ds, n = make_dataset(
-                train, size, cfg["input_scale"], bs, seed=0, training=True, augment_cfg=cfg["augment"], cache=True
+                train, size, cfg.input_scale, bs, seed=0, training=True, augment_cfg=cfg.augment, cache=True
             )
             decode = time.perf_counter() - t0
             x, y = next(iter(ds))
             # the same batches held in memory, with the pipeline's element spec (so one traced step serves both)
             memory = tf.data.Dataset.from_tensor_slices((x, y)).batch(bs).repeat()
             keras.utils.set_random_seed(0)
-            model = build_model(name, px, cfg["weights"])
+            model = build_model(name, px, cfg.weights)
             model.compile(
-                optimizer=make_optimizer(training_for(cfg, name), 100),
+                optimizer=make_optimizer(cfg.training_for(name), 100),
                 loss="categorical_crossentropy",
                 metrics=["accuracy"],
             )
@@ -188,7 +188,7 @@ def ensemble(profile: str = "smoke") -> pd.DataFrame:
 
     study = prepare(profile, progress=False)
     runs = study.runs()
-    res = ablation_benchmark(runs, sorted(study.cfg["runs"]), sorted({r["seed"] for r in runs}))
+    res = ablation_benchmark(runs, sorted(study.cfg.runs), sorted({r["seed"] for r in runs}))
     return pd.DataFrame([res])
 
 
@@ -271,12 +271,12 @@ def gpu(
 
     from alllib.method.models import build_model, get_backbone
     from alllib.method.preprocessing import input_pixels
-    from alllib.method.training import make_optimizer, training_for
+    from alllib.method.training import make_optimizer
     from alllib.study.profile import load_profile
 
     cfg = load_profile(profile, NO_DATA)  # the benchmark feeds random images: no data set needed
     backend = keras.backend.backend()
-    keys = [get_backbone(b).key for b in (backbones or cfg["backbones"])]
+    keys = [get_backbone(b).key for b in (backbones or cfg.backbones)]
     rng = np.random.default_rng(0)
     rows, t_start = [], time.perf_counter()
     for precision in precisions:
@@ -286,8 +286,8 @@ def gpu(
                     if time.perf_counter() - t_start > seconds:
                         print(f"bench gpu: {seconds:.0f} s spent, not starting {precision} {mode} {size} px {key}")
                         continue
-                    tr = training_for(cfg, key)
-                    bs, px = tr["batch_size"], input_pixels(size, cfg["input_scale"])
+                    tr = cfg.training_for(key)
+                    bs, px = tr.batch_size, input_pixels(size, cfg.input_scale)
                     row = {"backend": backend, "backbone": key, "input_size": size, "input_px": px}
                     row.update({"precision": precision, "compile": mode, "batch_size": bs})
                     keras.mixed_precision.set_global_policy("mixed_float16" if precision == "mixed" else "float32")
@@ -344,14 +344,14 @@ def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int 
     train = split[split["split"] == "train"]
     n_train = len(random_oversampling(train["y"].to_numpy(), 0))
     n_val = int((split["split"] == "validation").sum())
-    n_epochs = epochs or cfg["training"]["epochs"]
+    n_epochs = epochs or cfg.training.epochs
     ok = table[table["status"] == "ok"]
     out = []
     for (backend, precision, mode), t in ok.groupby(["backend", "precision", "compile"]):
         rate = t.set_index(["backbone", "input_size"])
         hours, missing, extrapolated = 0.0, [], []
-        for size, seeds in cfg["runs"].items():
-            for key in cfg["backbones"]:
+        for size, seeds in cfg.runs.items():
+            for key in cfg.backbones:
                 if (key, int(size)) in rate.index:
                     r = rate.loc[(key, int(size))]
                     train_rate, predict_rate = r["train_images_per_s"], r["predict_images_per_s"]
@@ -361,7 +361,7 @@ def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int 
                         missing.append(f"{key} {size}")
                         continue
                     r = other.iloc[0]
-                    ratio = (r["input_px"] / input_pixels(int(size), cfg["input_scale"])) ** 2
+                    ratio = (r["input_px"] / input_pixels(int(size), cfg.input_scale)) ** 2
                     train_rate, predict_rate = r["train_images_per_s"] * ratio, r["predict_images_per_s"] * ratio
                     extrapolated.append(f"{key} {size} from {r['input_size']}")
                 per_epoch = n_train / train_rate + n_val / predict_rate
@@ -390,7 +390,7 @@ def gpu_note(table: pd.DataFrame, profile: str = "paper") -> str:
     cfg = load_profile(profile, NO_DATA)
     hours = paper_matrix_hours(table, profile)
     backends = sorted(set(table["backend"]))
-    n_runs = sum(len(seeds) for seeds in cfg["runs"].values()) * len(cfg["backbones"])
+    n_runs = sum(len(seeds) for seeds in cfg.runs.values()) * len(cfg.backbones)
     text = (
         f"Each rate is the mean over a few steps at the profile's batch size ({int(table['batch_size'].iloc[0])}), "
         "images already in device memory, so it is the network's rate, not the input pipeline's."
@@ -415,7 +415,7 @@ def gpu_note(table: pd.DataFrame, profile: str = "paper") -> str:
             )
             + "."
         )
-    patience = cfg["training"]["patience"]
+    patience = cfg.training.patience
     text += f" Early stopping at patience {patience} ends a run after {patience + 1} epochs at the earliest."
     return text
 
@@ -502,9 +502,9 @@ def data_step(step: str, root: str, manifest: str) -> dict:
             cfg = load_profile("paper", NO_DATA)
             train = subject_split(table, 0).query("split == 'train'")
             t0 = time.perf_counter()
-            bs = cfg["training"]["batch_size"]
+            bs = cfg.training.batch_size
             ds, n = make_dataset(
-                train, 300, cfg["input_scale"], bs, seed=0, training=True, augment_cfg=cfg["augment"], cache=False
+                train, 300, cfg.input_scale, bs, seed=0, training=True, augment_cfg=cfg.augment, cache=False
             )
             for _ in ds.take(-(-n // bs)):
                 pass
@@ -607,7 +607,7 @@ def predict(profile: str = "demo", images: int = 256) -> pd.DataFrame:
     files = pr.collect_images([study.data_root / PRELIM_DIR])[:images]
     rows = []
     runs = study.runs()
-    for size in sorted(study.cfg["runs"]):
+    for size in sorted(study.cfg.runs):
         ens = pr.load_ensemble(study, size, runs=runs)
         pr.predict(ens, files[:32], progress=False)  # warm-up: models loaded and traced once
         t0 = time.perf_counter()
@@ -616,7 +616,7 @@ def predict(profile: str = "demo", images: int = 256) -> pd.DataFrame:
         rows.append(
             {
                 "input size": size,
-                "input px": input_pixels(size, study.cfg["input_scale"]),
+                "input px": input_pixels(size, study.cfg.input_scale),
                 "members": len(ens.members),
                 "images": len(files),
                 "seconds": round(seconds, 1),

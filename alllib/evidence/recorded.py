@@ -160,7 +160,7 @@ def trial(
         study.results.mkdir(parents=True, exist_ok=True)
         with open(study.results / "notebooks.log", "a") as log:
             run_matrix(
-                study, notebook_params(study, profile, overrides, data_dir), PACKAGE_ROOT, [], log, study.cfg["jobs"]
+                study, notebook_params(study, profile, overrides, data_dir), PACKAGE_ROOT, [], log, study.cfg.jobs
             )
         for run in study.runs():
             p, h = run["predictions"], run["history"]

@@ -165,21 +165,22 @@ def decode_images(paths, size: int, scale: float, batch_size: int = 64) -> np.nd
     return np.concatenate([x.numpy() for x in ds])
 
 
-def augmentation_matrices(seeds, batch: int, side: int, cfg: dict):
+def augmentation_matrices(seeds, batch: int, side: int, cfg):
     """tf: per-image projective transforms (rotation, zoom, shift, flips) about the image centre,
-    in the 8-parameter form of ImageProjectiveTransformV3 (output -> input mapping)."""
+    in the 8-parameter form of ImageProjectiveTransformV3 (output -> input mapping). `cfg`: the profile's
+    `augment` settings (rotation_deg, zoom, shift, flips)."""
     import tensorflow as tf
 
     def u(i, lo, hi):
         return tf.random.stateless_uniform((batch,), seed=seeds + [0, i], minval=lo, maxval=hi)
 
-    rot = math.radians(cfg.get("rotation_deg", 0))
+    rot = math.radians(cfg.rotation_deg)
     angle = u(1, -rot, rot)
-    zoom = cfg.get("zoom", 0.0)
+    zoom = cfg.zoom
     scale = u(2, 1 - zoom, 1 + zoom)
-    shift = cfg.get("shift", 0.0) * side
+    shift = cfg.shift * side
     tx, ty = u(3, -shift, shift), u(4, -shift, shift)
-    flips = cfg.get("flips", True)
+    flips = cfg.flips
     fx = tf.where(u(5, 0, 1) < 0.5, -1.0, 1.0) if flips else tf.ones((batch,))
     fy = tf.where(u(6, 0, 1) < 0.5, -1.0, 1.0) if flips else tf.ones((batch,))
     c = (side - 1) / 2.0
@@ -194,7 +195,7 @@ def augmentation_matrices(seeds, batch: int, side: int, cfg: dict):
     return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
 
-def augment(images, seed, cfg: dict):
+def augment(images, seed, cfg):
     """tf: online augmentation of a batch of uint8 images (B, s, s, 3) -> uint8, black fill.
     `seed` is a length-2 int tensor (stateless: the same seed gives the same augmentation)."""
     import tensorflow as tf
@@ -220,7 +221,7 @@ def make_dataset(
     batch_size: int,
     seed: int = 0,
     training: bool = False,
-    augment_cfg: dict | None = None,
+    augment_cfg=None,
     oversample: bool = True,
     cache: bool = False,
     start_step: int = 0,
@@ -279,7 +280,9 @@ def make_dataset(
     )
     ds = ds.batch(batch_size, drop_remainder=False)
     if training:
-        cfg = augment_cfg or {}
+        if augment_cfg is None:
+            raise ConfigError("a training dataset needs the profile's augment settings (augment_cfg)")
+        cfg = augment_cfg
         ds = ds.enumerate(start=start_step).map(
             lambda step, xy: (augment(xy[0], tf.stack([tf.cast(seed, tf.int64), step]), cfg), xy[1]),
             num_parallel_calls=tf.data.AUTOTUNE,

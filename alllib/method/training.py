@@ -36,21 +36,6 @@ from alllib import io
 from alllib.errors import ConfigError
 from alllib.method.preprocessing import input_pixels
 
-PER_BACKBONE = "per_backbone"  # training.per_backbone.<backbone>.<setting>: a CPU profile's per-backbone departures
-
-
-def training_for(cfg: dict, backbone: str) -> dict:
-    """The training settings of one backbone's runs: `training`, with the backbone's entry of
-    `training.per_backbone` on top where the profile has one (CPU profiles, training from random
-    initialisation, tune a few settings per backbone; the paper uses one protocol for all). What
-    a run records and what its key hashes."""
-    from alllib.method.models import get_backbone
-
-    tr = dict(cfg["training"])
-    per = {get_backbone(k).key: v for k, v in (tr.pop(PER_BACKBONE, None) or {}).items()}
-    tr.update(per.get(get_backbone(backbone).key, {}))
-    return tr
-
 
 def triangular2(step, base_lr: float, max_lr: float, step_size: float):
     """Closed form of Smith's triangular2 policy: a triangle wave between base_lr and max_lr whose
@@ -100,8 +85,8 @@ def make_optimizer(tr: dict, steps_per_epoch: int):
     """Adamax driven by the triangular2 schedule (step size = clr_step_epochs x iterations per epoch)."""
     import keras
 
-    schedule = cyclic_lr(tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps_per_epoch)
-    return getattr(keras.optimizers, OPTIMIZER)(learning_rate=schedule, beta_1=tr["beta_1"], beta_2=tr["beta_2"])
+    schedule = cyclic_lr(tr.clr_base_lr, tr.clr_max_lr, tr.clr_step_epochs * steps_per_epoch)
+    return getattr(keras.optimizers, OPTIMIZER)(learning_rate=schedule, beta_1=tr.beta_1, beta_2=tr.beta_2)
 
 
 def recalibrate_batchnorm(model, dataset) -> int:
@@ -254,9 +239,7 @@ def _callbacks(val_table, val_ds, size, scale, tr, recal_ds, schedule_fn, steps_
 
     return [
         EpochValidation(),
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=tr["patience"], restore_best_weights=True, verbose=1
-        ),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=tr.patience, restore_best_weights=True, verbose=1),
     ]
 
 
@@ -309,21 +292,21 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
     from alllib.method.preprocessing import make_dataset, random_oversampling, subject_split
     from alllib.provenance import environment
 
-    tr, scale = training_for(cfg, backbone), cfg["input_scale"]
+    tr, scale = cfg.training_for(backbone), cfg.input_scale
     keras.utils.set_random_seed(seed)
-    if tr.get("deterministic"):
+    if tr.deterministic:
         tf.config.experimental.enable_op_determinism()
-    if tr.get("mixed_precision"):
+    if tr.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     split = subject_split(table, split_seed)
     train = split[split["split"] == "train"]
-    if tr.get("max_train_images") and len(train) > tr["max_train_images"]:
-        train = train.groupby("label").sample(frac=tr["max_train_images"] / len(train), random_state=seed)
+    if tr.max_train_images and len(train) > tr.max_train_images:
+        train = train.groupby("label").sample(frac=tr.max_train_images / len(train), random_state=seed)
     val = split[split["split"] == "validation"]
     test = split[split["split"] == "preliminary_test"]
     t_decode = time.time()
     n_epoch = len(random_oversampling(train["y"].fillna(0).astype(int).to_numpy(), seed))
-    steps = math.ceil(n_epoch / tr["batch_size"])
+    steps = math.ceil(n_epoch / tr.batch_size)
     start_epoch = resume_epoch(backup_dir)
     if start_epoch:
         print(f"[train] resuming {backbone} {size}px seed {seed} after epoch {start_epoch} from {backup_dir}")
@@ -331,34 +314,34 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
         train,
         size,
         scale,
-        tr["batch_size"],
+        tr.batch_size,
         seed=seed,
         training=True,
-        augment_cfg=cfg["augment"],
+        augment_cfg=cfg.augment,
         cache=True,
         start_step=start_epoch * steps,
     )
     val_ds = make_dataset(val, size, scale, 32, cache=True)[0]  # validated every epoch: decoded once
     decode_seconds = time.time() - t_decode
     px = input_pixels(size, scale)
-    model = build_model(backbone, px, cfg["weights"])
+    model = build_model(backbone, px, cfg.weights)
     optimizer = make_optimizer(tr, steps)
     model.compile(
         optimizer=optimizer,
         loss=LOSS,
         metrics=["accuracy"],
-        jit_compile=bool(tr.get("xla")),
-        run_eagerly=bool(tr.get("run_eagerly")),
+        jit_compile=bool(tr.xla),
+        run_eagerly=bool(tr.run_eagerly),
     )
     recal = None
-    if tr.get("recalibrate_batchnorm") and count_batchnorm(model):
-        sub = train.sample(n=min(len(train), tr.get("bn_recalibration_images", 256)), random_state=seed)
+    if tr.recalibrate_batchnorm and count_batchnorm(model):
+        sub = train.sample(n=min(len(train), tr.bn_recalibration_images), random_state=seed)
         t_decode = time.time()
         recal = make_dataset(sub, size, scale, 32, cache=True)[0]
         decode_seconds += time.time() - t_decode
 
     def schedule_fn(step):
-        return float(triangular2(step, tr["clr_base_lr"], tr["clr_max_lr"], tr["clr_step_epochs"] * steps))
+        return float(triangular2(step, tr.clr_base_lr, tr.clr_max_lr, tr.clr_step_epochs * steps))
 
     callbacks = _callbacks(val, val_ds, size, scale, tr, recal, schedule_fn, steps)
     backup = None
@@ -368,7 +351,7 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
     t0 = time.time()
     hist = model.fit(
         ds,
-        epochs=tr["epochs"],
+        epochs=tr.epochs,
         steps_per_epoch=steps,
         verbose=verbose,
         shuffle=False,
@@ -398,8 +381,8 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
         "input_size": size,
         "input_px": px,
         "seed": seed,
-        "weights": str(cfg["weights"]),
-        "profile": cfg["name"],
+        "weights": str(cfg.weights),
+        "profile": cfg.name,
         "split_seed": split_seed,
         "steps_per_epoch": steps,
         "train_images": len(train),
@@ -418,12 +401,12 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
         "decode_seconds": decode_seconds,
         "train_seconds": train_seconds,
         "predict_seconds": predict_seconds,
-        "images_per_second": (epochs_run - start_epoch) * steps * tr["batch_size"] / train_seconds,
+        "images_per_second": (epochs_run - start_epoch) * steps * tr.batch_size / train_seconds,
         "resumed_at_epoch": start_epoch,
         "batchnorm_layers": count_batchnorm(model),
         "batchnorm_recalibrated": recal is not None,
-        "training": tr,
-        "augment": cfg["augment"],
+        "training": tr.model_dump(),
+        "augment": cfg.augment.model_dump(),
         "input_scale": scale,
         "data": data_info,
         "environment": environment(),

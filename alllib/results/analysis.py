@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from alllib.method import metrics
-from alllib.results import paper, stats
 from alllib.method.ensemble import WeightSource, ensemble_name, ensemble_predictions, model_weights, subset_search
 from alllib.method.models import DISPLAY_ORDER
+from alllib.results import paper, stats
 
 WEN_METHODS = ("wen-auc", "wen-f1", "wen-kappa")
 TABLE4 = ["WP", "WR", "WFS", "ACC", "BA"]
@@ -133,9 +133,7 @@ def weight_sources(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.Dat
             scores = metrics.evaluate(pred["y"], pred["p_all"])
             by_source[source][ensemble_name(m)] = {k: scores[k] for k in metrics.HEADLINE}
             mrows.append({"ensemble": ensemble_name(m), "weights from": tag, **by_source[source][ensemble_name(m)]})
-    gap = (
-        pd.DataFrame(by_source[WeightSource.TEST]).T - pd.DataFrame(by_source[WeightSource.VALIDATION]).T
-    ) * 100
+    gap = (pd.DataFrame(by_source[WeightSource.TEST]).T - pd.DataFrame(by_source[WeightSource.VALIDATION]).T) * 100
     gap.index.name = "ensemble"
     shown = gap.reset_index().assign(**{"weights from": "gap (pp), test minus validation weights"})
     return pd.DataFrame(wrows), pd.concat([pd.DataFrame(mrows), shown], ignore_index=True), gap
@@ -283,7 +281,6 @@ def ablation_benchmark(runs: list[dict], sizes, seeds, repeats: int = 3) -> dict
                         count += 1
         best = min(best, time.perf_counter() - t0)
     return {"seconds": best, "classifiers_evaluated": count}
-
 
 
 # ---------------------------------------------------------------- the ensemble chapter in one call

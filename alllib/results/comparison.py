@@ -26,13 +26,13 @@ def table7(cfg: dict) -> pd.DataFrame:
     t["method"] = [
         f"{m} [{r}]" if r == r else "Mondal et al. 2021 (the paper)" for m, r in zip(t["method"], t["reference"])
     ]
-    tr = cfg["training"]
+    tr = cfg.training
     ours = {
-        "method": f"this build (profile {cfg['name']})",
+        "method": f"this build (profile {cfg.name})",
         "optimizer": OPTIMIZER,
-        "learning_rate": f"{tr['learning_rate']:g} (cyclic {tr['clr_base_lr']:g} to {tr['clr_max_lr']:g})",
+        "learning_rate": f"{tr.learning_rate:g} (cyclic {tr.clr_base_lr:g} to {tr.clr_max_lr:g})",
         "loss": LOSS.replace("_", " ").replace("crossentropy", "cross-entropy"),
-        "batch_size": tr["batch_size"],
+        "batch_size": tr.batch_size,
     }
     t = pd.concat([t.drop(columns="reference"), pd.DataFrame([ours])], ignore_index=True)
     t["batch_size"] = t["batch_size"].astype(str)

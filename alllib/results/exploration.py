@@ -8,8 +8,8 @@ import pandas as pd
 from PIL import Image
 
 from alllib import CLASS_NAMES
-from alllib.results.gradcam import cell_mask
 from alllib.method.preprocessing import center_crop, random_oversampling, subject_split
+from alllib.results.gradcam import cell_mask
 
 
 def outside_crop(full: np.ndarray, crop: int = 300) -> float:
@@ -81,8 +81,8 @@ def leakage_experiment(table: pd.DataFrame, features: pd.DataFrame, seeds=range(
 
 def table3(split: pd.DataFrame) -> pd.DataFrame:
     """Our subjects and images per split beside the paper's Table 3."""
-    from alllib.results import paper
     from alllib.method.preprocessing import split_summary
+    from alllib.results import paper
 
     ours = split_summary(split).set_index("split")
     ref = paper.table("table3_dataset").set_index("split").drop(columns="phase")

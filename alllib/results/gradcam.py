@@ -109,8 +109,7 @@ def nucleus_masks(paths, size: int, scale: float) -> np.ndarray | None:
     """Nucleus masks of synthetic images (None for real data), cropped and resized like the images."""
     from PIL import Image
 
-    from alllib.method.preprocessing import input_pixels
-    from alllib.method.preprocessing import center_crop
+    from alllib.method.preprocessing import center_crop, input_pixels
     from alllib.study.synthetic import mask_path
 
     files = [mask_path(p) for p in paths]
@@ -232,8 +231,8 @@ def gradcam_chapter(study, runs: list[dict], method: str, seed: int | None = Non
     Figs. 7 and 8; their concentration and the subject-level tests; and the typed summary."""
     from types import SimpleNamespace
 
-    from alllib.results.analysis import runs_at, test_rows
     from alllib.method.preprocessing import load_arrays
+    from alllib.results.analysis import runs_at, test_rows
     from alllib.results.summaries import GradcamSummary
 
     seed = min(r["seed"] for r in runs) if seed is None else seed
@@ -247,14 +246,14 @@ def gradcam_chapter(study, runs: list[dict], method: str, seed: int | None = Non
         for r in chosen
     }
     names = list(preds)
-    sample = concentration_sample(test, study.cfg["gradcam"]["images"], seed)
+    sample = concentration_sample(test, study.cfg.gradcam.images, seed)
     cases = {lab: figure_cases(test, single, test["p_all"].to_numpy(), lab) for lab in ("hem", "all")}
     case_pos = sorted({i for c in cases.values() for i in c.values() if i is not None})
-    fig9 = np.flatnonzero((test["label"] == "all").to_numpy())[: study.cfg["gradcam"]["examples_per_class"]]
+    fig9 = np.flatnonzero((test["label"] == "all").to_numpy())[: study.cfg.gradcam.examples_per_class]
     positions = np.array(sorted(set(sample.tolist()) | set(case_pos) | set(fig9.tolist())), int)
     sub = test.iloc[positions].reset_index(drop=True)
     at = {int(p): i for i, p in enumerate(positions)}  # position in `test` -> row in `sub`
-    images = load_arrays(sub, size, study.cfg["input_scale"])
+    images = load_arrays(sub, size, study.cfg.input_scale)
     classes = sub["y"].astype(int).to_numpy()
     maps = {
         r["display"]: cached_maps(r, images, sub["image_id"], classes, method, study.results / "gradcam")
@@ -263,7 +262,7 @@ def gradcam_chapter(study, runs: list[dict], method: str, seed: int | None = Non
     ens_maps = ensemble_map([maps[n] for n in names], [weights[n] for n in names])
     rows = [at[int(p)] for p in sample]
     cells = cell_mask(images[rows])
-    nuclei = nucleus_masks(sub["path"].iloc[rows], size, study.cfg["input_scale"])
+    nuclei = nucleus_masks(sub["path"].iloc[rows], size, study.cfg.input_scale)
     conc = pd.concat(
         [
             concentration(m[rows], cells, nuclei).assign(model=n, subject=sub["subject"].iloc[rows].to_numpy())

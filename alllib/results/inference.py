@@ -93,7 +93,7 @@ def study_tta(study, runs: list[dict], size: int, seed: int) -> dict[str, pd.Dat
 
     chosen = {r["display"]: r for r in runs if r["input_size"] == size and r["seed"] == seed}
     return {
-        name: tta_predictions(chosen[name], study.table, study.cfg["input_scale"], study.results / "tta")
+        name: tta_predictions(chosen[name], study.table, study.cfg.input_scale, study.results / "tta")
         for name in runs_at(runs, size, seed)
     }
 

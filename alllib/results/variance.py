@@ -23,7 +23,9 @@ TABLE5_METRICS = ("WFS", "ACC", "BA")
 WEN = ("wen-auc", "wen-f1", "wen-kappa")
 
 
-def per_seed_metrics(runs: list[dict], size: int, methods=WEN, sources=(WeightSource.VALIDATION, WeightSource.TEST)) -> pd.DataFrame:
+def per_seed_metrics(
+    runs: list[dict], size: int, methods=WEN, sources=(WeightSource.VALIDATION, WeightSource.TEST)
+) -> pd.DataFrame:
     """One row per (classifier, weight source, seed): the single models, and each WEN built from that
     seed's models with weights from each source."""
     rows = []

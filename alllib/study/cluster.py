@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from alllib.errors import ConfigError, StudyError
+from alllib.study.profile import Executor
 
 JOB_ENV = "ALLLIB_EXECUTOR"  # the executor settings a job's run records in its run.json
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
@@ -35,37 +36,37 @@ def executor_record() -> dict:
     return record
 
 
-def make_executor(opts: dict, folder: Path):
+def make_executor(opts: Executor, folder: Path):
     """A submitit executor for `opts` (the profile's `executor` settings): Slurm, or submitit's local
     executor for `submitit_local` (the same code path on one machine, without a cluster)."""
     import submitit
 
-    if opts["kind"] == "slurm":
+    if opts.kind == "slurm":
         if not _on_path("sbatch"):
             raise ConfigError(
                 "executor.kind = 'slurm' but `sbatch` is not on the PATH: run the study on a Slurm login "
                 "node, or set SLURM_CONF for a local Slurm (tools/slurm_local.sh), or use --executor local"
             )
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=opts["requeues"])
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=opts.requeues)
         params = {
-            "timeout_min": opts["time_min"],
-            "gpus_per_node": opts["gpus_per_job"],
-            "cpus_per_task": opts["cpus_per_job"],
-            "mem_gb": opts["mem_gb"],
-            "slurm_array_parallelism": opts["array_parallelism"],
+            "timeout_min": opts.time_min,
+            "gpus_per_node": opts.gpus_per_job,
+            "cpus_per_task": opts.cpus_per_job,
+            "mem_gb": opts.mem_gb,
+            "slurm_array_parallelism": opts.array_parallelism,
             "name": "alllib",
         }
-        if opts["partition"]:
-            params["slurm_partition"] = opts["partition"]
-        if opts["sbatch"]:
-            params["slurm_additional_parameters"] = dict(opts["sbatch"])
+        if opts.partition:
+            params["slurm_partition"] = opts.partition
+        if opts.sbatch:
+            params["slurm_additional_parameters"] = dict(opts.sbatch)
         ex.update_parameters(**params)
         return ex
-    if opts["kind"] == "submitit_local":
+    if opts.kind == "submitit_local":
         ex = submitit.AutoExecutor(folder=folder, cluster="local")
-        ex.update_parameters(timeout_min=opts["time_min"], gpus_per_node=0)
+        ex.update_parameters(timeout_min=opts.time_min, gpus_per_node=0)
         return ex
-    raise ConfigError(f"executor.kind = {opts['kind']!r} submits no jobs: expected slurm or submitit_local")
+    raise ConfigError(f"executor.kind = {opts.kind!r} submits no jobs: expected slurm or submitit_local")
 
 
 def _on_path(cmd: str) -> bool:
@@ -142,7 +143,7 @@ def _last_lines(text: str, n: int = 6) -> str:
     return "\n      ".join((["..."] if len(lines) > n else []) + lines[-n:])
 
 
-def run_jobs(opts: dict, folder: Path, tasks: dict, failed_notebook: dict, log=sys.stdout, initial: int = 0) -> int:
+def run_jobs(opts: Executor, folder: Path, tasks: dict, failed_notebook: dict, log=sys.stdout, initial: int = 0) -> int:
     """Submit `tasks` (name -> callable), wait for all of them with a progress bar, and return how
     many finished. Raises StudyError naming every failed run (its job id, log and `failed_notebook`
     path) after the others have finished; their results stay in the run store. Ctrl-C cancels the
@@ -154,8 +155,8 @@ def run_jobs(opts: dict, folder: Path, tasks: dict, failed_notebook: dict, log=s
     ex = make_executor(opts, folder / "%j")
     names = list(tasks)
     jobs: dict = {}
-    cap = opts["array_parallelism"]
-    if opts["kind"] == "slurm":  # one job array; Slurm itself keeps `cap` running
+    cap = opts.array_parallelism
+    if opts.kind == "slurm":  # one job array; Slurm itself keeps `cap` running
         try:
             with ex.batch():
                 submitted = [ex.submit(tasks[n]) for n in names]
@@ -169,7 +170,7 @@ def run_jobs(opts: dict, folder: Path, tasks: dict, failed_notebook: dict, log=s
         waiting: list[str] = []
     else:  # submitit's local executor starts whatever it is given: we keep `cap` alive
         waiting = names[:]
-    tracker = Tracker(opts["kind"])
+    tracker = Tracker(opts.kind)
     bar = tqdm(total=initial + len(names), initial=initial, desc="training jobs", unit="run", file=log, ncols=100)
     finished: dict[str, tuple[str, str]] = {}
     try:
@@ -191,7 +192,7 @@ def run_jobs(opts: dict, folder: Path, tasks: dict, failed_notebook: dict, log=s
             )
             if len(finished) == len(names):
                 break
-            _wait(opts["poll_seconds"])
+            _wait(opts.poll_seconds)
     except KeyboardInterrupt:
         mine = [j for n, j in jobs.items() if n not in finished]
         for j in mine:
@@ -207,7 +208,7 @@ def run_jobs(opts: dict, folder: Path, tasks: dict, failed_notebook: dict, log=s
         bar.close()
     failures = [n for n, (state, _) in finished.items() if state == "failed"]
     if failures:
-        where = "Slurm" if opts["kind"] == "slurm" else "local"
+        where = "Slurm" if opts.kind == "slurm" else "local"
         lines = [
             f"- {n}: {where} job {jobs[n].job_id}; log {jobs[n].paths.stderr}; "
             f"failed notebook {failed_notebook[n]}\n      {finished[n][1]}"

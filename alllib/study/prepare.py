@@ -17,8 +17,7 @@ import pandas as pd
 
 from alllib.errors import StudyError
 from alllib.method.preprocessing import input_pixels
-from alllib.method.training import training_for
-from alllib.study.profile import load_profile
+from alllib.study.profile import Profile, load_profile
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the project: alllib/study/ -> alllib/ -> root
 
@@ -29,7 +28,7 @@ def default_results_dir() -> Path:
 
 @dataclass
 class Study:
-    cfg: dict
+    cfg: Profile
     results_root: Path  # results/ (shared by the profiles; the synthetic data lives in results/data)
     data_root: Path
     table: pd.DataFrame = field(repr=False)
@@ -38,7 +37,7 @@ class Study:
     @property
     def results(self) -> Path:
         """This profile's results: results/<profile name>/."""
-        return self.results_root / self.cfg["name"]
+        return self.results_root / self.cfg.name
 
     @property
     def runs_dir(self) -> Path:
@@ -54,18 +53,18 @@ class Study:
 
     def label(self) -> str:
         """What every table and figure says about its data."""
-        w = self.cfg["weights"]
+        w = self.cfg.weights
         init = "ImageNet weights" if w == "imagenet" else ("random initialisation" if w == "none" else f"weights {w}")
         data = "SYNTHETIC C-NMC-like data" if self.synthetic else "C-NMC-2019 (real data)"
-        return f"{data} | profile {self.cfg['name']} | {init}"
+        return f"{data} | profile {self.cfg.name} | {init}"
 
     def seeds(self) -> list[int]:
-        return sorted(set(itertools.chain.from_iterable(self.cfg["runs"].values())))
+        return sorted(set(itertools.chain.from_iterable(self.cfg.runs.values())))
 
     def split_seed(self, seed: int) -> int:
         """The seed of the subject split a run of `seed` trains on: the first seed for every run
         (`split: fixed`, the paper's single Table 3 split) or the run's own (`split: per_seed`)."""
-        return self.seeds()[0] if self.cfg["split"] == "fixed" else seed
+        return self.seeds()[0] if self.cfg.split == "fixed" else seed
 
     def matrix(self) -> list[tuple[str, int, int]]:
         """(backbone, input size, seed) of every training run, seed-major so early runs complete
@@ -76,16 +75,16 @@ class Study:
         runs = [
             (bb, size, seed)
             for seed in seeds
-            for size in sorted(self.cfg["runs"], reverse=True)
-            if seed in self.cfg["runs"][size]
-            for bb in self.cfg["backbones"]
+            for size in sorted(self.cfg.runs, reverse=True)
+            if seed in self.cfg.runs[size]
+            for bb in self.cfg.backbones
         ]
 
         def cost(r):
             return (
-                input_pixels(r[1], self.cfg["input_scale"]) ** 2
+                input_pixels(r[1], self.cfg.input_scale) ** 2
                 * BACKBONES[r[0]].cpu_cost
-                * training_for(self.cfg, r[0])["epochs"]
+                * self.cfg.training_for(r[0]).epochs
             )
 
         return sorted(runs, key=lambda r: (seeds.index(r[2]), -cost(r)))
@@ -105,9 +104,9 @@ class Study:
         if missing and require_all:
             data = "" if self.data_info.get("synthetic") else f" --data-dir {self.data_root}"
             raise StudyError(
-                f"{len(missing)} of {len(self.matrix())} training runs of profile {self.cfg['name']!r} are not "
+                f"{len(missing)} of {len(self.matrix())} training runs of profile {self.cfg.name!r} are not "
                 f"finished ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} under {self.runs_dir}); "
-                f"train them with `python -m alllib study --profile {self.cfg['name']}{data} --results "
+                f"train them with `python -m alllib study --profile {self.cfg.name}{data} --results "
                 f"{self.results_root}`"
             )
         return out
@@ -131,15 +130,20 @@ def prepare(
 ) -> Study:
     """Resolve the profile and the data (generating the synthetic set once when no data is given),
     then read and fingerprint the data tree: the one read of it in this process."""
+    return prepare_profile(load_profile(profile, list(overrides or ()), data_dir), results_dir, progress)
+
+
+def prepare_profile(cfg: Profile, results_dir=None, progress: bool = True) -> Study:
+    """The Study of a resolved profile: its data (the synthetic set generated once when the profile
+    names no real data), read and fingerprinted."""
     from alllib.method.dataset import data_fingerprint, is_synthetic, read_cnmc
     from alllib.study.synthetic import ensure_synthetic
 
-    cfg = load_profile(profile, list(overrides or ()), data_dir)
     results_root = Path(results_dir).resolve() if results_dir else default_results_dir()
-    if cfg["data"]["source"] == "synthetic":
-        root = ensure_synthetic(results_root / "data", cfg["data"], progress=progress)
+    if cfg.data.source == "synthetic":
+        root = ensure_synthetic(results_root / "data", cfg.data, progress=progress)
     else:
-        root = Path(cfg["data"]["root"])
+        root = Path(cfg.data.root)
     table = read_cnmc(root)
     info = {"root": str(root), "fingerprint": data_fingerprint(table, root), "synthetic": is_synthetic(root)}
     if info["synthetic"]:

@@ -20,11 +20,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from alllib.errors import ConfigError
+from alllib.method.models import BACKBONES, get_backbone
 from alllib.method.preprocessing import input_pixels
-from alllib.method.training import PER_BACKBONE, training_for
 
 PROFILES = ("smoke", "demo", "paper")
 SIZES = (450, 300)  # full image and the paper's centre crop
+PER_BACKBONE = "per_backbone"  # training.per_backbone.<backbone>.<setting>: a CPU profile's per-backbone departures
 
 PositiveInt = Annotated[int, Field(ge=1, strict=True)]
 Rate = Annotated[float, Field(gt=0)]
@@ -85,6 +86,15 @@ class TrainingOverride(_Strict):
     xla: StrictBool | None = None
     run_eagerly: StrictBool | None = None
     deterministic: StrictBool | None = None
+
+
+class TrainingPolicy(Training):
+    """`training` as a profile writes it: the settings of every run, and a CPU profile's per-backbone
+    departures from them (`training_for` applies them)."""
+
+    per_backbone: dict[str, TrainingOverride] = Field(
+        default_factory=dict, description="one backbone's departures from the training settings (CPU profiles)"
+    )
 
 
 class Data(_Strict):
@@ -177,7 +187,7 @@ class Profile(_Strict):
     runs: dict[int, list[Annotated[int, Field(ge=0, strict=True)]]] = Field(
         description="input size (450 or 300) -> seeds trained at that size"
     )
-    training: Training
+    training: TrainingPolicy
     augment: Augment
     gradcam: GradCAM
     stats: Stats
@@ -188,6 +198,30 @@ class Profile(_Strict):
     @classmethod
     def _one_name_is_a_list(cls, v):
         return [v] if isinstance(v, str) else v
+
+    def training_for(self, backbone: str) -> Training:
+        """The training settings of one backbone's runs: `training`, with the backbone's entry of
+        `training.per_backbone` on top where the profile has one (CPU profiles, training from random
+        initialisation, tune a few settings per backbone; the paper uses one protocol for all). What
+        a run records and what its key hashes."""
+        settings = self.training.model_dump(exclude={PER_BACKBONE})
+        override = self.training.per_backbone.get(get_backbone(backbone).key)
+        if override is not None:
+            settings.update(override.model_dump(exclude_none=True))
+        return Training.model_validate(settings)
+
+    def input_px(self, size: int) -> int:
+        """Side of the tensor fed to the network at input size `size`."""
+        return input_pixels(size, self.input_scale)
+
+    @property
+    def seeds(self) -> list[int]:
+        """Every seed of the run matrix, in order."""
+        return sorted({seed for seeds in self.runs.values() for seed in seeds})
+
+    def record(self) -> dict:
+        """The profile as files store it (study.json, the book's provenance)."""
+        return self.model_dump()
 
 
 def _key(loc) -> str:
@@ -220,8 +254,10 @@ def settings_table():
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 walk(ann, prefix + key + ".")
                 continue
+            if key == PER_BACKBONE:
+                continue  # one row below, with its shape
             rows.append({"setting": prefix + key, "type": _type_name(f), "meaning": f.description or ""})
-        if model is Training:
+        if model is TrainingPolicy:
             rows.append(
                 {
                     "setting": f"training.{PER_BACKBONE}.<backbone>.<setting>",
@@ -331,55 +367,49 @@ def apply_override(cfg: dict, assignment: str) -> str:
     return ".".join(paths[0])
 
 
-def _check(cfg: dict) -> None:
+def _check(cfg: Profile) -> None:
     """What a per-field type cannot say: relations between settings."""
-    from alllib.method.models import BACKBONES, get_backbone  # local import: models imports tensorflow lazily
 
     def need(cond, msg):
         if not cond:
-            raise ConfigError(f"profile {cfg['name']!r}: {msg}")
+            raise ConfigError(f"profile {cfg.name!r}: {msg}")
 
-    for name in cfg["backbones"]:
-        get_backbone(name)  # raises with the list of known names
-    cfg["backbones"] = [get_backbone(b).key for b in cfg["backbones"]]
-    for where, tr in [("training", cfg["training"])] + [
-        (f"training.{PER_BACKBONE}.{b}", training_for(cfg, b)) for b in (cfg["training"].get(PER_BACKBONE) or {})
+    for where, tr in [("training", cfg.training)] + [
+        (f"training.{PER_BACKBONE}.{b}", cfg.training_for(b)) for b in cfg.training.per_backbone
     ]:
         need(
-            tr["clr_base_lr"] < tr["clr_max_lr"],
-            f"{where}: clr_base_lr {tr['clr_base_lr']} must be below clr_max_lr {tr['clr_max_lr']}",
+            tr.clr_base_lr < tr.clr_max_lr,
+            f"{where}: clr_base_lr {tr.clr_base_lr} must be below clr_max_lr {tr.clr_max_lr}",
         )
         need(
-            not (tr["run_eagerly"] and tr["xla"]),
+            not (tr.run_eagerly and tr.xla),
             f"{where}: run_eagerly and xla exclude each other (XLA compiles the traced graph that run_eagerly skips)",
         )
-    need(set(cfg["runs"]) <= set(SIZES), f"setting runs = {cfg['runs']!r}: may only name input sizes {SIZES}")
-    for size, seeds in cfg["runs"].items():
+    need(set(cfg.runs) <= set(SIZES), f"setting runs = {cfg.runs!r}: may only name input sizes {SIZES}")
+    for size, seeds in cfg.runs.items():
         need(len(seeds) > 0, f"setting runs.{size} = []: expected at least one seed")
-        px = input_pixels(size, cfg["input_scale"])
-        for name in cfg["backbones"]:
+        px = cfg.input_px(size)
+        for name in cfg.backbones:
             bb = BACKBONES[name]
             need(
                 px >= bb.min_size,
                 f"{bb.display} needs inputs of at least {bb.min_size} px, but {size} px x "
-                f"input_scale {cfg['input_scale']} gives {px} px; raise input_scale",
+                f"input_scale {cfg.input_scale} gives {px} px; raise input_scale",
             )
-    w = cfg["weights"]
+    w = cfg.weights
     need(
         w in ("imagenet", "none") or Path(str(w)).exists(),
         f"setting weights = {w!r}: weights must be 'imagenet', 'none' or an existing weights file",
     )
     need(
-        cfg["data"]["source"] != "real" or cfg["data"].get("root"),
+        cfg.data.source != "real" or cfg.data.root,
         "reads the real C-NMC-2019 data: pass DATA_DIR=/path/to/C-NMC_Leukemia",
     )
 
 
-def validate(cfg: dict) -> dict:
-    """The profile checked against the schema (types, ranges, unknown keys) and its relations;
-    returns the plain dict every other module reads."""
-    from alllib.method.models import get_backbone
-
+def validate(cfg: dict) -> Profile:
+    """The profile (as read from its YAML file, with the overrides applied) checked against the schema
+    (types, ranges, unknown keys) and its relations: the typed Profile every other module reads."""
     name = cfg.get("name") if isinstance(cfg, dict) else None
     raw = copy.deepcopy(cfg)
     per = raw.get("training", {}).pop(PER_BACKBONE, None) if isinstance(raw.get("training"), dict) else None
@@ -387,7 +417,9 @@ def validate(cfg: dict) -> dict:
         model = Profile.model_validate(raw)
     except ValidationError as exc:
         raise _refuse(name, exc) from None
-    out = model.model_dump()
+    for b in model.backbones:
+        get_backbone(b)  # raises with the list of known names
+    model.backbones = [get_backbone(b).key for b in model.backbones]
     if per is not None:
         if not isinstance(per, dict) or not all(isinstance(v, dict) for v in per.values()):
             raise ConfigError(
@@ -398,15 +430,15 @@ def validate(cfg: dict) -> dict:
         for bb, settings in per.items():
             key = get_backbone(bb).key  # raises with the list of known names
             try:
-                checked[key] = TrainingOverride.model_validate(settings).model_dump(exclude_none=True)
+                checked[key] = TrainingOverride.model_validate(settings)
             except ValidationError as exc:
                 raise _refuse(name, exc, prefix=f"training.{PER_BACKBONE}.{bb}.") from None
-        out["training"][PER_BACKBONE] = checked
-    _check(out)
-    return out
+        model.training.per_backbone = checked
+    _check(model)
+    return model
 
 
-def load_profile(name: str = "demo", overrides=(), data_dir: str | None = None) -> dict:
+def load_profile(name: str = "demo", overrides=(), data_dir: str | None = None) -> Profile:
     path = profile_path(name)
     try:
         cfg = yaml.safe_load(path.read_text())
@@ -414,7 +446,15 @@ def load_profile(name: str = "demo", overrides=(), data_dir: str | None = None) 
         raise ConfigError(f"profile file {path} is not valid YAML: {exc}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"profile file {path} must hold a mapping of settings, got {type(cfg).__name__}")
-    cfg = copy.deepcopy(cfg)
+    return profile_from(cfg, overrides, data_dir)
+
+
+def profile_from(settings: dict, overrides=(), data_dir: str | None = None) -> Profile:
+    """A profile from its settings as a file holds them (a profile's YAML, or a finished study's
+    study.json), with `overrides` and the data folder applied, checked."""
+    cfg = copy.deepcopy(settings)
+    if isinstance(cfg.get("runs"), dict):  # JSON (study.json) writes the input sizes as strings
+        cfg["runs"] = {int(k) if str(k).isdigit() else k: v for k, v in cfg["runs"].items()}
     for assignment in overrides:
         path = apply_override(cfg, assignment).split(".")
         if len(path) == 2 and path[0] == "training":

@@ -170,14 +170,14 @@ class TrainingJob(submitit.helpers.Checkpointable):
 def _submit_matrix(study: Study, todo: list, base_params: dict, root: Path, reused: int) -> None:
     from alllib.study.cluster import run_jobs
 
-    opts = study.cfg["executor"]
+    opts = study.cfg.executor
     notebooks = study.runs_dir / ".notebooks"
     tasks, failed = {}, {}
     for bb, size, seed, d in todo:
         params = {**base_params, "backbone": bb, "input_size": size, "seed": seed}
-        tasks[d.name] = TrainingJob(root, params, notebooks / f"{d.name}.ipynb", d, opts)
+        tasks[d.name] = TrainingJob(root, params, notebooks / f"{d.name}.ipynb", d, opts.model_dump())
         failed[d.name] = notebooks / f"{d.name}.failed.ipynb"
-    print(f"[study] {len(todo)} training jobs through submitit ({opts['kind']}); logs in {study.results / 'jobs'}")
+    print(f"[study] {len(todo)} training jobs through submitit ({opts.kind}); logs in {study.results / 'jobs'}")
     run_jobs(opts, study.results / "jobs", tasks, failed, initial=reused)
 
 
@@ -197,11 +197,11 @@ def run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log
             reused += 1
         else:
             todo.append((bb, size, seed, d))
-    if study.cfg["executor"]["kind"] != "local":
+    if study.cfg.executor.kind != "local":
         if gpus:
             raise ConfigError(
                 f"--gpus {','.join(gpus)} places runs on this machine's GPUs, but executor.kind = "
-                f"{study.cfg['executor']['kind']!r} submits them as jobs (set executor.gpus_per_job instead)"
+                f"{study.cfg.executor.kind!r} submits them as jobs (set executor.gpus_per_job instead)"
             )
         if todo:
             _submit_matrix(study, todo, base_params, root, reused)

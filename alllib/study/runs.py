@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 
 from alllib import io
-from alllib.method.training import training_for
 from alllib.study.profile import fingerprint
 
 # The version of the code that trains: bump it when a change alters what a training run produces, so older
@@ -27,11 +26,11 @@ def run_key(cfg: dict, backbone: str, size: int, seed: int, data_fingerprint: st
         "backbone": backbone,
         "input_size": size,
         "seed": seed,
-        "input_scale": cfg["input_scale"],
-        "weights": str(cfg["weights"]),
-        "training": training_for(cfg, backbone),
-        "augment": cfg["augment"],
-        "split": cfg["split"],
+        "input_scale": cfg.input_scale,
+        "weights": str(cfg.weights),
+        "training": cfg.training_for(backbone).model_dump(),
+        "augment": cfg.augment.model_dump(),
+        "split": cfg.split,
         "data": data_fingerprint,
     }
 

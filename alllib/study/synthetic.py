@@ -47,6 +47,7 @@ from alllib.method.dataset import (
     TRAIN_DIR,
     training_subjects,
 )
+from alllib.study.profile import Data, fingerprint
 
 # Subjects of the preliminary and final test sets: new people, as in the real challenge
 # (13 ALL + 15 Hem and 9 ALL + 8 Hem subjects, Table 3), with ids unused by the training folds.
@@ -292,11 +293,10 @@ def mask_path(image_path) -> Path:
 GENERATOR_VERSION = 2  # bump when the generator's output changes (2: 600 px final phase, exact counts)
 
 
-def ensure_synthetic(parent, data_cfg: dict, progress: bool = True) -> Path:
+def ensure_synthetic(parent, data_cfg: Data, progress: bool = True) -> Path:
     """The synthetic root for these settings and this generator under `parent`, generated once and reused."""
-    key = {k: data_cfg[k] for k in ("synthetic_scale", "difficulty", "seed", "image_format")}
+    key = {k: getattr(data_cfg, k) for k in ("synthetic_scale", "difficulty", "seed", "image_format")}
     key["generator_version"] = GENERATOR_VERSION
-    from alllib.study.profile import fingerprint
 
     out = Path(parent) / f"synthetic-{fingerprint(key)}"
     root = out / "C-NMC_Leukemia"

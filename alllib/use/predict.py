@@ -77,11 +77,9 @@ def open_study(study_dir=None, profile: str = "demo", overrides=(), data_dir=Non
     """A finished study, given as its results folder (results/<profile>, which holds study.json) or
     as a profile with its data and results folder, as `python -m alllib study` takes them."""
     import json
-    import tempfile
 
-    import yaml
-
-    from alllib.study.prepare import prepare
+    from alllib.study.prepare import prepare, prepare_profile
+    from alllib.study.profile import profile_from
 
     if study_dir is None:
         return prepare(profile, overrides, data_dir, results_dir, progress=False)
@@ -92,13 +90,8 @@ def open_study(study_dir=None, profile: str = "demo", overrides=(), data_dir=Non
             f"{folder} is not a finished study's results folder: it has no study.json (run the study first)"
         )
     saved = json.loads(record.read_text())
-    cfg = saved["profile"]
-    cfg["runs"] = {int(k): v for k, v in cfg["runs"].items()}  # JSON made the sizes strings
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{cfg['name']}.yml"
-        path.write_text(yaml.safe_dump(cfg))
-        data = None if saved["data"].get("synthetic") else saved["data"]["root"]
-        return prepare(str(path), list(overrides), data, folder.parent, progress=False)
+    data = None if saved["data"].get("synthetic") else saved["data"]["root"]
+    return prepare_profile(profile_from(saved["profile"], list(overrides), data), folder.parent, progress=False)
 
 
 def load_ensemble(
@@ -117,13 +110,13 @@ def load_ensemble(
 
     if method not in PREDICT_METHODS:
         raise ConfigError(f"unknown ensemble {method!r} for prediction: expected one of {', '.join(PREDICT_METHODS)}")
-    if size is not None and size not in study.cfg["runs"]:
-        raise ConfigError(f"the study trained no runs at {size} px: its sizes are {sorted(study.cfg['runs'])}")
+    if size is not None and size not in study.cfg.runs:
+        raise ConfigError(f"the study trained no runs at {size} px: its sizes are {sorted(study.cfg.runs)}")
     runs = runs if runs is not None else study.runs()  # refuses unfinished runs, naming them and the command
-    sizes = [size] if size is not None else sorted(study.cfg["runs"])
+    sizes = [size] if size is not None else sorted(study.cfg.runs)
     candidates = {}
     for s in sizes:
-        r = seed if seed is not None else min(study.cfg["runs"][s])
+        r = seed if seed is not None else min(study.cfg.runs[s])
         preds = runs_at(runs, s, r)
         if len(preds) < 2:
             raise StudyError(f"an ensemble needs two backbones at {s} px, seed {r}; the study has {len(preds)}")
@@ -134,11 +127,11 @@ def load_ensemble(
     by_name = {run["display"]: Path(run["dir"]) for run in runs if run["input_size"] == chosen and run["seed"] == r}
     return Ensemble(
         size=chosen,
-        scale=study.cfg["input_scale"],
+        scale=study.cfg.input_scale,
         method=method,
         source=source,
         seed=r,
-        profile=study.cfg["name"],
+        profile=study.cfg.name,
         synthetic=bool(study.data_info.get("synthetic")),
         members=[Member(n, by_name[n], float(weights[n])) for n in preds],
     )
@@ -482,7 +475,7 @@ def shown_table(table: pd.DataFrame, study) -> pd.DataFrame:
 
 def usage_markdown(study, ens: Ensemble) -> str:
     """The commands that do the same on one's own images, for this study."""
-    where = f"--study results/{study.cfg['name']}"
+    where = f"--study results/{study.cfg.name}"
     return "\n".join(
         [
             "```bash",
@@ -510,7 +503,7 @@ def chapter_intro(study, ens: Ensemble, n_images: int) -> str:
     size_note = (
         f"at {ens.size} px, the input size whose ensemble scored the higher balanced accuracy on the validation "
         "subjects"
-        if len(study.cfg["runs"]) > 1
+        if len(study.cfg.runs) > 1
         else f"at {ens.size} px, the study's one input size"
     )
     text = (
