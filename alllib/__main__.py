@@ -1,5 +1,7 @@
-"""Command line: `python -m alllib study|settings|verify|synthesize|calibrate|trial|predict|submit|bench ...`
-(see --help)."""
+"""Command line: `python -m alllib study|settings|verify|synthesize|calibrate|trial|predict|submit|export|bench ...`
+(see --help). Each subcommand has a function that declares its arguments and one that runs it; the
+library is imported inside the running one, so that a command loads only what it runs (TensorFlow,
+matplotlib and submitit stay out of `settings` and `verify`)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,33 @@ from alllib.errors import ConfigError, StudyError
 
 
 def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="alllib", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    for add in (
+        _study_parser,
+        _settings_parser,
+        _verify_parser,
+        _synthesize_parser,
+        _calibrate_parser,
+        _trial_parser,
+        _use_parsers,
+        _bench_parser,
+    ):
+        add(sub)
+    return ap
+
+
+def _study_parser(sub) -> None:
+    """`study`: the whole study and its book."""
     s = sub.add_parser(
         "study",
         help="run the study and build the book",
@@ -39,12 +66,25 @@ def main(argv=None) -> int:
         help="where training runs execute (default: the profile's executor.kind, local); job options: "
         "--set partition=... gpus_per_job=... cpus_per_job=... mem_gb=... time_min=... array_parallelism=...",
     )
+    s.set_defaults(run=_study)
+
+
+def _settings_parser(sub) -> None:
     sub.add_parser(
         "settings", help="list every profile setting: key, type, meaning (the schema of alllib.study.profile)"
-    )
+    ).set_defaults(run=_settings)
+
+
+def _verify_parser(sub) -> None:
+    """`verify`: a data root against the official manifest."""
     v = sub.add_parser("verify", help="check a data root against the official C-NMC-2019 manifest")
     v.add_argument("root", help="path to C-NMC_Leukemia/")
     v.add_argument("--full", action="store_true", help="compare sha256 (slow) instead of file sizes")
+    v.set_defaults(run=_verify)
+
+
+def _synthesize_parser(sub) -> None:
+    """`synthesize`: the synthetic stand-in."""
     g = sub.add_parser("synthesize", help="write a synthetic C-NMC-like data set")
     g.add_argument("out", help="output folder (C-NMC_Leukemia/ and masks/ are created inside)")
     g.add_argument("--scale", type=float, default=0.08)
@@ -52,10 +92,20 @@ def main(argv=None) -> int:
     g.add_argument("--seed", type=int, default=2019)
     g.add_argument("--format", default="png", choices=["png", "bmp"])
     g.add_argument("--workers", type=int, help="processes drawing cells (default: one per CPU; the set is the same)")
+    g.set_defaults(run=_synthesize)
+
+
+def _calibrate_parser(sub) -> None:
+    """`calibrate`: the synthetic difficulty, recorded."""
     c = sub.add_parser("calibrate", help="train two backbones at several synthetic difficulties and tabulate BA")
     c.add_argument("--profile", default="demo")
     c.add_argument("--difficulties", default="0.3,0.5")
     c.add_argument("--out", default=None, help="CSV to write (default: alllib/data/calibration_<profile>.csv)")
+    c.set_defaults(run=_calibrate)
+
+
+def _trial_parser(sub) -> None:
+    """`trial`: a recorded comparison of settings."""
     t = sub.add_parser("trial", help="train backbones under several settings and tabulate BA (recorded evidence)")
     t.add_argument("--profile", default="demo")
     t.add_argument(
@@ -69,6 +119,11 @@ def main(argv=None) -> int:
     t.add_argument("--size", type=int, default=300, choices=[450, 300])
     t.add_argument("--seeds", default="0")
     t.add_argument("--out", help="CSV to write, e.g. alllib/data/trial_<topic>_<profile>.csv")
+    t.set_defaults(run=_trial)
+
+
+def _use_parsers(sub) -> None:
+    """`predict`, `submit` and `export`: using a finished study's ensemble."""
     for name, helptext in (
         ("predict", "apply a finished study's ensemble to image files or folders (a CSV of probabilities)"),
         ("submit", "write the challenge's isbi_valid.predict and its zip for a test folder"),
@@ -109,6 +164,11 @@ def main(argv=None) -> int:
         q.add_argument("--resize", action="store_true", help="resize images of other sizes to 450 x 450")
         q.add_argument("--batch-size", type=int, default=32)
         q.add_argument("--force", action="store_true", help="replace existing output files")
+        q.set_defaults(run=_use)
+
+
+def _bench_parser(sub) -> None:
+    """`bench`: throughput benchmarks."""
     b = sub.add_parser("bench", help="throughput benchmarks (input pipeline, training, ensemble ablation)")
     b.add_argument("what", choices=["pipeline", "training", "ensemble", "data", "gpu", "predict"])
     b.add_argument("--seconds", type=float, default=420.0, help="gpu: start no new case after this many seconds")
@@ -125,116 +185,129 @@ def main(argv=None) -> int:
         help="also write the table as CSV, with the date, machine and commit (e.g. "
         "alllib/data/bench_training.csv, which the training chapter shows)",
     )
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "study":
-            from alllib.pipeline import run_study
+    b.set_defaults(run=_bench)
 
-            run_study(
-                args.profile,
-                args.set + ([f"executor.kind={args.executor}"] if args.executor else []),
-                args.data_dir,
-                args.results,
-                args.root,
-                [g for g in args.gpus.split(",") if g],
-                book=not args.no_book,
-                jobs=args.jobs,
-                only=args.only,
-            )
-        elif args.cmd == "settings":
-            from alllib.study.profile import settings_table
 
-            print(settings_table().to_string(index=False))
-        elif args.cmd == "verify":
-            from alllib.method.dataset import format_report, verify_manifest
+def _study(args) -> None:
+    from alllib.pipeline import run_study
 
-            report = verify_manifest(args.root, full=args.full)
-            print(format_report(report))
-            return 0 if report["ok"] else 1
-        elif args.cmd == "synthesize":
-            from alllib.study.synthetic import synthesize
+    run_study(
+        args.profile,
+        args.set + ([f"executor.kind={args.executor}"] if args.executor else []),
+        args.data_dir,
+        args.results,
+        args.root,
+        [g for g in args.gpus.split(",") if g],
+        book=not args.no_book,
+        jobs=args.jobs,
+        only=args.only,
+    )
 
-            print(synthesize(args.out, args.scale, args.difficulty, args.seed, args.format, workers=args.workers))
-        elif args.cmd == "calibrate":
-            from alllib.evidence.recorded import calibrate, recorded_path
 
-            out = args.out or recorded_path(f"calibration_{args.profile}")
-            print(
-                calibrate(args.profile, [float(d) for d in args.difficulties.split(",")], out=out).to_string(
-                    index=False
-                )
-            )
-        elif args.cmd == "trial":
-            from alllib.evidence.recorded import trial
+def _settings(args) -> None:
+    from alllib.study.profile import settings_table
 
-            variants = [[o for o in v.split(",") if o] for v in args.vary]
-            print(
-                trial(
-                    args.profile,
-                    variants,
-                    args.backbones.split(","),
-                    args.size,
-                    [int(x) for x in args.seeds.split(",")],
-                    out=args.out,
-                ).to_string(index=False)
-            )
-        elif args.cmd in ("predict", "submit", "export"):
-            from alllib.book.notebook import quiet_tensorflow
-            from alllib.method.dataset import FINAL_DIR
-            from alllib.use import predict as pr
+    print(settings_table().to_string(index=False))
 
-            quiet_tensorflow()
-            study = pr.open_study(args.study, args.profile, args.set, args.data_dir, args.results)
-            ens = pr.load_ensemble(study, args.size, args.method, args.weights_from, args.seed)
-            print(f"[predict] {ens.weights_source}; {pr.FINAL_CROP_NOTE}", file=sys.stderr)
-            if study.data_info.get("synthetic"):
-                print(
-                    "[predict] these models were trained on SYNTHETIC images: their outputs mean nothing clinically",
-                    file=sys.stderr,
-                )
-            if args.cmd == "export":
-                for key, value in pr.export(ens, args.out_dir, args.force).items():
-                    print(f"{key}: {value}")
-            elif args.cmd == "predict":
-                files = pr.collect_images(args.images)
-                if Path(args.out).exists() and not args.force:  # refused before any work
-                    raise ConfigError(f"{args.out} exists: choose another path or pass --force to replace it")
-                table = pr.predict(ens, files, args.resize, args.batch_size)
-                if args.cam:
-                    images, maps = pr.cam_maps(ens, files, table, args.resize)
-                    written = pr.write_overlays(images, maps, files, args.cam, args.cam_models, args.force)
-                    print(f"[predict] {len(written)} overlays in {args.cam}", file=sys.stderr)
-                print(pr.write_table(table, args.out, args.force))
-            else:
-                folder = args.folder or str(study.data_root / FINAL_DIR)
-                table = pr.predict(ens, pr.collect_images([folder]), args.resize, args.batch_size)
-                for path in pr.submission(table, args.out_dir, args.force):
-                    print(path)
-        elif args.cmd == "bench":
-            from alllib.evidence import bench
 
-            if args.what == "gpu":  # writes --out after every case itself
-                table = bench.gpu(
-                    args.profile,
-                    seconds=args.seconds,
-                    sizes=[int(x) for x in args.sizes.split(",")],
-                    precisions=args.precisions.split(","),
-                    out=args.out,
-                )
-                print(table.to_string(index=False))
-                print(bench.paper_matrix_hours(table, args.profile).to_string(index=False))
-                return 0
-            if args.what == "data" and args.roots:
-                table = bench.data_scaling(args.roots.split(","))
-            else:
-                table = getattr(bench, args.what)(args.profile)
-            print(table.to_string(index=False))
-            if args.out:
-                bench.record(table, args.out, args.profile)
-    except StudyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+def _verify(args) -> int:
+    from alllib.method.dataset import format_report, verify_manifest
+
+    report = verify_manifest(args.root, full=args.full)
+    print(format_report(report))
+    return 0 if report["ok"] else 1
+
+
+def _synthesize(args) -> None:
+    from alllib.study.synthetic import synthesize
+
+    print(synthesize(args.out, args.scale, args.difficulty, args.seed, args.format, workers=args.workers))
+
+
+def _calibrate(args) -> None:
+    from alllib.evidence.recorded import calibrate, recorded_path
+
+    out = args.out or recorded_path(f"calibration_{args.profile}")
+    difficulties = [float(d) for d in args.difficulties.split(",")]
+    print(calibrate(args.profile, difficulties, out=out).to_string(index=False))
+
+
+def _trial(args) -> None:
+    from alllib.evidence.recorded import trial
+
+    variants = [[o for o in v.split(",") if o] for v in args.vary]
+    seeds = [int(x) for x in args.seeds.split(",")]
+    print(
+        trial(args.profile, variants, args.backbones.split(","), args.size, seeds, out=args.out).to_string(index=False)
+    )
+
+
+def _use(args) -> None:
+    """predict, submit or export: the study's ensemble, then the one thing asked of it."""
+    from alllib.book.notebook import quiet_tensorflow
+    from alllib.use import predict as pr
+
+    quiet_tensorflow()
+    study = pr.open_study(args.study, args.profile, args.set, args.data_dir, args.results)
+    ens = pr.load_ensemble(study, args.size, args.method, args.weights_from, args.seed)
+    print(f"[predict] {ens.weights_source}; {pr.FINAL_CROP_NOTE}", file=sys.stderr)
+    if study.data_info.get("synthetic"):
+        print(
+            "[predict] these models were trained on SYNTHETIC images: their outputs mean nothing clinically",
+            file=sys.stderr,
+        )
+    {"export": _export, "predict": _predict, "submit": _submit}[args.cmd](args, study, ens)
+
+
+def _export(args, study, ens) -> None:
+    from alllib.use import predict as pr
+
+    for key, value in pr.export(ens, args.out_dir, args.force).items():
+        print(f"{key}: {value}")
+
+
+def _predict(args, study, ens) -> None:
+    from alllib.use import predict as pr
+
+    files = pr.collect_images(args.images)
+    if Path(args.out).exists() and not args.force:  # refused before any work
+        raise ConfigError(f"{args.out} exists: choose another path or pass --force to replace it")
+    table = pr.predict(ens, files, args.resize, args.batch_size)
+    if args.cam:
+        images, maps = pr.cam_maps(ens, files, table, args.resize)
+        written = pr.write_overlays(images, maps, files, args.cam, args.cam_models, args.force)
+        print(f"[predict] {len(written)} overlays in {args.cam}", file=sys.stderr)
+    print(pr.write_table(table, args.out, args.force))
+
+
+def _submit(args, study, ens) -> None:
+    from alllib.method.dataset import FINAL_DIR
+    from alllib.use import predict as pr
+
+    folder = args.folder or str(study.data_root / FINAL_DIR)
+    table = pr.predict(ens, pr.collect_images([folder]), args.resize, args.batch_size)
+    for path in pr.submission(table, args.out_dir, args.force):
+        print(path)
+
+
+def _bench(args) -> None:
+    from alllib.evidence import bench
+
+    if args.what == "gpu":  # writes --out after every case itself
+        sizes = [int(x) for x in args.sizes.split(",")]
+        table = bench.gpu(
+            args.profile, seconds=args.seconds, sizes=sizes, precisions=args.precisions.split(","), out=args.out
+        )
+        print(table.to_string(index=False))
+        print(bench.paper_matrix_hours(table, args.profile).to_string(index=False))
+        return
+    if args.what == "data" and args.roots:
+        table = bench.data_scaling(args.roots.split(","))
+    else:
+        table = getattr(bench, args.what)(args.profile)
+    print(table.to_string(index=False))
+    if args.out:
+        bench.record(table, args.out, args.profile)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def run_study(
         runs_gen.mkdir(parents=True)
         runs = study.runs()  # loaded once: run pages and the generated pages read them
         for run in runs:
-            d = Path(run["dir"])
+            d = run.folder
             shutil.copy(d / f"{TRAIN_NOTEBOOK}.ipynb", runs_gen / f"{d.name}.ipynb")
             for_the_book(runs_gen / f"{d.name}.ipynb", gen, title=run_title(run))
         for nb in ANALYSIS_NOTEBOOKS:

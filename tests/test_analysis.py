@@ -12,6 +12,7 @@ from alllib.book import figures, report
 from alllib.method.ensemble import WeightSource
 from alllib.method.models import DISPLAY_ORDER
 from alllib.results import analysis, gradcam, summaries, variance
+from alllib.study.runs import Run, RunSet
 
 
 def _predictions(quality, seed, n_subjects=12, per_subject=6):
@@ -43,15 +44,15 @@ def _runs(sizes=(450, 300), seeds=(0, 1)):
         for seed in seeds if size == 300 else seeds[:1]:
             for k, name in enumerate(DISPLAY_ORDER):
                 out.append(
-                    {
-                        "display": name,
-                        "backbone": name.lower(),
-                        "input_size": size,
-                        "seed": seed,
-                        "predictions": _predictions(0.05 * (k + 1), 100 * seed + 10 * k + size),
-                    }
+                    Run.of(
+                        predictions=_predictions(0.05 * (k + 1), 100 * seed + 10 * k + size),
+                        display=name,
+                        backbone=name.lower(),
+                        input_size=size,
+                        seed=seed,
+                    )
                 )
-    return out
+    return RunSet(out)
 
 
 @pytest.fixture(scope="module")

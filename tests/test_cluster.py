@@ -30,8 +30,8 @@ def test_run_matrix_through_submitit_is_reused_locally(synth_root, tmp_path):
     params = runner.notebook_params(study, "smoke", [*TINY, "executor.kind=submitit_local"], str(synth_root))
     assert runner.run_matrix(study, params, ROOT, [], None) == {"trained": 2, "reused": 0}
     runs = study.runs()
-    assert len(runs) == 2 and {r["executor"]["kind"] for r in runs} == {"submitit_local"}
-    assert all((r["dir"] and os.path.isfile(os.path.join(r["dir"], "train_run.ipynb"))) for r in runs)
+    assert len(runs) == 2 and {r.executor["kind"] for r in runs} == {"submitit_local"}
+    assert all((r.folder / "train_run.ipynb").is_file() for r in runs)
     logs = list((study.results / "jobs").glob("*/*_log.out"))
     assert len(logs) == 2 and any("train_run" in p.read_text() for p in logs)  # each job logged its notebook
     # the same runs under the local executor: the key does not depend on where a run ran

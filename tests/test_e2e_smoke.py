@@ -225,9 +225,9 @@ def test_second_run_trains_nothing(built):
     counts = runner.run_matrix(s, runner.notebook_params(s, "smoke"), root, [], None)
     assert counts == {"trained": 0, "reused": 15}  # trained through submitit, reused by the local executor
     runs = s.runs()
-    assert {r["executor"]["kind"] for r in runs} == {"submitit_local"}
-    assert all(r["training"]["run_eagerly"] and r["epochs_run"] == 2 for r in runs)  # smoke: eager, two epochs
-    assert {r["split_seed"] for r in runs} == {0}  # split: fixed, the paper's single Table 3 split
+    assert {r.executor["kind"] for r in runs} == {"submitit_local"}
+    assert all(r.training.run_eagerly and r.epochs_run == 2 for r in runs)  # smoke: eager, two epochs
+    assert {r.split_seed for r in runs} == {0}  # split: fixed, the paper's single Table 3 split
 
 
 def test_summaries_follow_the_contract(built):

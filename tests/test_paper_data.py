@@ -169,13 +169,12 @@ def test_fig10_derived_values():
 
 
 def test_fig10_sentence_counts_the_sources_and_places_ours():
-    from types import SimpleNamespace
-
     from alllib.results import comparison
-    from alllib.results.summaries import Estimate
+    from alllib.results.summaries import EnsembleSummary, Estimate, SizeResult
 
     est = {"WEN-kappa": {"WFS": Estimate(est=0.88, lo=0.85, hi=0.91)}}
-    ens = SimpleNamespace(sizes={300: SimpleNamespace(paper_faithful=est, leak_free=est)}, label="X", seed=0)
+    sizes = {300: SizeResult.model_construct(paper_faithful=est, leak_free=est)}
+    ens = EnsembleSummary.model_construct(sizes=sizes, label="X", seed=0)
     frame = comparison.fig10(ens)
     text = comparison.fig10_sentence(frame, synthetic=True)
     assert text.startswith("Of the 11 published methods, the paper's text gives 6 as margins, its Table 2 gives")

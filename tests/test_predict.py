@@ -45,7 +45,6 @@ def _prelim(study, n=None):
 
 def test_predict_reproduces_the_studys_predictions_and_ensemble(study):
     from alllib.method.ensemble import ensemble_predictions
-    from alllib.results.analysis import runs_at
 
     ens = pr.load_ensemble(study, size=300)
     assert (
@@ -58,7 +57,7 @@ def test_predict_reproduces_the_studys_predictions_and_ensemble(study):
         ]
     )
     table = pr.predict(ens, _prelim(study), progress=False)
-    preds = runs_at(study.runs(), 300, 0)
+    preds = study.runs().at(300, 0)
     for name, p in preds.items():
         stored = p[p["split"] == "preliminary_test"].set_index("image_id")["p_all"]
         ours = pd.Series(
@@ -76,9 +75,8 @@ def test_predict_reproduces_the_studys_predictions_and_ensemble(study):
 
 def test_the_default_size_is_chosen_on_validation(study, monkeypatch):
     from alllib.method import ensemble
-    from alllib.results.analysis import runs_at
 
-    by_size = {s: pr._validation_ba(runs_at(study.runs(), s, 0), "wen-kappa") for s in (300, 450)}
+    by_size = {s: pr._validation_ba(study.runs().at(s, 0), "wen-kappa") for s in (300, 450)}
     splits = []
     real_stack = ensemble._stack
 
@@ -110,7 +108,7 @@ def test_submission_format_on_a_final_phase_folder(study, tmp_path):
 
 def test_submission_on_the_preliminary_folder_scores_the_books_ensemble_row(study, tmp_path):
     from alllib.method.metrics import evaluate
-    from alllib.results.analysis import classifiers, runs_at
+    from alllib.results.analysis import classifiers
 
     table = pr.predict(pr.load_ensemble(study, size=300), _prelim(study), progress=False)
     predict_path, _ = pr.submission(table, tmp_path)
@@ -118,7 +116,7 @@ def test_submission_on_the_preliminary_folder_scores_the_books_ensemble_row(stud
     labels["n"] = labels["new_names"].str.split(".").str[0].astype(int)
     y = labels.sort_values("n")["labels"].to_numpy()
     submitted = np.array([int(v) for v in predict_path.read_text().split()])
-    book_row = classifiers(runs_at(study.runs(), 300, 0), "validation")["WEN-kappa"]
+    book_row = classifiers(study.runs().at(300, 0), "validation")["WEN-kappa"]
     ours = evaluate(y, submitted.astype(float))
     theirs = evaluate(book_row["y"].to_numpy(int), (book_row["p_all"].to_numpy() >= 0.5).astype(float))
     for metric in ("ACC", "BA", "WFS", "kappa"):
@@ -231,9 +229,10 @@ def test_the_model_card_is_computed_from_the_runs(study):
     from alllib.book.model_card import model_card_markdown
     from alllib.method.ensemble import ensemble_predictions
     from alllib.method.metrics import evaluate
-    from alllib.results.analysis import runs_at
+    from alllib.results.analysis import ensemble_chapter
 
-    card = model_card_markdown(study, n_boot=50)
+    summary = ensemble_chapter(study.runs(), study.label(), n_boot=50, n_perm=50).summary
+    card = model_card_markdown(study, summary)
     assert card.startswith("**These models were trained on synthetic images and mean nothing clinically.**")
     sections = [
         "Model details",
@@ -248,7 +247,9 @@ def test_the_model_card_is_computed_from_the_runs(study):
     positions = [card.index(f"## {s}") for s in sections]
     assert positions == sorted(positions)
     ens = pr.load_ensemble(study)
-    test, _ = ensemble_predictions(runs_at(study.runs(), ens.size, ens.seed), "wen-kappa", "validation")
+    test, _ = ensemble_predictions(study.runs().at(ens.size, ens.seed), "wen-kappa", "validation")
     m = evaluate(test["y"].to_numpy(int), test["p_all"].to_numpy())
-    assert f"| BA | {m['BA']:.3f} | " in card and f"| ALL | {m['n_all']} | {m['recall_all']:.3f} |" in card
+    ba = summary.sizes[ens.size].leak_free["WEN-kappa"]["BA"]
+    assert ba.est == pytest.approx(m["BA"]) and f"| BA | {ba.est:.3f} | {ba.lo:.3f} to {ba.hi:.3f} |" in card
+    assert "50 resamples of subjects" in card and f"| ALL | {m['n_all']} | {m['recall_all']:.3f} |" in card
     assert study.data_info["fingerprint"] in card and "Not for diagnosis" in card

@@ -33,15 +33,15 @@ def test_smoke_study_through_slurm(tmp_path):
     print(proc.stdout[-4000:], proc.stderr[-4000:])
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [json.loads(p.read_text()) for p in (results / "smoke" / "runs").glob("*/run.json")]
-    assert len(runs) == 15 and all(r["executor"]["kind"] == "slurm" for r in runs)
-    job_ids = sorted(r["executor"]["slurm_job_id"] for r in runs)
+    assert len(runs) == 15 and all(r.executor["kind"] == "slurm" for r in runs)
+    job_ids = sorted(r.executor["slurm_job_id"] for r in runs)
     assert len(set(job_ids)) == 15  # one Slurm job per run
-    arrays = {r["executor"]["slurm_array_job_id"] for r in runs}
+    arrays = {r.executor["slurm_array_job_id"] for r in runs}
     assert len(arrays) == 1  # one job array
     assert (root / "_build" / "html" / "index.html").is_file()
     print(
         "Slurm job ids:",
-        ", ".join(f"{r['executor']['slurm_array_job_id']}_{r['executor']['slurm_array_task_id']}" for r in runs),
+        ", ".join(f"{r.executor['slurm_array_job_id']}_{r.executor['slurm_array_task_id']}" for r in runs),
     )
 
 

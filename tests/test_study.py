@@ -97,7 +97,6 @@ def test_recorded_tables_carry_their_provenance():
 
 
 def test_trial_tabulates_every_variant_and_seed(synth_root, tmp_path, monkeypatch):
-    from alllib.method import training
     from alllib.study import runs
 
     def run_matrix(study, params, root, gpus, log, jobs):  # the runner without papermill, same runs
@@ -118,7 +117,7 @@ def test_trial_tabulates_every_variant_and_seed(synth_root, tmp_path, monkeypatc
     assert [len(h.split()) for h in t["val_accuracy_by_epoch"]] == [1, 2]  # per-epoch histories back any claim
     pd.testing.assert_frame_equal(pd.read_csv(out), t, check_dtype=False)
     # a second call reuses both runs
-    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a finished trial run was retrained"))
+    monkeypatch.setattr(runs, "fit", lambda *a, **k: pytest.fail("a finished trial run was retrained"))
     again = recorded.trial(*args, **kwargs)
     pd.testing.assert_frame_equal(again, t)
 

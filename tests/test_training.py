@@ -9,6 +9,8 @@ from alllib.study import profile as config
 from alllib.study import runs
 from alllib.study.profile import Augment
 
+MOBILENET_300 = training.RunSpec("mobilenet", 300, 0, 0)  # seed 0, trained on the split of seed 0
+
 
 def _piecewise_triangular2(steps, base, peak, step_size):
     """Independent construction: linear interpolation through the vertices of the triangle wave,
@@ -114,15 +116,15 @@ def _study(synth_root, results, extra=()):
 def test_same_seed_same_predictions_on_cpu(tiny_cfg, synth_root, tmp_path):
     a = runs.train_or_load(_study(synth_root, tmp_path / "a"), "mobilenet", 300, 0, verbose=0)
     b = runs.train_or_load(_study(synth_root, tmp_path / "b"), "mobilenet", 300, 0, verbose=0)
-    pa, pb = runs.load_run(a)["predictions"], runs.load_run(b)["predictions"]
+    pa, pb = runs.load_run(a).predictions, runs.load_run(b).predictions
     assert len(pa) > 0
     np.testing.assert_array_equal(pa["p_all"].to_numpy(), pb["p_all"].to_numpy())
     run = runs.load_run(a)
-    assert set(run["predictions"]["split"]) == {"validation", "preliminary_test"}
+    assert set(run.predictions["split"]) == {"validation", "preliminary_test"}
     assert {"model.keras", "history.csv", "predictions.csv", "run.json"} <= {p.name for p in a.iterdir()}
-    assert run["weights"] == "none" and run["data"]["synthetic"] is True
-    assert run["environment"]["tensorflow"] and run["images_per_second"] > 0
-    assert list(run["history"].columns[:3]) == ["epoch", "accuracy", "loss"]
+    assert run.weights == "none" and run.data["synthetic"] is True
+    assert run.environment["tensorflow"] and run.images_per_second > 0
+    assert list(run.history.columns[:3]) == ["epoch", "accuracy", "loss"]
     # the saved model is the evaluated one (with its re-estimated BatchNorm statistics), without the optimizer
     import io
     import zipfile
@@ -155,7 +157,7 @@ def test_finished_run_is_reused(tiny_cfg, synth_root, tmp_path, monkeypatch):
     d = runs.train_or_load(study, "mobilenet", 300, 1, verbose=0)
     assert d == study.run_dir("mobilenet", 300, 1)
     stamp = (d / "run.json").stat().st_mtime_ns
-    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    monkeypatch.setattr(runs, "fit", lambda *a, **k: pytest.fail("a finished run was retrained"))
     assert runs.train_or_load(study, "mobilenet", 300, 1) == d
     assert (d / "run.json").stat().st_mtime_ns == stamp
     # another version of the training code is another run; another release of the package is not
@@ -174,21 +176,21 @@ def test_finished_run_is_reused(tiny_cfg, synth_root, tmp_path, monkeypatch):
 
 
 def test_killed_run_is_redone_not_reused(tiny_cfg, synth_root, tmp_path, monkeypatch):
-    real_fit = training.fit
+    real_fit = runs.fit
 
-    def killed(cfg, backbone, size, seed, table, out_dir, data_info, verbose=2, split_seed=None, **kw):
+    def killed(cfg, spec, table, out_dir, data_info, verbose=2, **kw):
         (out_dir / "model.keras").write_text("half")
         (out_dir / "predictions.csv").write_text("image_id\n")
         raise KeyboardInterrupt("killed mid-way")
 
-    monkeypatch.setattr(training, "fit", killed)
+    monkeypatch.setattr(runs, "fit", killed)
     study = _study(synth_root, tmp_path)
     with pytest.raises(KeyboardInterrupt):
         runs.train_or_load(study, "mobilenet", 300, 2)
     assert not any(runs.is_complete(d) for d in study.runs_dir.iterdir())
     assert not any(p.name.startswith("mobilenet") for p in study.runs_dir.iterdir())  # no half-written final dir
     assert runs.load_runs(study.runs_dir) == []
-    monkeypatch.setattr(training, "fit", real_fit)
+    monkeypatch.setattr(runs, "fit", real_fit)
     d = runs.train_or_load(study, "mobilenet", 300, 2, verbose=0)
     assert runs.is_complete(d)
     assert json.loads((d / "run.json").read_text())["epochs_run"] == 1
@@ -198,10 +200,12 @@ def test_a_kernel_reads_the_data_tree_once(synth_root, tmp_path, monkeypatch):
     """setup (prepare) reads the tree; training a run reuses the Study's table instead of reading again."""
     from alllib.book import notebook
     from alllib.method import dataset
+    from alllib.study import prepare
 
     calls = []
     real = dataset.read_cnmc
-    monkeypatch.setattr(dataset, "read_cnmc", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for module in (dataset, prepare):  # the module that defines it and the one that reads the tree with it
+        monkeypatch.setattr(module, "read_cnmc", lambda *a, **k: calls.append(a) or real(*a, **k))
     study, _ = notebook.setup("smoke", TINY, str(synth_root), tmp_path, show=False)
     runs.train_or_load(study, "mobilenet", 300, 0, verbose=0)
     runs.load_run(study.run_dir("mobilenet", 300, 0))
@@ -211,16 +215,14 @@ def test_a_kernel_reads_the_data_tree_once(synth_root, tmp_path, monkeypatch):
 def test_failed_mixed_precision_run_restores_the_policy(tiny_cfg, synth_root, tmp_path, monkeypatch):
     import keras
 
-    from alllib.method import models
-
     def broken(*a, **k):
         assert keras.mixed_precision.global_policy().name == "mixed_float16"
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(models, "build_model", broken)
+    monkeypatch.setattr(training, "build_model", broken)  # the name training builds its model with
     cfg = config.load_profile("smoke", TINY + ["mixed_precision=true"])
     with pytest.raises(RuntimeError, match="out of memory"):
-        training.fit(cfg, "mobilenet", 300, 0, _study(synth_root, tmp_path).table, tmp_path, {}, verbose=0)
+        training.fit(cfg, MOBILENET_300, _study(synth_root, tmp_path).table, tmp_path, {}, verbose=0)
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
@@ -261,17 +263,17 @@ def test_an_interrupted_run_resumes_at_its_last_epoch_and_equals_an_uninterrupte
         (tmp_path / d).mkdir()
     with pytest.raises(RuntimeError, match="preempted"):
         training.fit(
-            cfg, "mobilenet", 300, 0, table, tmp_path / "a", data, verbose=0, backup_dir=backup, callbacks=[Interrupt()]
+            cfg, MOBILENET_300, table, tmp_path / "a", data, verbose=0, backup_dir=backup, callbacks=[Interrupt()]
         )
     assert training.resume_epoch(backup) == 2
     state = json.loads((backup / "state_2.json").read_text())
     assert len(state["history"]) == 2 and {"wait", "best", "best_epoch", "best_weights"} <= set(state)
     count = Count()
     resumed = training.fit(
-        cfg, "mobilenet", 300, 0, table, tmp_path / "b", data, verbose=0, backup_dir=backup, callbacks=[count]
+        cfg, MOBILENET_300, table, tmp_path / "b", data, verbose=0, backup_dir=backup, callbacks=[count]
     )
     whole_count = Count()
-    whole = training.fit(cfg, "mobilenet", 300, 0, table, tmp_path / "c", data, verbose=0, callbacks=[whole_count])
+    whole = training.fit(cfg, MOBILENET_300, table, tmp_path / "c", data, verbose=0, callbacks=[whole_count])
     assert resumed["resumed_at_epoch"] == 2 and whole["resumed_at_epoch"] == 0
     assert count.epochs == [e for e in whole_count.epochs if e >= 2]  # only the epochs after the backup
     assert count.batches == len(count.epochs) * resumed["steps_per_epoch"]
@@ -317,9 +319,7 @@ def test_a_run_that_early_stopping_had_ended_is_not_trained_further(synth_root, 
     with pytest.raises(RuntimeError, match="preempted"):
         training.fit(
             study.cfg,
-            "mobilenet",
-            300,
-            0,
+            MOBILENET_300,
             study.table,
             tmp_path / "a",
             study.data_info,
@@ -334,9 +334,7 @@ def test_a_run_that_early_stopping_had_ended_is_not_trained_further(synth_root, 
     count = Count()
     info = training.fit(
         study.cfg,
-        "mobilenet",
-        300,
-        0,
+        MOBILENET_300,
         study.table,
         tmp_path / "b",
         study.data_info,

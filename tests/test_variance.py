@@ -4,6 +4,7 @@ import pytest
 
 from alllib.method.ensemble import WeightSource
 from alllib.results import variance
+from alllib.study.runs import Run, RunSet
 
 
 def test_five_run_table_in_percentage_points():
@@ -52,11 +53,11 @@ def _run(display, seed, offset):
             "p_all": p,
         }
     )
-    return {"display": display, "seed": seed, "input_size": 300, "predictions": pred}
+    return Run.of(predictions=pred, display=display, seed=seed, input_size=300)
 
 
 def test_per_seed_metrics_build_one_wen_per_seed():
-    runs = [_run(n, s, o) for s in range(3) for n, o in (("VGG-16", 0.0), ("Xception", 0.05))]
+    runs = RunSet(_run(n, s, o) for s in range(3) for n, o in (("VGG-16", 0.0), ("Xception", 0.05)))
     per_seed = variance.per_seed_metrics(runs, 300)
     assert set(per_seed["classifier"]) == {"VGG-16", "Xception", "WEN-auc", "WEN-f1", "WEN-kappa"}
     # singles once per seed; every WEN once per seed and weight source (validation, and test as the paper)
@@ -73,7 +74,7 @@ def test_per_seed_metrics_build_one_wen_per_seed():
     from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score
 
     for seed in range(3):
-        members = [_run(n, seed, o)["predictions"] for n, o in (("VGG-16", 0.0), ("Xception", 0.05))]
+        members = [_run(n, seed, o).predictions for n, o in (("VGG-16", 0.0), ("Xception", 0.05))]
         val = [m[m.split == "validation"] for m in members]
         test = [m[m.split == "preliminary_test"] for m in members]
         w = [max(cohen_kappa_score(v.y, (v.p_all >= 0.5).astype(int)), 0.0) for v in val]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -9,8 +11,13 @@ import seaborn as sns
 
 from alllib import CLASS_NAMES
 from alllib.method import metrics
+from alllib.method.models import DISPLAY_ORDER
 from alllib.method.preprocessing import center_crop, crop_box
-from alllib.study.profile import Training
+from alllib.method.training import triangular2
+from alllib.results import paper
+
+if TYPE_CHECKING:  # names used in annotations only
+    from alllib.study.runs import Run, RunSet
 
 CLASS_COLORS = {"ALL": "#b2182b", "Hem": "#2166ac", "all": "#b2182b", "hem": "#2166ac"}
 
@@ -26,7 +33,7 @@ def stamp(fig, label: str):
 # ---------------------------------------------------------------- captions and alt text
 
 # The output metadata key that carries a figure's caption, alt text and name; the runner turns it into
-# MyST-NB's figure and image cell metadata when it executes a notebook for the book (runner.for_the_book).
+# MyST-NB's figure and image cell metadata when it executes a notebook for the book (book.postprocess.for_the_book).
 FIGURE_META = "alllib/figure"
 # A figure wider than this (inches, at 100 dpi) would be shrunk below its fonts' legible size in the text
 # column: the book gives it the page's full width (the cell tag full-width of sphinx-book-theme).
@@ -176,7 +183,6 @@ def _first_sentence(text: str) -> str:
 def caption(name: str, **facts) -> str:
     """The book's caption of figure `name`: what it shows, then what the paper's figure of that number
     showed (the first sentence of the paper's own caption)."""
-    from alllib.results import paper
 
     if name not in CAPTIONS:
         raise KeyError(f"no caption for figure {name!r}; known: {', '.join(CAPTIONS)}")
@@ -293,11 +299,11 @@ def learning_curves(history: pd.DataFrame, title: str, label: str, axes=None):
         return stamp(fig, label)
 
 
-def curves_grid(runs: list[dict], label: str):
+def curves_grid(runs: RunSet, label: str):
     n = len(runs)
     fig, axes = plt.subplots(n, 2, figsize=(8, 2.0 * n), squeeze=False)
     for row, r in zip(axes, runs):
-        learning_curves(r["history"], f"{r['display']} {r['input_size']}px s{r['seed']}", label, axes=row)
+        learning_curves(r.history, f"{r.display} {r.input_size}px s{r.seed}", label, axes=row)
         for ax in row:
             ax.title.set_fontsize(8)
             ax.xaxis.label.set_visible(False)
@@ -431,7 +437,7 @@ def gradcam_rows(rows: list[dict], label: str, title: str):
         ):
             ax.imshow(r["image"])
             ax.imshow(r[key], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            pred = "ALL" if p >= 0.5 else "Hem"
+            pred = "ALL" if metrics.predict_labels(p) else "Hem"
             ax.set_title(f"{name}\n{pred}, p(ALL)={p:.2f}", fontsize=8, color="green" if pred == r["true"] else "red")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -479,7 +485,7 @@ def gradcam_grid(images, maps: dict, probs: dict, true: list[str], label: str, t
             p = probs[name][i]
             axes[r, i].imshow(images[i])
             axes[r, i].imshow(maps[name][i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            right = (p >= 0.5) == (true[i] == CLASS_NAMES["all"])
+            right = bool(metrics.predict_labels(p)) == (true[i] == CLASS_NAMES["all"])
             axes[r, i].set_title(f"p(ALL)={p:.2f}", fontsize=9, color="green" if right else "red")
     if title:
         fig.suptitle(title, fontsize=10)
@@ -580,29 +586,25 @@ def seed_strip(per_seed: pd.DataFrame, metrics_: tuple, label: str):
     return stamp(fig, label)
 
 
-def run_lr_epochs(run: dict) -> int:
+def run_lr_epochs(run: Run) -> int:
     """Epochs the learning-rate trace shows: the run's, and at least two cycles (4 step sizes)."""
-    return max(run["epochs_run"], 4 * run["training"]["clr_step_epochs"])
+    return max(run.epochs_run, 4 * run.training.clr_step_epochs)
 
 
-def run_lr_trace(run: dict, label: str):
+def run_lr_trace(run: Run, label: str):
     """The triangular2 schedule one run trained with, over at least two cycles."""
-    from alllib.method.training import triangular2
 
-    tr, steps = Training.model_validate(run["training"]), run["steps_per_epoch"]
+    tr, steps = run.training, run.steps_per_epoch
     shown = run_lr_epochs(run)
 
     def sched(s):
         return triangular2(s, tr.clr_base_lr, tr.clr_max_lr, tr.clr_step_epochs * steps)
 
-    return lr_trace(
-        sched, shown * steps, steps, f"triangular2 over {shown} epochs (this run: {run['epochs_run']})", label
-    )
+    return lr_trace(sched, shown * steps, steps, f"triangular2 over {shown} epochs (this run: {run.epochs_run})", label)
 
 
 def roc_panels(clf_by_size: dict, label: str, names=None):
     """Fig. 5: one ROC panel per input size, the single models and the three WEN."""
-    from alllib.method.models import DISPLAY_ORDER
 
     names = names or DISPLAY_ORDER + ["WEN-auc", "WEN-f1", "WEN-kappa"]
     sizes = list(clf_by_size)
@@ -618,8 +620,6 @@ def paper_against_ours(ens, label: str, metrics_=("WFS", "BA", "AUC")):
     """Ours (Table 4 as the paper computes it: WEN weights from the test set, 95 % subject-bootstrap
     CIs) beside the paper's values, one panel per metric, one row per classifier and input size.
     The paper's Table 4 has no AUC column, so that panel shows ours alone."""
-    from alllib.method.models import DISPLAY_ORDER
-    from alllib.results import paper
 
     ref = paper.table("table4_prelim_test").set_index(["input_px", "classifier"])
     names = DISPLAY_ORDER + ["WEN-auc", "WEN-f1", "WEN-kappa"]

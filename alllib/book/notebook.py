@@ -11,6 +11,9 @@ import os
 import sys
 import warnings
 
+from alllib.book.report import departures
+from alllib.study.prepare import prepare
+
 
 def quiet_tensorflow() -> None:
     """Import TensorFlow and look for GPUs with the process's stderr (file descriptor 2) sent to
@@ -36,9 +39,6 @@ def quiet_tensorflow() -> None:
 def setup(profile: str = "demo", overrides=(), data_dir=None, results_dir=None, show: bool = True):
     import pandas as pd
     from IPython.display import Markdown, display
-
-    from alllib.book.report import departures
-    from alllib.study.prepare import prepare
 
     quiet_tensorflow()
     warnings.filterwarnings("ignore", category=UserWarning)

@@ -8,10 +8,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alllib import __version__, io
+from alllib.book.model_card import model_card_markdown
+from alllib.book.notebook import quiet_tensorflow
+from alllib.book.report import DOWNLOADS, landing, runs_table_markdown
 from alllib.errors import StudyError
+from alllib.method.dataset import load_manifest
+from alllib.provenance import environment, git_commit
+from alllib.results import summaries
 from alllib.results.paper import choices_markdown
+from alllib.study.prepare import PACKAGE_ROOT
+from alllib.study.profile import PROFILES, SIZES, load_profile, settings_table
+
+if TYPE_CHECKING:  # names used in annotations only
+    from alllib.study.runs import RunSet
 
 
 def build_book(root: Path) -> Path:
@@ -32,7 +44,6 @@ def build_book(root: Path) -> Path:
 def shown_path(path) -> str:
     """A path as the book shows it: relative to the project when inside it, else only its last two
     parts (a reader's machine layout is nobody's business)."""
-    from alllib.study.prepare import PACKAGE_ROOT
 
     path = Path(path).resolve()
     try:
@@ -42,7 +53,6 @@ def shown_path(path) -> str:
 
 
 def provenance_markdown(study, timings: dict) -> str:
-    from alllib.provenance import environment
 
     env = environment()
     cfg = study.cfg
@@ -88,7 +98,6 @@ def provenance_markdown(study, timings: dict) -> str:
 
 def settings_markdown(study) -> str:
     """Every setting of the schema with this build's value and its meaning."""
-    from alllib.study.profile import settings_table
 
     table = settings_table()
     values = []
@@ -103,18 +112,12 @@ def settings_markdown(study) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path, chapters=()) -> None:
+def write_generated_pages(study, runs: RunSet, timings: dict, gen: Path, chapters=()) -> None:
     """The pages around the notebooks: provenance, settings, choices, the runs tables (and each run's
     run.json to download), the landing answer, the model card, Reproduce (`chapters`: the notebooks in the
     order they run) and How to cite."""
-    from alllib.book.model_card import model_card_markdown
-    from alllib.book.notebook import quiet_tensorflow
-    from alllib.provenance import git_commit
-    from alllib.results import summaries
-    from alllib.study.profile import SIZES
 
     quiet_tensorflow()  # the model card loads the ensemble: TensorFlow's start-up lines stay off the terminal
-    from alllib.book.report import DOWNLOADS, landing, runs_table_markdown
 
     io.write_text(gen / "provenance.md", provenance_markdown(study, timings))
     io.write_text(gen / "runs_table.md", runs_table_markdown(runs))
@@ -122,14 +125,14 @@ def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path, cha
     io.write_text(gen / "headline.md", landing(ens))
     io.write_text(gen / "settings.md", settings_markdown(study))
     io.write_text(gen / "choices.md", choices_markdown())
-    io.write_text(gen / "model_card.md", model_card_markdown(study, runs=runs))
+    io.write_text(gen / "model_card.md", model_card_markdown(study, ens, runs=runs))
     io.write_text(gen / "reproduce.md", reproduce_markdown(study, chapters))
     io.write_text(gen / "manifest.md", manifest_markdown())
     io.write_text(gen / "cite.md", cite_markdown(git_commit()))
     for run in runs:  # each run's record (settings, timings, accuracies), linked from the runs tables
-        io.write_text(gen / DOWNLOADS / "runs" / f"{run['run_id']}.json", (Path(run["dir"]) / "run.json").read_text())
+        io.write_text(gen / DOWNLOADS / "runs" / f"{run.run_id}.json", (run.folder / "run.json").read_text())
     for size in SIZES:
-        io.write_text(gen / f"runs_table_{size}.md", runs_table_markdown([r for r in runs if r["input_size"] == size]))
+        io.write_text(gen / f"runs_table_{size}.md", runs_table_markdown(runs.where(size=size)))
 
 
 # ---------------------------------------------------------------- reproduce, cite
@@ -137,7 +140,6 @@ def write_generated_pages(study, runs: list[dict], timings: dict, gen: Path, cha
 
 def profiles_table() -> str:
     """Each shipped profile: what it is, its run matrix, tensors, initialisation and epochs."""
-    from alllib.study.profile import PROFILES, load_profile
 
     lines = [
         "| profile | what it is | training runs | tensors | initialisation | epochs (at most) |",
@@ -154,8 +156,6 @@ def profiles_table() -> str:
 def chapter_commands(profile: str, chapters) -> str:
     """The command that executes each chapter again from the finished runs and rebuilds the book."""
     import json
-
-    from alllib.study.prepare import PACKAGE_ROOT
 
     lines = ["| chapter | command |", "|---|---|"]
     for nb in chapters:
@@ -181,7 +181,6 @@ def reproduce_markdown(study, chapters) -> str:
 
 def manifest_markdown() -> str:
     """What the real data set holds, from its official manifest (alllib/data/cnmc/manifest.tsv)."""
-    from alllib.method.dataset import load_manifest
 
     m = load_manifest()
     return (
@@ -193,8 +192,6 @@ def manifest_markdown() -> str:
 def citation() -> dict:
     """CITATION.cff, the one source of the study's version and of the references."""
     import yaml
-
-    from alllib.study.prepare import PACKAGE_ROOT
 
     return yaml.safe_load((PACKAGE_ROOT / "CITATION.cff").read_text())
 

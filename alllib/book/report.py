@@ -4,9 +4,15 @@ nothing here reads a notebook's variables, and every number is computed."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
+from alllib.method import metrics
 from alllib.method.models import DISPLAY_ORDER, get_backbone
-from alllib.study.profile import Training
+from alllib.results import paper
+
+if TYPE_CHECKING:  # names used in annotations only
+    from alllib.study.profile import Profile
+    from alllib.study.runs import Run, RunSet
 
 ALPHA = 0.05
 
@@ -110,7 +116,6 @@ def _ci2(e) -> str:
 def summary_table(ens) -> str:
     """Table 4's key rows, ours beside the paper's: each single model and WEN-kappa with the paper's
     weights (from the test set), and WEN-kappa with ours (from validation), which the paper has not."""
-    from alllib.results import paper
 
     ref = paper.table("table4_prelim_test").set_index(["input_px", "classifier"])
     lines = [
@@ -151,7 +156,7 @@ def error_concentration_sentence(e: dict, name: str = "WEN-kappa") -> str:
     )
 
 
-def per_backbone_settings(cfg: dict) -> list[str]:
+def per_backbone_settings(cfg: Profile) -> list[str]:
     """The profile's per-backbone departures, one "Backbone: setting value, ..." item per backbone."""
     return [
         f"{get_backbone(b).display}: "
@@ -160,7 +165,7 @@ def per_backbone_settings(cfg: dict) -> list[str]:
     ]
 
 
-def departures(cfg: dict) -> str:
+def departures(cfg: Profile) -> str:
     """One line: how this profile departs from the paper's protocol (empty for the paper profile)."""
 
     out = []
@@ -186,57 +191,54 @@ def departures(cfg: dict) -> str:
 # ---------------------------------------------------------------- per-run and chapter sentences
 
 
-def run_header(run: dict) -> str:
-    tr = Training.model_validate(run["training"])  # as the run recorded it
+def run_header(run: Run) -> str:
+    tr = run.training  # as the run recorded it
     return (
-        f"### {run['display']}, {run['input_size']} px ({run['input_px']} px tensors), seed {run['seed']}\n\n"
-        f"Run `{run['run_id']}` of the `{run['profile']}` profile; weights: **{run['weights']}**; "
-        f"subject split of seed {run.get('split_seed', run['seed'])}; "
-        f"{run['train_images']} training images ({run['train_images_oversampled']} per epoch after oversampling), "
-        f"{run['steps_per_epoch']} steps per epoch, batch size {tr.batch_size}; BatchNorm statistics re-estimated "
-        f"after each epoch: {run['batchnorm_recalibrated']}."
+        f"### {run.display}, {run.input_size} px ({run.input_px} px tensors), seed {run.seed}\n\n"
+        f"Run `{run.run_id}` of the `{run.profile}` profile; weights: **{run.weights}**; "
+        f"subject split of seed {run.seed if run.split_seed is None else run.split_seed}; "
+        f"{run.train_images} training images ({run.train_images_oversampled} per epoch after oversampling), "
+        f"{run.steps_per_epoch} steps per epoch, batch size {tr.batch_size}; BatchNorm statistics re-estimated "
+        f"after each epoch: {run.batchnorm_recalibrated}."
     )
 
 
-def run_curve_facts(run: dict) -> str:
-    tr = Training.model_validate(run["training"])  # as the run recorded it
-    if run["epochs_run"] < tr.epochs:
+def run_curve_facts(run: Run) -> str:
+    tr = run.training  # as the run recorded it
+    if run.epochs_run < tr.epochs:
         stopping = "ended the run"
     elif tr.patience >= tr.epochs:
         stopping = f"did not trigger, and could not: its patience ({tr.patience}) is not below the epoch limit"
     else:
         stopping = "did not trigger"
     return (
-        f"{run['epochs_run']} epochs run (at most {tr.epochs}), best epoch {run['best_epoch']} (lowest validation "
+        f"{run.epochs_run} epochs run (at most {tr.epochs}), best epoch {run.best_epoch} (lowest validation "
         f"loss, whose weights early stopping restored); early stopping {stopping}. "
-        f"{run['images_per_second']:.1f} training images/s, {run['train_seconds']:.0f} s training."
+        f"{run.images_per_second:.1f} training images/s, {run.train_seconds:.0f} s training."
     )
 
 
-def schedule_facts(run: dict) -> str:
-    from alllib.results import paper
+def schedule_facts(run: Run) -> str:
 
-    tr, steps = Training.model_validate(run["training"]), run["steps_per_epoch"]
+    tr, steps = run.training, run.steps_per_epoch
     return (
         f"Step size {tr.clr_step_epochs} x {steps} iterations per epoch (the paper: "
         f"{paper.hyperparameters()['clr_step_size']}), so one cycle lasts {2 * tr.clr_step_epochs} epochs; this run "
-        f"trained {run['epochs_run']} epochs, peak rate {tr.clr_max_lr:g}."
+        f"trained {run.epochs_run} epochs, peak rate {tr.clr_max_lr:g}."
     )
 
 
-def run_evaluation(run: dict):
+def run_evaluation(run: Run):
     import pandas as pd
 
-    from alllib.method import metrics
-
-    pred = run["predictions"]
+    pred = run.predictions
     rows = {s: metrics.evaluate(g.y, g.p_all) for s, g in pred.groupby("split")}
     test = pred[pred["split"] == "preliminary_test"]
     return pd.DataFrame(rows).T[metrics.HEADLINE + ["n"]], metrics.confusion(test.y, test.p_all)
 
 
-def runs_facts(runs: list[dict], cfg: dict) -> str:
-    minutes = sum(r["train_seconds"] for r in runs) / 60
+def runs_facts(runs: RunSet, cfg: Profile) -> str:
+    minutes = sum(r.train_seconds for r in runs) / 60
     text = f"{len(runs)} runs, {minutes:.1f} min of training in all. Weights: **{cfg.weights}**."
     per = per_backbone_settings(cfg)
     if per:
@@ -249,7 +251,7 @@ def runs_facts(runs: list[dict], cfg: dict) -> str:
         text += (
             " BatchNorm moving statistics are re-estimated on training images after each epoch (see the method notes)."
         )
-    if any(r["training"].get("run_eagerly") for r in runs):
+    if any(r.training.run_eagerly for r in runs):
         text += (
             " Training and prediction steps ran eagerly, op by op, without graph tracing: for a run of a few steps "
             "tracing costs more than the steps (see `alllib.method.training`)."
@@ -257,13 +259,12 @@ def runs_facts(runs: list[dict], cfg: dict) -> str:
     return text
 
 
-def run_links(runs: list[dict]) -> str:
+def run_links(runs: RunSet) -> str:
     """A list of every run's page (MyST doc links: Sphinx resolves them, and says so when one breaks)."""
-    return "\n".join(f"- {{doc}}`{run_title(r)} </book/_generated/runs/{r['run_id']}>`" for r in runs)
+    return "\n".join(f"- {{doc}}`{run_title(r)} </book/_generated/runs/{r.run_id}>`" for r in runs)
 
 
 def auc_gain_sentence(gain: dict) -> str:
-    from alllib.results import paper
 
     return (
         "AUC gain of the 300 px crop over the 450 px image, in points: "
@@ -344,7 +345,6 @@ def inference_sentence(steps, reference: str) -> str:
 def landing(ens) -> str:
     """The first page's answer: at each size WEN-kappa (leak-free) against the best single model on
     validation, our BA beside the paper's (Table 4, its WEN-kappa and Xception rows)."""
-    from alllib.results import paper
 
     ref = paper.table("table4_prelim_test").set_index(["input_px", "classifier"])
     lines = ["| input | classifier | BA ours [95 % CI] | BA paper | AUC ours [95 % CI] |", "|---|---|---|---|---|"]
@@ -374,35 +374,34 @@ def _num(v: float) -> str:
     return "n/a" if v != v else f"{v:.3f}"
 
 
-def runs_table_markdown(runs: list[dict]) -> str:
+def runs_table_markdown(runs: RunSet) -> str:
     """The appendix's table of every run with a link to its page and to its run.json (which
     book.write_generated_pages copies into the book's downloads)."""
-    from alllib.method import metrics
 
     lines = [
         "| backbone | input | seed | epochs | validation BA | test BA | training time | page | summary |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(runs, key=lambda r: (-r["input_size"], r["seed"], DISPLAY_ORDER.index(r["display"]))):
-        p = r["predictions"]
+    for r in sorted(runs, key=lambda r: (-r.input_size, r.seed, DISPLAY_ORDER.index(r.display))):
+        p = r.predictions
         ba = {s: metrics.evaluate(g["y"], g["p_all"])["BA"] for s, g in p.groupby("split")}
         lines.append(
-            f"| {r['display']} | {r['input_size']} px | {r['seed']} | {r['epochs_run']} | "
+            f"| {r.display} | {r.input_size} px | {r.seed} | {r.epochs_run} | "
             f"{ba.get('validation', float('nan')):.3f} | {ba.get('preliminary_test', float('nan')):.3f} | "
-            f"{r['train_seconds'] / 60:.1f} min | {{doc}}`{run_title(r)} </book/_generated/runs/{r['run_id']}>` | "
-            f"{{download}}`run.json </book/_generated/{DOWNLOADS}/runs/{r['run_id']}.json>` |"
+            f"{r.train_seconds / 60:.1f} min | {{doc}}`{run_title(r)} </book/_generated/runs/{r.run_id}>` | "
+            f"{{download}}`run.json </book/_generated/{DOWNLOADS}/runs/{r.run_id}.json>` |"
         )
     return "\n".join(lines) + "\n"
 
 
-def run_title(run: dict) -> str:
-    return f"{run['display']} · {run['input_size']} px · seed {run['seed']}"
+def run_title(run: Run) -> str:
+    return f"{run.display} · {run.input_size} px · seed {run.seed}"
 
 
 # ---------------------------------------------------------------- tables and files offered for download
 
 # Output metadata of a file a notebook offers for download (show_table: a table as CSV; offer: a summary
-# as JSON): {"file": name, "text": content, "what": what the link gives}. book.add_downloads writes them.
+# as JSON): {"file": name, "text": content, "what": what the link gives}. book.postprocess.for_the_book writes them.
 DOWNLOAD_META = "alllib/download"
 DOWNLOADS = "downloads"  # the folder under book/_generated/ that holds them: one folder per page (and runs/)
 
@@ -417,13 +416,13 @@ def two_lines(text: str) -> str:
     return _CI_CELL.sub(r'\1<br><span class="ci">\2</span>', text)
 
 
-WIDE_COLUMNS = 6  # a table with more columns than this takes the page's full width (runner.for_the_book)
+WIDE_COLUMNS = 6  # a table with more columns than this takes the page's full width (book.postprocess.for_the_book)
 
 
 def show_table(frame, name: str):
     """Display a results table, each "estimate [lo, hi]" cell with its CI on a second, smaller line (and
     "estimate (paper, difference)" alike); the
-    book offers the table as `<name>.csv` beside it (book.add_downloads reads the CSV carried in the
+    book offers the table as `<name>.csv` beside it (book.postprocess.for_the_book reads the CSV carried in the
     output's metadata, so the download is the table shown)."""
     from IPython.display import display
 

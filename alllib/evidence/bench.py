@@ -17,10 +17,28 @@ import time
 import numpy as np
 import pandas as pd
 
+from alllib import io
+from alllib.method.dataset import (
+    IMAGE_SUFFIXES,
+    PRELIM_DIR,
+    PRELIM_LABELS,
+    data_fingerprint,
+    load_manifest,
+    manifest_training_table,
+    read_cnmc,
+    verify_manifest,
+)
+from alllib.method.models import build_model, get_backbone
+from alllib.method.preprocessing import input_pixels, make_dataset, random_oversampling, subject_split
+from alllib.method.training import make_optimizer
+from alllib.provenance import stamp
+from alllib.results.analysis import ablation_benchmark
+from alllib.study.prepare import prepare
+from alllib.study.profile import load_profile
+from alllib.use import predict as pr
+
 
 def _train_table(profile: str, n: int | None = None):
-    from alllib.method.preprocessing import subject_split
-    from alllib.study.prepare import prepare
 
     study = prepare(profile, progress=False)
     train = subject_split(study.table, 0).query("split == 'train'")
@@ -29,8 +47,6 @@ def _train_table(profile: str, n: int | None = None):
 
 def pipeline(profile: str = "smoke", batches: int = 30, batch_size: int = 8) -> pd.DataFrame:
     import tensorflow as tf
-
-    from alllib.method.preprocessing import input_pixels, make_dataset
 
     study, train = _train_table(profile)
     scale, aug = study.cfg.input_scale, study.cfg.augment
@@ -124,10 +140,6 @@ def training(profile: str = "smoke", steps: int = 16, warmup: int = 3, rounds: i
     import keras
     import tensorflow as tf
 
-    from alllib.method.models import build_model, get_backbone
-    from alllib.method.preprocessing import input_pixels, make_dataset
-    from alllib.method.training import make_optimizer
-
     study, train = _train_table(profile)
     cfg = study.cfg
     bs = cfg.training.batch_size
@@ -176,19 +188,15 @@ def training(profile: str = "smoke", steps: int = 16, warmup: int = 3, rounds: i
 
 def record(table: pd.DataFrame, out, profile: str) -> None:
     """Write a benchmark table as CSV with where and when it was measured."""
-    from alllib import io
-    from alllib.provenance import stamp
 
     io.write_csv(out, stamp(table, profile, machine=True))
 
 
 def ensemble(profile: str = "smoke") -> pd.DataFrame:
-    from alllib.results.analysis import ablation_benchmark
-    from alllib.study.prepare import prepare
 
     study = prepare(profile, progress=False)
     runs = study.runs()
-    res = ablation_benchmark(runs, sorted(study.cfg.runs), sorted({r["seed"] for r in runs}))
+    res = ablation_benchmark(runs, sorted(study.cfg.runs), runs.seeds)
     return pd.DataFrame([res])
 
 
@@ -199,8 +207,6 @@ def data(profile: str = "paper", root=None, repeats: int = 3) -> pd.DataFrame:
     `read_cnmc` lists and parses names and `data_fingerprint` reads sizes, neither opens an image)."""
     import tempfile
     from pathlib import Path
-
-    from alllib.method.dataset import PRELIM_LABELS, data_fingerprint, load_manifest, read_cnmc
 
     def timed(fn):
         best = np.inf
@@ -269,11 +275,6 @@ def gpu(
 
     import keras
 
-    from alllib.method.models import build_model, get_backbone
-    from alllib.method.preprocessing import input_pixels
-    from alllib.method.training import make_optimizer
-    from alllib.study.profile import load_profile
-
     cfg = load_profile(profile, NO_DATA)  # the benchmark feeds random images: no data set needed
     backend = keras.backend.backend()
     keys = [get_backbone(b).key for b in (backbones or cfg.backbones)]
@@ -335,9 +336,6 @@ def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int 
     oversampled training set at the measured training rate plus the validation set at the measured
     inference rate; image counts from the official manifest with the study's own split and oversampling.
     `epochs`: the epochs each run lasts (default: the profile's maximum, i.e. no early stop)."""
-    from alllib.method.dataset import manifest_training_table
-    from alllib.method.preprocessing import input_pixels, random_oversampling, subject_split
-    from alllib.study.profile import load_profile
 
     cfg = load_profile(profile, NO_DATA)
     split = subject_split(manifest_training_table(), 0)
@@ -385,7 +383,6 @@ def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int 
 
 def gpu_note(table: pd.DataFrame, profile: str = "paper") -> str:
     """What a recorded `gpu` table says about the paper's run matrix on that GPU, in words."""
-    from alllib.study.profile import load_profile
 
     cfg = load_profile(profile, NO_DATA)
     hours = paper_matrix_hours(table, profile)
@@ -443,8 +440,6 @@ def own_manifest(root) -> pd.DataFrame:
     import hashlib
     from pathlib import Path
 
-    from alllib.method.dataset import IMAGE_SUFFIXES
-
     root = Path(root)
     rows = []
     for p in sorted(root.rglob("*")):
@@ -468,13 +463,10 @@ def _rss_mb() -> float:
 def data_step(step: str, root: str, manifest: str) -> dict:
     """One step of `data_scaling` in this process: seconds, peak resident memory and the peak before
     the step (the interpreter and its imports). Run by `data_scaling` in a fresh process per step."""
-    from alllib.method.dataset import read_cnmc, verify_manifest
 
     if step == "epoch 300 px":
         import tensorflow as tf  # noqa: F401  (imported before the baseline is read)
 
-        from alllib.method.preprocessing import make_dataset, subject_split
-        from alllib.study.profile import load_profile
     base = _rss_mb()
     t0 = time.perf_counter()
     n = 0
@@ -489,13 +481,9 @@ def data_step(step: str, root: str, manifest: str) -> dict:
         table = read_cnmc(root)
         n = len(table)
         if step == "data_fingerprint":
-            from alllib.method.dataset import data_fingerprint
-
             t0 = time.perf_counter()
             data_fingerprint(table, root)
         elif step == "subject_split":
-            from alllib.method.preprocessing import subject_split
-
             t0 = time.perf_counter()
             subject_split(table, 0)
         elif step == "epoch 300 px":
@@ -542,8 +530,6 @@ def data_scaling(roots, steps=DATA_STEPS) -> pd.DataFrame:
     import subprocess
     import sys
     from pathlib import Path
-
-    from alllib import io
 
     rows = []
     for root in roots:
@@ -598,10 +584,6 @@ def predict(profile: str = "demo", images: int = 256) -> pd.DataFrame:
     """Images/s of `predict` for a finished study's whole ensemble (every member, Eq. 1) at each
     input size, on the first `images` preliminary-test images: decoding, the input path and the
     networks, after one warm-up batch per member."""
-    from alllib.method.dataset import PRELIM_DIR
-    from alllib.method.preprocessing import input_pixels
-    from alllib.study.prepare import prepare
-    from alllib.use import predict as pr
 
     study = prepare(profile, progress=False)
     files = pr.collect_images([study.data_root / PRELIM_DIR])[:images]

@@ -13,7 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from alllib import io
-from alllib.provenance import stamp
+from alllib.evidence.bench import data_growth, gpu_note
+from alllib.method.metrics import evaluate
+from alllib.provenance import STAMP_COLUMNS, git_commit, stamp
+from alllib.study.prepare import PACKAGE_ROOT, prepare
+from alllib.study.runner import notebook_params, run_matrix
 
 
 def recorded_path(name: str) -> Path:
@@ -52,14 +56,12 @@ CHAPTER_TABLES = {
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:
     """A recorded table without its provenance columns (they go into the note)."""
-    from alllib.provenance import STAMP_COLUMNS
 
     return table.drop(columns=[c for c in STAMP_COLUMNS if c in table])
 
 
 def note_for(table: pd.DataFrame) -> str:
     """The provenance sentence, and for trials the choice validation makes."""
-    from alllib.provenance import git_commit
 
     text = recorded_note(table, git_commit())
     if "difficulty" in table:
@@ -80,8 +82,6 @@ def note_for(table: pd.DataFrame) -> str:
             f"{best['test_BA_mean']:.3f}."
         )
     elif "added MB" in table:
-        from alllib.evidence.bench import data_growth
-
         growth = data_growth(table)
         worst = growth.loc[growth["growth exponent"].idxmax()]
         text += (
@@ -100,8 +100,6 @@ def note_for(table: pd.DataFrame) -> str:
                 "rather than the code's, which hashes each file in 1 MB blocks."
             )
     elif "train_images_per_s" in table:
-        from alllib.evidence.bench import gpu_note
-
         text += " " + gpu_note(table)
     elif "pipeline overhead %" in table:
         text += f" Median pipeline overhead over the pairs: **{table['pipeline overhead %'].median():.1f} %**."
@@ -144,9 +142,6 @@ def trial(
     through the ordinary runner (cached like any run) and tabulate validation and test balanced
     accuracy, with each run's per-epoch history (so a claim about how training behaved can be
     checked). Written to `out` (CSV) with the date and code version."""
-    from alllib.method.metrics import evaluate
-    from alllib.study.prepare import PACKAGE_ROOT, prepare
-    from alllib.study.runner import notebook_params, run_matrix
 
     rows = []
     for variant in variants:
@@ -163,17 +158,17 @@ def trial(
                 study, notebook_params(study, profile, overrides, data_dir), PACKAGE_ROOT, [], log, study.cfg.jobs
             )
         for run in study.runs():
-            p, h = run["predictions"], run["history"]
+            p, h = run.predictions, run.history
             val, test = p[p["split"] == "validation"], p[p["split"] == "preliminary_test"]
             rows.append(
                 {
                     "setting": " ".join(variant) or "profile as is",
-                    "backbone": run["display"],
-                    "seed": run["seed"],
-                    "input_px": run["input_px"],
-                    "clr_max_lr": run["training"]["clr_max_lr"],
-                    "epochs": run["epochs_run"],
-                    "best_epoch": run["best_epoch"],
+                    "backbone": run.display,
+                    "seed": run.seed,
+                    "input_px": run.input_px,
+                    "clr_max_lr": run.training.clr_max_lr,
+                    "epochs": run.epochs_run,
+                    "best_epoch": run.best_epoch,
                     "val_BA": evaluate(val["y"], val["p_all"])["BA"],
                     "test_BA": evaluate(test["y"], test["p_all"])["BA"],
                     "train_accuracy_by_epoch": " ".join(f"{v:.3f}" for v in h["accuracy"]),

@@ -85,7 +85,7 @@ def wen(probabilities: np.ndarray, weights) -> np.ndarray:
 
 def majority_vote(probabilities: np.ndarray) -> np.ndarray:
     """Hard vote of the models' predicted classes; returns the fraction of votes for ALL."""
-    votes = (np.asarray(probabilities)[..., 1] >= 0.5).astype(float)
+    votes = metrics.predict_labels(np.asarray(probabilities)[..., 1]).astype(float)
     return votes.mean(axis=0)
 
 

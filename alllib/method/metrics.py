@@ -16,7 +16,11 @@ from sklearn import metrics as skm
 HEADLINE = ["WP", "WR", "WFS", "ACC", "BA", "AUC", "kappa"]
 
 
-def predict_labels(p_all, threshold: float = 0.5) -> np.ndarray:
+THRESHOLD = 0.5  # p(ALL) at or above it is called ALL; the paper names no threshold (the method notes)
+
+
+def predict_labels(p_all, threshold: float = THRESHOLD) -> np.ndarray:
+    """The decision rule, the one place it is written: 1 (ALL) where p(ALL) >= the threshold, else 0 (Hem)."""
     return (np.asarray(p_all) >= threshold).astype(int)
 
 

@@ -88,6 +88,11 @@ def crop_box(side: int, size: int) -> tuple[int, int]:
     return off, size
 
 
+def cell_mask(images: np.ndarray, threshold: int = 10) -> np.ndarray:
+    """Foreground of segmented cells: any channel above `threshold` (the background is black)."""
+    return (np.asarray(images).max(axis=-1) > threshold).astype(np.float32)
+
+
 def center_crop(images, size: int):
     """Centre crop of the last-but-one two axes (..., H, W, C); numpy arrays or tensors, also a
     decoded tf image whose side is only known when it runs. The one crop of the study: training,

@@ -27,14 +27,22 @@ import functools
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from alllib import io
 from alllib.errors import ConfigError
-from alllib.method.preprocessing import input_pixels
+from alllib.method.metrics import predict_labels
+from alllib.method.models import build_model, count_batchnorm, get_backbone
+from alllib.method.preprocessing import input_pixels, make_dataset, random_oversampling, subject_split
+from alllib.provenance import environment
+
+if TYPE_CHECKING:  # names used in annotations only (the profile's schema lives in the study)
+    from alllib.study.profile import Profile, Training
 
 
 def triangular2(step, base_lr: float, max_lr: float, step_size: float):
@@ -126,7 +134,6 @@ def predict_table(
 ) -> pd.DataFrame:
     """Per-image class probabilities with image id, subject and true label. `dataset`: the
     evaluation pipeline of `table` when the caller holds one already (decoded once, reused)."""
-    from alllib.method.preprocessing import make_dataset
 
     ds = dataset if dataset is not None else make_dataset(table, size, scale, batch_size)[0]
     probs = model.predict(ds, verbose=0) if len(table) else np.zeros((0, 2))
@@ -229,12 +236,12 @@ def _callbacks(val_table, val_ds, size, scale, tr, recal_ds, schedule_fn, steps_
             if recal_ds is not None:
                 # the evidence for the re-estimation: validation accuracy with the running statistics first
                 stale = predict_table(self.model, val_table, size, scale, dataset=val_ds)
-                logs["val_accuracy_running_bn"] = float(((stale["p_all"] >= 0.5).astype(int) == stale["y"]).mean())
+                logs["val_accuracy_running_bn"] = float((predict_labels(stale["p_all"]) == stale["y"]).mean())
                 recalibrate_batchnorm(self.model, recal_ds)
             pred = predict_table(self.model, val_table, size, scale, dataset=val_ds)
             y = pred["y"].to_numpy(int)
             logs["val_loss"] = cross_entropy(y, pred["p_all"].to_numpy())
-            logs["val_accuracy"] = float(((pred["p_all"].to_numpy() >= 0.5) == y).mean())
+            logs["val_accuracy"] = float((predict_labels(pred["p_all"]) == y).mean())
             logs["lr_end"] = float(schedule_fn((epoch + 1) * steps_per_epoch - 1))
 
     return [
@@ -243,21 +250,44 @@ def _callbacks(val_table, val_ds, size, scale, tr, recal_ds, schedule_fn, steps_
     ]
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What one training run is, beside its profile: a backbone at an input size and seed, and the
+    seed of the subject split it trains on."""
+
+    backbone: str
+    size: int
+    seed: int
+    split_seed: int
+
+
+@dataclass
+class _RunData:
+    """One run's data: its splits and the input pipelines that feed them."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    oversampled: int  # training images per epoch after random oversampling
+    steps: int  # steps per epoch
+    start_epoch: int  # epochs a backup already holds
+    ds: object  # the training stream (augmented, from `start_epoch`)
+    val_ds: object
+    decode_seconds: float
+
+
 def fit(
-    cfg: dict,
-    backbone: str,
-    size: int,
-    seed: int,
+    cfg: Profile,
+    spec: RunSpec,
     table: pd.DataFrame,
     out_dir: Path,
     data_info: dict,
     verbose: int = 2,
-    split_seed: int | None = None,
     backup_dir: Path | None = None,
     callbacks=(),
 ) -> dict:
     """Train one model and write model.keras, history.csv and predictions.csv to out_dir; returns
-    what run.json records. `split_seed`: the seed of the subject split (default: `seed`).
+    what run.json records.
 
     `backup_dir`: where the run's state is saved at every epoch end (`RunBackup`); a run started
     again with the same folder resumes at its last finished epoch, with the data stream, the
@@ -267,67 +297,26 @@ def fit(
 
     policy = keras.mixed_precision.global_policy()
     try:
-        return _fit(
-            cfg,
-            backbone,
-            size,
-            seed,
-            table,
-            Path(out_dir),
-            data_info,
-            verbose,
-            seed if split_seed is None else split_seed,
-            backup_dir,
-            list(callbacks),
-        )
+        return _fit(cfg, spec, table, Path(out_dir), data_info, verbose, backup_dir, list(callbacks))
     finally:  # a failed mixed-precision run must not leave its policy to the next model of the process
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_seed, backup_dir, extra) -> dict:
+def _fit(cfg: Profile, spec: RunSpec, table, out_dir: Path, data_info: dict, verbose, backup_dir, extra) -> dict:
     import keras
     import tensorflow as tf
 
-    from alllib.method.models import build_model, count_batchnorm, get_backbone
-    from alllib.method.preprocessing import make_dataset, random_oversampling, subject_split
-    from alllib.provenance import environment
-
-    tr, scale = cfg.training_for(backbone), cfg.input_scale
-    keras.utils.set_random_seed(seed)
+    tr = cfg.training_for(spec.backbone)
+    keras.utils.set_random_seed(spec.seed)
     if tr.deterministic:
         tf.config.experimental.enable_op_determinism()
     if tr.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    split = subject_split(table, split_seed)
-    train = split[split["split"] == "train"]
-    if tr.max_train_images and len(train) > tr.max_train_images:
-        train = train.groupby("label").sample(frac=tr.max_train_images / len(train), random_state=seed)
-    val = split[split["split"] == "validation"]
-    test = split[split["split"] == "preliminary_test"]
-    t_decode = time.time()
-    n_epoch = len(random_oversampling(train["y"].fillna(0).astype(int).to_numpy(), seed))
-    steps = math.ceil(n_epoch / tr.batch_size)
-    start_epoch = resume_epoch(backup_dir)
-    if start_epoch:
-        print(f"[train] resuming {backbone} {size}px seed {seed} after epoch {start_epoch} from {backup_dir}")
-    ds, _ = make_dataset(
-        train,
-        size,
-        scale,
-        tr.batch_size,
-        seed=seed,
-        training=True,
-        augment_cfg=cfg.augment,
-        cache=True,
-        start_step=start_epoch * steps,
-    )
-    val_ds = make_dataset(val, size, scale, 32, cache=True)[0]  # validated every epoch: decoded once
-    decode_seconds = time.time() - t_decode
-    px = input_pixels(size, scale)
-    model = build_model(backbone, px, cfg.weights)
-    optimizer = make_optimizer(tr, steps)
+    data = _run_data(cfg, spec, tr, table, backup_dir)
+    px = input_pixels(spec.size, cfg.input_scale)
+    model = build_model(spec.backbone, px, cfg.weights)
     model.compile(
-        optimizer=optimizer,
+        optimizer=make_optimizer(tr, data.steps),
         loss=LOSS,
         metrics=["accuracy"],
         jit_compile=bool(tr.xla),
@@ -335,84 +324,142 @@ def _fit(cfg, backbone, size, seed, table, out_dir, data_info, verbose, split_se
     )
     recal = None
     if tr.recalibrate_batchnorm and count_batchnorm(model):
-        sub = train.sample(n=min(len(train), tr.bn_recalibration_images), random_state=seed)
+        sub = data.train.sample(n=min(len(data.train), tr.bn_recalibration_images), random_state=spec.seed)
         t_decode = time.time()
-        recal = make_dataset(sub, size, scale, 32, cache=True)[0]
-        decode_seconds += time.time() - t_decode
+        recal = make_dataset(sub, spec.size, cfg.input_scale, 32, cache=True)[0]
+        data.decode_seconds += time.time() - t_decode
+    t0 = time.time()
+    history = _train(model, data, spec, cfg.input_scale, tr, recal, backup_dir, extra, verbose)
+    train_seconds = time.time() - t0
+    t1 = time.time()
+    pred = pd.concat(
+        [
+            predict_table(model, data.val, spec.size, cfg.input_scale, dataset=data.val_ds),
+            predict_table(model, data.test, spec.size, cfg.input_scale),
+        ],
+        ignore_index=True,
+    )
+    predict_seconds = time.time() - t1
+    save_model(model, out_dir / "model.keras")
+    io.write_csv(out_dir / "history.csv", history)
+    io.write_csv(out_dir / "predictions.csv", pred)
+    seconds = {
+        "decode_seconds": data.decode_seconds,
+        "train_seconds": train_seconds,
+        "predict_seconds": predict_seconds,
+    }
+    return _record(cfg, spec, tr, data, px, history, pred, seconds, model, recal is not None, data_info)
+
+
+def _run_data(cfg: Profile, spec: RunSpec, tr: Training, table: pd.DataFrame, backup_dir) -> _RunData:
+    """The run's subject split (its training images drawn down where the profile says so), and its
+    training and validation pipelines, the training stream starting where a backup left off."""
+    split = subject_split(table, spec.split_seed)
+    train = split[split["split"] == "train"]
+    if tr.max_train_images and len(train) > tr.max_train_images:
+        train = train.groupby("label").sample(frac=tr.max_train_images / len(train), random_state=spec.seed)
+    val = split[split["split"] == "validation"]
+    test = split[split["split"] == "preliminary_test"]
+    t_decode = time.time()
+    oversampled = len(random_oversampling(train["y"].fillna(0).astype(int).to_numpy(), spec.seed))
+    steps = math.ceil(oversampled / tr.batch_size)
+    start_epoch = resume_epoch(backup_dir)
+    if start_epoch:
+        print(
+            f"[train] resuming {spec.backbone} {spec.size}px seed {spec.seed} after epoch {start_epoch} "
+            f"from {backup_dir}"
+        )
+    ds, _ = make_dataset(
+        train,
+        spec.size,
+        cfg.input_scale,
+        tr.batch_size,
+        seed=spec.seed,
+        training=True,
+        augment_cfg=cfg.augment,
+        cache=True,
+        start_step=start_epoch * steps,
+    )
+    val_ds = make_dataset(val, spec.size, cfg.input_scale, 32, cache=True)[0]  # validated every epoch: decoded once
+    return _RunData(train, val, test, oversampled, steps, start_epoch, ds, val_ds, time.time() - t_decode)
+
+
+def _train(model, data: _RunData, spec: RunSpec, scale: float, tr: Training, recal, backup_dir, extra, verbose):
+    """model.fit with the study's callbacks (and a backup where the run keeps one); the history of
+    every epoch, those before a resume included."""
 
     def schedule_fn(step):
-        return float(triangular2(step, tr.clr_base_lr, tr.clr_max_lr, tr.clr_step_epochs * steps))
+        return float(triangular2(step, tr.clr_base_lr, tr.clr_max_lr, tr.clr_step_epochs * data.steps))
 
-    callbacks = _callbacks(val, val_ds, size, scale, tr, recal, schedule_fn, steps)
+    callbacks = _callbacks(data.val, data.val_ds, spec.size, scale, tr, recal, schedule_fn, data.steps)
     backup = None
     if backup_dir is not None:
-        backup = _backup_class()(backup_dir, callbacks[-1], start_epoch)  # after early stopping: reads its state
+        backup = _backup_class()(backup_dir, callbacks[-1], data.start_epoch)  # after early stopping: reads its state
         callbacks.append(backup)
-    t0 = time.time()
     hist = model.fit(
-        ds,
+        data.ds,
         epochs=tr.epochs,
-        steps_per_epoch=steps,
+        steps_per_epoch=data.steps,
         verbose=verbose,
         shuffle=False,
         callbacks=callbacks + extra,
     )
-    train_seconds = time.time() - t0
     history = pd.DataFrame(hist.history)
     if backup is not None:  # the epochs before a resume too, in Keras' column order
         history = pd.DataFrame(backup.rows)
         history = history[list(hist.history)] if hist.history else history
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
+    return history
+
+
+def _record(
+    cfg: Profile,
+    spec: RunSpec,
+    tr: Training,
+    data: _RunData,
+    px,
+    history,
+    pred,
+    seconds,
+    model,
+    recalibrated,
+    data_info,
+) -> dict:
+    """What run.json records of a finished run."""
     best_epoch = int(history["val_loss"].idxmin()) + 1
-    t1 = time.time()
-    pred = pd.concat(
-        [predict_table(model, val, size, scale, dataset=val_ds), predict_table(model, test, size, scale)],
-        ignore_index=True,
-    )
-    predict_seconds = time.time() - t1
     epochs_run = len(history)
-    save_model(model, out_dir / "model.keras")
-    io.write_csv(out_dir / "history.csv", history)
-    io.write_csv(out_dir / "predictions.csv", pred)
-    bb = get_backbone(backbone)
-    info = {
+    test = pred[pred.split == "preliminary_test"]
+    bb = get_backbone(spec.backbone)
+    return {
         "backbone": bb.key,
         "display": bb.display,
-        "input_size": size,
+        "input_size": spec.size,
         "input_px": px,
-        "seed": seed,
+        "seed": spec.seed,
         "weights": str(cfg.weights),
         "profile": cfg.name,
-        "split_seed": split_seed,
-        "steps_per_epoch": steps,
-        "train_images": len(train),
-        "train_images_oversampled": n_epoch,
-        "validation_images": len(val),
-        "test_images": len(test),
+        "split_seed": spec.split_seed,
+        "steps_per_epoch": data.steps,
+        "train_images": len(data.train),
+        "train_images_oversampled": data.oversampled,
+        "validation_images": len(data.val),
+        "test_images": len(data.test),
         "epochs_run": epochs_run,
         "best_epoch": best_epoch,
         "val_accuracy": float(history["val_accuracy"].iloc[best_epoch - 1]),
-        "test_accuracy": float(
-            (
-                (pred.loc[pred.split == "preliminary_test", "p_all"] >= 0.5).astype(int)
-                == pred.loc[pred.split == "preliminary_test", "y"]
-            ).mean()
-        ),
-        "decode_seconds": decode_seconds,
-        "train_seconds": train_seconds,
-        "predict_seconds": predict_seconds,
-        "images_per_second": (epochs_run - start_epoch) * steps * tr.batch_size / train_seconds,
-        "resumed_at_epoch": start_epoch,
+        "test_accuracy": float((predict_labels(test["p_all"]) == test["y"]).mean()),
+        **seconds,
+        "images_per_second": (epochs_run - data.start_epoch) * data.steps * tr.batch_size / seconds["train_seconds"],
+        "resumed_at_epoch": data.start_epoch,
         "batchnorm_layers": count_batchnorm(model),
-        "batchnorm_recalibrated": recal is not None,
+        "batchnorm_recalibrated": recalibrated,
         "training": tr.model_dump(),
         "augment": cfg.augment.model_dump(),
-        "input_scale": scale,
+        "input_scale": cfg.input_scale,
         "data": data_info,
         "environment": environment(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    return info
 
 
 def save_model(model, path) -> None:

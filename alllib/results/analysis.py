@@ -4,6 +4,8 @@ kept out of the notebooks so they are tested and reused by the results summary."
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,15 +14,13 @@ from alllib.method import metrics
 from alllib.method.ensemble import WeightSource, ensemble_name, ensemble_predictions, model_weights, subset_search
 from alllib.method.models import DISPLAY_ORDER
 from alllib.results import paper, stats
+from alllib.results.summaries import EnsembleSummary
+
+if TYPE_CHECKING:  # names used in annotations only
+    from alllib.study.runs import RunSet
 
 WEN_METHODS = ("wen-auc", "wen-f1", "wen-kappa")
 TABLE4 = ["WP", "WR", "WFS", "ACC", "BA"]
-
-
-def runs_at(runs: list[dict], size: int, seed: int) -> dict[str, pd.DataFrame]:
-    """Predictions of the five backbones at one input size and seed, in the paper's order."""
-    chosen = {r["display"]: r["predictions"] for r in runs if r["input_size"] == size and r["seed"] == seed}
-    return {name: chosen[name] for name in DISPLAY_ORDER if name in chosen}
 
 
 def test_rows(pred: pd.DataFrame) -> pd.DataFrame:
@@ -218,7 +218,7 @@ def estimates(table: pd.DataFrame, names=metrics.HEADLINE) -> dict:
     }
 
 
-def runs_table(runs: list[dict]) -> pd.DataFrame:
+def runs_table(runs: RunSet) -> pd.DataFrame:
     """One row per run: what it trained on and with which peak rate and epoch limit, and what it reached."""
     cols = [
         "display",
@@ -233,26 +233,26 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
         "images_per_second",
         "train_seconds",
     ]
-    table = pd.DataFrame([{c: r[c] for c in cols} for r in runs]).rename(columns={"display": "backbone"})
-    table.insert(4, "peak_lr", [f"{r['training']['clr_max_lr']:g}" for r in runs])
-    table.insert(5, "max_epochs", [r["training"]["epochs"] for r in runs])
+    table = pd.DataFrame([{c: getattr(r, c) for c in cols} for r in runs]).rename(columns={"display": "backbone"})
+    table.insert(4, "peak_lr", [f"{r.training.clr_max_lr:g}" for r in runs])
+    table.insert(5, "max_epochs", [r.training.epochs for r in runs])
     return table
 
 
-def batchnorm_table(runs: list[dict]) -> pd.DataFrame:
+def batchnorm_table(runs: RunSet) -> pd.DataFrame:
     """Validation accuracy at the best epoch with the running BatchNorm statistics and after
     re-estimating them, per run (empty when the profile does not re-estimate)."""
     rows = [
         {
-            "backbone": r["display"],
-            "input": f"{r['input_size']} px",
-            "seed": r["seed"],
-            "BatchNorm layers": r["batchnorm_layers"],
-            "val acc, running BN": r["history"]["val_accuracy_running_bn"].iloc[r["best_epoch"] - 1],
-            "val acc, re-estimated BN": r["history"]["val_accuracy"].iloc[r["best_epoch"] - 1],
+            "backbone": r.display,
+            "input": f"{r.input_size} px",
+            "seed": r.seed,
+            "BatchNorm layers": r.batchnorm_layers,
+            "val acc, running BN": r.history["val_accuracy_running_bn"].iloc[r.best_epoch - 1],
+            "val acc, re-estimated BN": r.history["val_accuracy"].iloc[r.best_epoch - 1],
         }
         for r in runs
-        if "val_accuracy_running_bn" in r["history"]
+        if "val_accuracy_running_bn" in r.history
     ]
     return pd.DataFrame(rows)
 
@@ -262,7 +262,7 @@ def batchnorm_summary(bn: pd.DataFrame) -> pd.DataFrame:
     return bn.groupby(["backbone", "input"])[["val acc, running BN", "val acc, re-estimated BN"]].mean()
 
 
-def ablation_benchmark(runs: list[dict], sizes, seeds, repeats: int = 3) -> dict:
+def ablation_benchmark(runs: RunSet, sizes, seeds, repeats: int = 3) -> dict:
     """Seconds to recompute every ensemble (3 WEN x 2 weight sources + 2 baselines) for every size
     and seed from cached probabilities (no bootstrap)."""
     best = np.inf
@@ -272,7 +272,7 @@ def ablation_benchmark(runs: list[dict], sizes, seeds, repeats: int = 3) -> dict
         count = 0
         for size in sizes:
             for seed in seeds:
-                preds = runs_at(runs, size, seed)
+                preds = runs.at(size, seed)
                 if len(preds) < 2:
                     continue
                 for source in ("test", "validation"):
@@ -286,22 +286,52 @@ def ablation_benchmark(runs: list[dict], sizes, seeds, repeats: int = 3) -> dict
 # ---------------------------------------------------------------- the ensemble chapter in one call
 
 
-def ensemble_chapter(runs: list[dict], label: str, seed: int | None = None, n_boot: int = 1000, n_perm: int = 2000):
+@dataclass
+class SizeAblation:
+    """The ensemble chapter at one input size."""
+
+    preds: dict[str, pd.DataFrame]  # the members' predictions, in the paper's order
+    clf: dict[str, pd.DataFrame]  # every classifier on the test split, WEN weights from the test set (as the paper)
+    table: pd.DataFrame  # Table 4 (paper-faithful), with subject-bootstrap CIs
+    best: str  # the single model validation picks
+    clf_lf: dict[str, pd.DataFrame]  # every classifier, WEN weights from validation (leak-free)
+    lf_table: pd.DataFrame  # the best single model and WEN-kappa, leak-free
+    weights: pd.DataFrame  # each WEN's weights from each source
+    weight_metrics: pd.DataFrame  # each WEN's metrics from each source, and the gaps
+    significance: pd.DataFrame  # the subject-level paired tests against `best`
+
+
+@dataclass
+class EnsembleChapter:
+    """Everything the ensemble chapter shows, and its typed summary (`summary`) for the other chapters."""
+
+    seed: int
+    sizes: list[int]
+    crop: int
+    per_size: dict[int, SizeAblation]
+    table4: pd.DataFrame
+    confusions: dict[str, pd.DataFrame]
+    confusion_beside_paper: pd.DataFrame
+    subsets: pd.DataFrame
+    per_subject: pd.DataFrame
+    error_concentration: dict
+    reliability: dict
+    auc_gain: dict[str, float] | None
+    benchmark: dict
+    summary: EnsembleSummary
+
+
+def ensemble_chapter(runs: RunSet, label: str, seed: int | None = None, n_boot: int = 1000, n_perm: int = 2000):
     """Everything the ensemble chapter shows, computed once from the runs' saved probabilities: per
     input size the paper-faithful Table 4 (test weights), the leak-free classifiers (validation
     weights), the subject-level comparison with the best single model on validation, the weight
     sources, Table 6 and calibration; and the typed summary the results page reads."""
-    from types import SimpleNamespace
-
-    from alllib.results.summaries import EnsembleSummary
-
-    seed = min(r["seed"] for r in runs) if seed is None else seed
-    sizes = sorted({r["input_size"] for r in runs if r["seed"] == seed}, reverse=True)
-    crop = 300 if 300 in sizes else sizes[0]
-    out = SimpleNamespace(seed=seed, sizes=sizes, crop=crop, per_size={})
+    seed = runs.first_seed if seed is None else seed
+    sizes, crop = runs.sizes(seed), runs.crop_size(seed)
+    per_size: dict[int, SizeAblation] = {}
     size_results = {}
     for size in sizes:
-        preds = runs_at(runs, size, seed)
+        preds = runs.at(size, seed)
         clf = classifiers(preds, WeightSource.TEST)
         table = metrics_table(clf, n_boot).assign(input=f"{size} px")
         best = best_single(preds)
@@ -312,7 +342,7 @@ def ensemble_chapter(runs: list[dict], label: str, seed: int | None = None, n_bo
         sig = significance(comparisons, best)
         comp = headline_comparison(comparisons["WEN-kappa"], "WEN-kappa", best)
         gap = gaps["BA"]
-        out.per_size[size] = SimpleNamespace(
+        per_size[size] = SizeAblation(
             preds=preds,
             clf=clf,
             table=table,
@@ -331,30 +361,40 @@ def ensemble_chapter(runs: list[dict], label: str, seed: int | None = None, n_bo
             "comparison": comp,
             "weight_gap_BA_pp": {k: float(v) for k, v in gap.items()},
         }
-    c = out.per_size[crop]
-    out.table4 = pd.concat([v.table for v in out.per_size.values()])
-    out.confusions = {n: metrics.confusion(c.clf[n].y, c.clf[n].p_all) for n in ("Xception", "WEN-kappa") if n in c.clf}
-    out.confusion_beside_paper = confusion_beside_paper(c.clf)
-    out.subsets = subset_search(c.preds, "wen-kappa")
-    out.per_subject = stats.per_subject_accuracy(c.clf_lf["WEN-kappa"])
-    out.error_concentration = stats.error_concentration(c.clf_lf["WEN-kappa"])
-    out.reliability = {
+    c = per_size[crop]
+    reliability = {
         n: metrics.expected_calibration_error(c.clf_lf[n].y, c.clf_lf[n].p_all) for n in (c.best, "WEN-kappa")
     }
-    out.auc_gain = auc_gain(out.per_size[300].clf, out.per_size[450].clf) if {300, 450} <= set(sizes) else None
-    out.benchmark = ablation_benchmark(runs, sizes, sorted({r["seed"] for r in runs}))
+    concentration = stats.error_concentration(c.clf_lf["WEN-kappa"])
+    benchmark = ablation_benchmark(runs, sizes, runs.seeds)
     test = c.clf[c.best]
-    out.summary = EnsembleSummary(
+    summary = EnsembleSummary(
         label=label,
         seed=seed,
         test_images=len(test),
         test_subjects=int(test["subject"].nunique()),
+        bootstrap=n_boot,
         sizes=size_results,
-        ece={n: v[0] for n, v in out.reliability.items()},
-        error_concentration={k: float(v) for k, v in out.error_concentration.items()},
-        ablation_seconds=out.benchmark["seconds"],
+        ece={n: v[0] for n, v in reliability.items()},
+        error_concentration={k: float(v) for k, v in concentration.items()},
+        ablation_seconds=benchmark["seconds"],
     )
-    return out
+    return EnsembleChapter(
+        seed=seed,
+        sizes=sizes,
+        crop=crop,
+        per_size=per_size,
+        table4=pd.concat([v.table for v in per_size.values()]),
+        confusions={n: metrics.confusion(c.clf[n].y, c.clf[n].p_all) for n in ("Xception", "WEN-kappa") if n in c.clf},
+        confusion_beside_paper=confusion_beside_paper(c.clf),
+        subsets=subset_search(c.preds, "wen-kappa"),
+        per_subject=stats.per_subject_accuracy(c.clf_lf["WEN-kappa"]),
+        error_concentration=concentration,
+        reliability=reliability,
+        auc_gain=auc_gain(per_size[300].clf, per_size[450].clf) if {300, 450} <= set(sizes) else None,
+        benchmark=benchmark,
+        summary=summary,
+    )
 
 
 def auc_gain(clf_300: dict, clf_450: dict) -> dict[str, float]:

@@ -13,14 +13,15 @@ from __future__ import annotations
 import pandas as pd
 
 from alllib.method.ensemble import WeightSource
+from alllib.method.training import LOSS, OPTIMIZER
 from alllib.results import paper
+from alllib.study.profile import SIZES
 
 PAPER_ROW = "Mondal et al. (WEN-kappa)"
 
 
 def table7(cfg: dict) -> pd.DataFrame:
     """The paper's Table 7, its own row named, and this build's settings as the last row."""
-    from alllib.method.training import LOSS, OPTIMIZER
 
     t = paper.table("table7_hyperparameters", dtype=str).fillna({"batch_size": "not given"})
     t["method"] = [
@@ -63,7 +64,6 @@ def fig10(ens, size: int | None = None) -> pd.DataFrame:
     """Fig. 10 with this build's WEN-kappa beside it: WFS in %, with the 95 % subject-bootstrap CI
     for ours (weights from the test set as the paper did, and from validation), at the crop size as the
     paper (or the profile's only size)."""
-    from alllib.study.profile import SIZES
 
     size = size or (SIZES[1] if SIZES[1] in ens.sizes else max(ens.sizes))
     t = fig10_paper().assign(ours=False, lo=float("nan"), hi=float("nan"))

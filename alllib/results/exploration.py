@@ -8,8 +8,16 @@ import pandas as pd
 from PIL import Image
 
 from alllib import CLASS_NAMES
-from alllib.method.preprocessing import center_crop, random_oversampling, subject_split
-from alllib.results.gradcam import cell_mask
+from alllib.method.preprocessing import (
+    cell_mask,
+    center_crop,
+    make_dataset,
+    random_oversampling,
+    split_summary,
+    subject_split,
+)
+from alllib.results import paper
+from alllib.study.profile import SIZES
 
 
 def outside_crop(full: np.ndarray, crop: int = 300) -> float:
@@ -81,8 +89,6 @@ def leakage_experiment(table: pd.DataFrame, features: pd.DataFrame, seeds=range(
 
 def table3(split: pd.DataFrame) -> pd.DataFrame:
     """Our subjects and images per split beside the paper's Table 3."""
-    from alllib.method.preprocessing import split_summary
-    from alllib.results import paper
 
     ours = split_summary(split).set_index("split")
     ref = paper.table("table3_dataset").set_index("split").drop(columns="phase")
@@ -95,7 +101,6 @@ def table3(split: pd.DataFrame) -> pd.DataFrame:
 
 def split_facts(split: pd.DataFrame) -> str:
     """Class imbalance of the training folds (as the paper's 2.15) and the validation shares."""
-    from alllib.results import paper
 
     folds = split[split["split"].isin(["train", "validation"])]
     counts = folds["label"].value_counts()
@@ -134,7 +139,6 @@ def sample_cells(feats: pd.DataFrame, seed: int, per_class: int = 3, fragments: 
 
 def sample_facts(titles: list[str]) -> dict:
     """Fig. 2's caption facts, counted from the titles `sample_cells` gave."""
-    from alllib.study.profile import SIZES
 
     random = [t for t in titles if "most cut" not in t]
     n = {c: sum(t.startswith(c + ",") for t in random) for c in ("ALL", "Hem")}
@@ -178,7 +182,6 @@ def subject_split_for(study, seed: int) -> pd.DataFrame:
 
 def augmented_batch(split: pd.DataFrame, augment_cfg: dict, seed: int, n: int = 12) -> tuple[list, list[str]]:
     """One training batch of the 300 px crop at full resolution, as the training pipeline augments it."""
-    from alllib.method.preprocessing import make_dataset
 
     ds, _ = make_dataset(
         split[split["split"] == "train"], 300, 1.0, n, seed=seed, training=True, augment_cfg=augment_cfg

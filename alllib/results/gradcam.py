@@ -12,13 +12,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from alllib import CLASS_NAMES
 from alllib.errors import ConfigError
 from alllib.method.ensemble import WeightSource, ensemble_predictions
+from alllib.method.metrics import predict_labels
+from alllib.method.models import get_backbone, load_model
+from alllib.method.preprocessing import cell_mask, center_crop, input_pixels, load_arrays
+from alllib.results.analysis import test_rows
+from alllib.results.stats import holm
+from alllib.results.summaries import GradcamSummary
+from alllib.study.synthetic import mask_path
+
+if TYPE_CHECKING:  # names used in annotations only
+    from alllib.study.runs import Run, RunSet
 
 METHODS = ("gradcam", "gradcam++")
 
@@ -100,17 +113,9 @@ def concentration(maps: np.ndarray, cell_masks: np.ndarray, nucleus_masks: np.nd
     return frame
 
 
-def cell_mask(images: np.ndarray, threshold: int = 10) -> np.ndarray:
-    """Foreground of segmented cells: any channel above `threshold` (the background is black)."""
-    return (np.asarray(images).max(axis=-1) > threshold).astype(np.float32)
-
-
 def nucleus_masks(paths, size: int, scale: float) -> np.ndarray | None:
     """Nucleus masks of synthetic images (None for real data), cropped and resized like the images."""
     from PIL import Image
-
-    from alllib.method.preprocessing import center_crop, input_pixels
-    from alllib.study.synthetic import mask_path
 
     files = [mask_path(p) for p in paths]
     if not files or not all(f.is_file() for f in files):
@@ -125,18 +130,17 @@ def nucleus_masks(paths, size: int, scale: float) -> np.ndarray | None:
     return np.stack(out).astype(np.float32)
 
 
-def cached_maps(run: dict, images: np.ndarray, image_ids, classes, method: str, cache_dir) -> np.ndarray:
+def cached_maps(run: Run, images: np.ndarray, image_ids, classes, method: str, cache_dir) -> np.ndarray:
     """Maps of one run for these images, computed once and cached as .npz beside the other results."""
-    from alllib.method.models import get_backbone, load_model
 
-    cache = Path(cache_dir) / f"{run['run_id']}_{method.replace('+', 'p')}.npz"
+    cache = Path(cache_dir) / f"{run.run_id}_{method.replace('+', 'p')}.npz"
     ids = np.asarray(image_ids).astype(str)
     if cache.is_file():
         with np.load(cache) as z:
             if np.array_equal(z["image_ids"], ids) and np.array_equal(z["classes"], np.asarray(classes)):
                 return z["maps"]
-    model = load_model(Path(run["dir"]) / "model.keras")
-    maps = class_activation_maps(model, images, classes, get_backbone(run["backbone"]).last_conv, method)
+    model = load_model(run.folder / "model.keras")
+    maps = class_activation_maps(model, images, classes, get_backbone(run.backbone).last_conv, method)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.stem + ".partial.npz")
     np.savez_compressed(tmp, maps=maps, image_ids=ids, classes=np.asarray(classes))
@@ -165,7 +169,6 @@ def concentration_sample(test: pd.DataFrame, n: int, seed: int) -> np.ndarray:
 def figure_cases(test: pd.DataFrame, single: dict[str, np.ndarray], ensemble_p: np.ndarray, label: str) -> dict:
     """For Figs. 7 and 8 (selected, as the paper's): per model, the first test image of class
     `label` that the model misclassifies and the ensemble classifies correctly (None if none)."""
-    from alllib.method.metrics import predict_labels
 
     y = test["y"].to_numpy(int)
     ens_right = predict_labels(ensemble_p) == y
@@ -183,8 +186,6 @@ def concentration_tests(conc: pd.DataFrame, ensemble: str = "WEN-kappa") -> tupl
     (per measure). `conc` has columns model, subject and the measures. Returns the table and the
     models without usable maps (every map flat)."""
     from scipy.stats import wilcoxon
-
-    from alllib.results.stats import holm
 
     measures = [m for m in MEASURES if m in conc]
     per_subject = conc.groupby(["model", "subject"])[measures].mean()
@@ -225,25 +226,41 @@ def significantly(
     return t.loc[np.sign(t["median difference"]) == direction, "single"].tolist()
 
 
-def gradcam_chapter(study, runs: list[dict], method: str, seed: int | None = None):
+@dataclass
+class GradcamChapter:
+    """Everything the Grad-CAM chapter shows, and its typed summary (`summary`)."""
+
+    size: int
+    seed: int
+    names: list[str]  # the members, in the paper's order
+    weights: dict[str, float]  # WEN-kappa's validation weights
+    images: np.ndarray  # the images mapped (rows of `sub`)
+    sub: pd.DataFrame  # their test rows
+    at: dict[int, int]  # position in the test split -> row in `sub`
+    maps: dict[str, np.ndarray]  # each member's maps
+    ens_maps: np.ndarray  # the ensemble's maps
+    p_ensemble: np.ndarray
+    p_single: dict[str, np.ndarray]
+    cases: dict[str, dict]  # the selected cases of Figs. 7 (hem) and 8 (all)
+    fig9: list[int]
+    concentration: pd.DataFrame
+    tests: pd.DataFrame
+    summary: GradcamSummary
+
+
+def gradcam_chapter(study, runs: RunSet, method: str, seed: int | None = None):
     """Maps of the five models and of WEN-kappa (leak-free weights) at the crop size for (a) a
     sample of test images drawn without looking at predictions and (b) the selected error cases of
     Figs. 7 and 8; their concentration and the subject-level tests; and the typed summary."""
-    from types import SimpleNamespace
 
-    from alllib.method.preprocessing import load_arrays
-    from alllib.results.analysis import runs_at, test_rows
-    from alllib.results.summaries import GradcamSummary
-
-    seed = min(r["seed"] for r in runs) if seed is None else seed
-    size = 300 if any(r["input_size"] == 300 for r in runs) else runs[0]["input_size"]
-    chosen = [r for r in runs if r["input_size"] == size and r["seed"] == seed]
-    preds = runs_at(runs, size, seed)
+    seed = runs.first_seed if seed is None else seed
+    size = runs.crop_size(seed)
+    chosen = runs.where(size, seed)
+    preds = runs.at(size, seed)
     ens, weights = ensemble_predictions(preds, "wen-kappa", WeightSource.VALIDATION)
     test = ens.merge(study.table[["image_id", "path"]], on="image_id")
     single = {
-        r["display"]: test_rows(r["predictions"]).set_index("image_id").loc[test.image_id, "p_all"].to_numpy()
-        for r in chosen
+        r.display: test_rows(r.predictions).set_index("image_id").loc[test.image_id, "p_all"].to_numpy() for r in chosen
     }
     names = list(preds)
     sample = concentration_sample(test, study.cfg.gradcam.images, seed)
@@ -256,8 +273,7 @@ def gradcam_chapter(study, runs: list[dict], method: str, seed: int | None = Non
     images = load_arrays(sub, size, study.cfg.input_scale)
     classes = sub["y"].astype(int).to_numpy()
     maps = {
-        r["display"]: cached_maps(r, images, sub["image_id"], classes, method, study.results / "gradcam")
-        for r in chosen
+        r.display: cached_maps(r, images, sub["image_id"], classes, method, study.results / "gradcam") for r in chosen
     }
     ens_maps = ensemble_map([maps[n] for n in names], [weights[n] for n in names])
     rows = [at[int(p)] for p in sample]
@@ -285,7 +301,7 @@ def gradcam_chapter(study, runs: list[dict], method: str, seed: int | None = Non
     )
     p_sub = sub["p_all"].to_numpy()
     single_sub = {n: single[n][positions] for n in names}
-    return SimpleNamespace(
+    return GradcamChapter(
         size=size,
         seed=seed,
         names=names,
@@ -307,7 +323,6 @@ def gradcam_chapter(study, runs: list[dict], method: str, seed: int | None = Non
 
 def case_rows(ch, label: str) -> list[dict]:
     """Rows of Fig. 7 (Hem) or Fig. 8 (ALL) for `figures.gradcam_rows`: per backbone its selected case."""
-    from alllib import CLASS_NAMES
 
     rows = []
     for n in ch.names:

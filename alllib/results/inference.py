@@ -12,12 +12,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from alllib import io
 from alllib.method import metrics
 from alllib.method.ensemble import WeightSource
+from alllib.method.models import load_model
+from alllib.method.preprocessing import load_arrays
+from alllib.results.analysis import classifiers
+
+if TYPE_CHECKING:  # names used in annotations only
+    from alllib.study.runs import Run, RunSet
 
 EPS = 1e-6
 
@@ -65,36 +73,31 @@ def dihedral(images: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def tta_predictions(run: dict, table: pd.DataFrame, scale: float, cache_dir, batch_size: int = 32) -> pd.DataFrame:
+def tta_predictions(run: Run, table: pd.DataFrame, scale: float, cache_dir, batch_size: int = 32) -> pd.DataFrame:
     """The run's validation and test predictions with p(ALL) averaged over the 8 dihedral transforms
-    of each image (same rows as run["predictions"]), computed once and cached as CSV."""
-    from alllib import io
-    from alllib.method.models import load_model
-    from alllib.method.preprocessing import load_arrays
+    of each image (same rows as run.predictions), computed once and cached as CSV."""
 
-    cache = Path(cache_dir) / f"{run['run_id']}_tta.csv"
-    pred = run["predictions"]
+    cache = Path(cache_dir) / f"{run.run_id}_tta.csv"
+    pred = run.predictions
     if cache.is_file():
         cached = pd.read_csv(cache, dtype={"subject": str})
         if cached["image_id"].tolist() == pred["image_id"].tolist():
             return cached
     rows = pred[["image_id"]].merge(table[["image_id", "path", "y"]], on="image_id", how="left")
-    images = load_arrays(rows, run["input_size"], scale, batch_size)
-    model = load_model(Path(run["dir"]) / "model.keras")
+    images = load_arrays(rows, run.input_size, scale, batch_size)
+    model = load_model(run.folder / "model.keras")
     p = np.mean([model.predict(x, batch_size=batch_size, verbose=0)[:, 1] for x in dihedral(images)], axis=0)
     out = pred.assign(p_all=p.astype(float), p_hem=1 - p.astype(float))
     io.write_csv(cache, out)
     return out
 
 
-def study_tta(study, runs: list[dict], size: int, seed: int) -> dict[str, pd.DataFrame]:
+def study_tta(study, runs: RunSet, size: int, seed: int) -> dict[str, pd.DataFrame]:
     """TTA predictions of the five models of (size, seed), in the paper's order."""
-    from alllib.results.analysis import runs_at
-
-    chosen = {r["display"]: r for r in runs if r["input_size"] == size and r["seed"] == seed}
+    chosen = {r.display: r for r in runs.where(size, seed)}
     return {
         name: tta_predictions(chosen[name], study.table, study.cfg.input_scale, study.results / "tta")
-        for name in runs_at(runs, size, seed)
+        for name in runs.at(size, seed)
     }
 
 
@@ -102,7 +105,6 @@ def calibration_and_tta(preds: dict, tta_preds: dict | None, reference: str, tem
     """Table 4's metrics and the expected calibration error of the reference single model and of
     WEN-kappa (validation weights) as trained, with temperature scaling, with TTA, and with both
     (the steps the profile's `inference` settings enable)."""
-    from alllib.results.analysis import classifiers
 
     variants = {"as trained": preds}
     if temperature:

@@ -153,10 +153,10 @@ def holm(pvalues) -> np.ndarray:
 
 
 def _ba(y, p):
-    """Balanced accuracy at p(ALL) >= 0.5 (Eq. 6), the mean of the two classes' recalls (pinned
+    """Balanced accuracy at the decision threshold (Eq. 6), the mean of the two classes' recalls (pinned
     against `metrics.evaluate` by the tests; computed directly because permutations call it often)."""
     y = np.asarray(y)
-    right = (np.asarray(p) >= 0.5) == (y == 1)
+    right = metrics.predict_labels(p) == (y == 1)
     recalls = [right[y == c].mean() for c in (0, 1) if (y == c).any()]
     return float(np.mean(recalls)) if recalls else float("nan")
 

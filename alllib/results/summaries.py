@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from alllib import io
 from alllib.errors import StudyError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class _Summary(BaseModel):
@@ -62,6 +62,7 @@ class EnsembleSummary(_Summary):
     seed: int
     test_images: int
     test_subjects: int
+    bootstrap: int  # subject-bootstrap resamples behind every interval
     sizes: dict[int, SizeResult]
     ece: dict[str, float]
     error_concentration: dict[str, float]

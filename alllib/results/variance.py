@@ -12,6 +12,8 @@ split), so the spread covers initialisation, oversampling, augmentation and orde
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
@@ -19,20 +21,22 @@ from alllib.method import metrics
 from alllib.method.ensemble import WeightSource, ensemble_name, ensemble_predictions
 from alllib.method.models import DISPLAY_ORDER
 
+if TYPE_CHECKING:  # names used in annotations only
+    from alllib.study.runs import RunSet
+
 TABLE5_METRICS = ("WFS", "ACC", "BA")
 WEN = ("wen-auc", "wen-f1", "wen-kappa")
 
 
 def per_seed_metrics(
-    runs: list[dict], size: int, methods=WEN, sources=(WeightSource.VALIDATION, WeightSource.TEST)
+    runs: RunSet, size: int, methods=WEN, sources=(WeightSource.VALIDATION, WeightSource.TEST)
 ) -> pd.DataFrame:
     """One row per (classifier, weight source, seed): the single models, and each WEN built from that
     seed's models with weights from each source."""
     rows = []
-    seeds = sorted({r["seed"] for r in runs if r["input_size"] == size})
+    seeds = runs.where(size=size).seeds
     for seed in seeds:
-        group = [r for r in runs if r["input_size"] == size and r["seed"] == seed]
-        preds = {r["display"]: r["predictions"] for r in group}
+        preds = {r.display: r.predictions for r in runs.where(size, seed)}
         for name, pred in preds.items():
             test = pred[pred["split"] == "preliminary_test"]
             rows.append(

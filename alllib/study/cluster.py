@@ -18,9 +18,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alllib.errors import ConfigError, StudyError
-from alllib.study.profile import Executor
+
+if TYPE_CHECKING:  # names used in annotations only
+    from alllib.study.profile import Executor
 
 JOB_ENV = "ALLLIB_EXECUTOR"  # the executor settings a job's run records in its run.json
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")

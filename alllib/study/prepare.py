@@ -8,16 +8,24 @@ reading the tree again.
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from alllib import io
 from alllib.errors import StudyError
+from alllib.method.dataset import check_images, data_fingerprint, is_synthetic, read_cnmc
+from alllib.method.models import BACKBONES
 from alllib.method.preprocessing import input_pixels
-from alllib.study.profile import Profile, load_profile
+from alllib.study.profile import load_profile
+from alllib.study.runs import RunSet, is_complete, load_run, run_dir
+from alllib.study.synthetic import ensure_synthetic
+
+if TYPE_CHECKING:  # names used in annotations only
+    from alllib.study.profile import Profile
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the project: alllib/study/ -> alllib/ -> root
 
@@ -59,7 +67,7 @@ class Study:
         return f"{data} | profile {self.cfg.name} | {init}"
 
     def seeds(self) -> list[int]:
-        return sorted(set(itertools.chain.from_iterable(self.cfg.runs.values())))
+        return self.cfg.seeds
 
     def split_seed(self, seed: int) -> int:
         """The seed of the subject split a run of `seed` trains on: the first seed for every run
@@ -69,7 +77,6 @@ class Study:
     def matrix(self) -> list[tuple[str, int, int]]:
         """(backbone, input size, seed) of every training run, seed-major so early runs complete
         ensembles; within a seed the longest runs first, so parallel jobs finish close together."""
-        from alllib.method.models import BACKBONES
 
         seeds = self.seeds()
         runs = [
@@ -90,13 +97,11 @@ class Study:
         return sorted(runs, key=lambda r: (seeds.index(r[2]), -cost(r)))
 
     def run_dir(self, backbone: str, size: int, seed: int) -> Path:
-        from alllib.study.runs import run_dir
-
         return run_dir(self, backbone, size, seed)
 
-    def runs(self, require_all: bool = True) -> list[dict]:
-        from alllib.study.runs import is_complete, load_run
-
+    def runs(self, require_all: bool = True) -> RunSet:
+        """The finished runs of the run matrix, in its order; with `require_all`, refuses while any
+        is unfinished, naming them and the command that trains them."""
         out, missing = [], []
         for bb, size, seed in self.matrix():
             d = self.run_dir(bb, size, seed)
@@ -109,13 +114,11 @@ class Study:
                 f"train them with `python -m alllib study --profile {self.cfg.name}{data} --results "
                 f"{self.results_root}`"
             )
-        return out
+        return RunSet(out)
 
     def image_checks(self) -> pd.DataFrame:
         """Every labelled image opened and measured (`dataset.check_images`), computed once per data
         fingerprint: the runner checks before any notebook runs, the data chapter reads the result."""
-        from alllib import io
-        from alllib.method.dataset import check_images
 
         path = self.results / f"image_checks_{self.data_info['fingerprint']}.csv"
         if path.is_file():
@@ -136,8 +139,6 @@ def prepare(
 def prepare_profile(cfg: Profile, results_dir=None, progress: bool = True) -> Study:
     """The Study of a resolved profile: its data (the synthetic set generated once when the profile
     names no real data), read and fingerprinted."""
-    from alllib.method.dataset import data_fingerprint, is_synthetic, read_cnmc
-    from alllib.study.synthetic import ensure_synthetic
 
     results_root = Path(results_dir).resolve() if results_dir else default_results_dir()
     if cfg.data.source == "synthetic":

@@ -24,7 +24,9 @@ import submitit
 import yaml
 
 from alllib.errors import ConfigError, StudyError
+from alllib.study.cluster import JOB_ENV, run_jobs
 from alllib.study.prepare import PACKAGE_ROOT, Study
+from alllib.study.runs import is_complete
 
 GENERATED = Path("book") / "_generated"
 TRAIN_NOTEBOOK = "train_run"  # the per-run template: one executed copy per run of the matrix
@@ -146,6 +148,12 @@ def notebook_params(study: Study, profile: str, overrides=(), data_dir=None) -> 
     }
 
 
+def run_params(base_params: dict, backbone: str, size: int, seed: int, run_dir: Path) -> dict:
+    """The papermill parameters of one training run: the study's, the run's coordinates, and the run
+    itself (its id, as the runner resolved it), which the kernel trains into or refuses."""
+    return {**base_params, "backbone": backbone, "input_size": size, "seed": seed, "run_id": run_dir.name}
+
+
 class TrainingJob(submitit.helpers.Checkpointable):
     """One training run as a submitted job (executor slurm or submitit_local): the same papermill
     execution of the per-run notebook as a local run, into the same atomic run store. A preempted or
@@ -156,7 +164,6 @@ class TrainingJob(submitit.helpers.Checkpointable):
         self.root, self.params, self.output, self.run_dir, self.executor = root, params, output, run_dir, executor
 
     def __call__(self) -> str:
-        from alllib.study.cluster import JOB_ENV
 
         env = {JOB_ENV: json.dumps(self.executor)}
         if os.environ.get("SLURM_CPUS_PER_TASK"):  # TensorFlow sized for the job's CPUs, not the node's
@@ -168,13 +175,12 @@ class TrainingJob(submitit.helpers.Checkpointable):
 
 
 def _submit_matrix(study: Study, todo: list, base_params: dict, root: Path, reused: int) -> None:
-    from alllib.study.cluster import run_jobs
 
     opts = study.cfg.executor
     notebooks = study.runs_dir / ".notebooks"
     tasks, failed = {}, {}
     for bb, size, seed, d in todo:
-        params = {**base_params, "backbone": bb, "input_size": size, "seed": seed}
+        params = run_params(base_params, bb, size, seed, d)
         tasks[d.name] = TrainingJob(root, params, notebooks / f"{d.name}.ipynb", d, opts.model_dump())
         failed[d.name] = notebooks / f"{d.name}.failed.ipynb"
     print(f"[study] {len(todo)} training jobs through submitit ({opts.kind}); logs in {study.results / 'jobs'}")
@@ -187,8 +193,6 @@ def run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log
     2-core machine two kernels overlap one run's single-threaded graph tracing with the other's
     training). With `slurm` (or `submitit_local`): one job per run through submitit."""
     from tqdm.auto import tqdm
-
-    from alllib.study.runs import is_complete
 
     todo, reused = [], 0
     for bb, size, seed in study.matrix():
@@ -233,7 +237,7 @@ def run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log
             execute(
                 TRAIN_NOTEBOOK,
                 out,
-                {**base_params, "backbone": bb, "input_size": size, "seed": seed},
+                run_params(base_params, bb, size, seed, d),
                 root,
                 env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else threads or None,
                 log=log,

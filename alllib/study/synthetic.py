@@ -29,6 +29,7 @@ import hashlib
 import os
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,10 @@ from alllib.method.dataset import (
     TRAIN_DIR,
     training_subjects,
 )
-from alllib.study.profile import Data, fingerprint
+from alllib.study.profile import fingerprint
+
+if TYPE_CHECKING:  # names used in annotations only
+    from alllib.study.profile import Data
 
 # Subjects of the preliminary and final test sets: new people, as in the real challenge
 # (13 ALL + 15 Hem and 9 ALL + 8 Hem subjects, Table 3), with ids unused by the training folds.

@@ -25,6 +25,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,15 @@ from alllib import io
 from alllib.errors import ConfigError, DataError, StudyError
 from alllib.method.dataset import FINAL_IMAGE_SIDE, IMAGE_SIDE, IMAGE_SUFFIXES
 from alllib.method.ensemble import WeightSource, ensemble_name, ensemble_predictions, model_weights
+from alllib.method.metrics import evaluate, predict_labels
+from alllib.method.models import get_backbone, load_model, preprocessing_layer
+from alllib.method.preprocessing import crop_and_scale, input_pixels
+from alllib.results.gradcam import class_activation_maps, ensemble_map
+from alllib.study.prepare import prepare, prepare_profile
+from alllib.study.profile import profile_from
+
+if TYPE_CHECKING:  # names used in annotations only
+    from alllib.study.runs import RunSet
 
 FINAL_CROP_NOTE = (
     f"{FINAL_IMAGE_SIDE} x {FINAL_IMAGE_SIDE} images (the final-phase test size) are centre-cropped to "
@@ -67,7 +77,6 @@ class Ensemble:
 
 
 def _validation_ba(preds: dict, method: str) -> float:
-    from alllib.method.metrics import evaluate
 
     p, _ = ensemble_predictions(preds, method, WeightSource.VALIDATION, split="validation")
     return evaluate(p["y"].to_numpy(int), p["p_all"].to_numpy())["BA"]
@@ -77,9 +86,6 @@ def open_study(study_dir=None, profile: str = "demo", overrides=(), data_dir=Non
     """A finished study, given as its results folder (results/<profile>, which holds study.json) or
     as a profile with its data and results folder, as `python -m alllib study` takes them."""
     import json
-
-    from alllib.study.prepare import prepare, prepare_profile
-    from alllib.study.profile import profile_from
 
     if study_dir is None:
         return prepare(profile, overrides, data_dir, results_dir, progress=False)
@@ -100,14 +106,12 @@ def load_ensemble(
     method: str = "wen-kappa",
     source: str = "validation",
     seed: int | None = None,
-    runs: list[dict] | None = None,
+    runs: RunSet | None = None,
 ) -> Ensemble:
     """The ensemble of a finished study's runs at `size` and `seed` (default: the size whose
     ensemble has the higher validation balanced accuracy, the first seed). Refuses a study whose runs
     are unfinished, naming them and the command that trains them. `runs`: the study's runs where the
     caller has already loaded them."""
-    from alllib.results.analysis import runs_at
-
     if method not in PREDICT_METHODS:
         raise ConfigError(f"unknown ensemble {method!r} for prediction: expected one of {', '.join(PREDICT_METHODS)}")
     if size is not None and size not in study.cfg.runs:
@@ -117,14 +121,14 @@ def load_ensemble(
     candidates = {}
     for s in sizes:
         r = seed if seed is not None else min(study.cfg.runs[s])
-        preds = runs_at(runs, s, r)
+        preds = runs.at(s, r)
         if len(preds) < 2:
             raise StudyError(f"an ensemble needs two backbones at {s} px, seed {r}; the study has {len(preds)}")
         candidates[s] = (r, preds)
     chosen = max(candidates, key=lambda s: _validation_ba(candidates[s][1], method)) if size is None else size
     r, preds = candidates[chosen]
     weights = {n: 1.0 for n in preds} if method == "soft-vote" else model_weights(preds, method[4:], source)
-    by_name = {run["display"]: Path(run["dir"]) for run in runs if run["input_size"] == chosen and run["seed"] == r}
+    by_name = {run.display: run.folder for run in runs.where(chosen, r)}
     return Ensemble(
         size=chosen,
         scale=study.cfg.input_scale,
@@ -197,8 +201,6 @@ def _dataset(paths: list[Path], resize_flags: list[bool], size: int, scale: floa
     input scale)."""
     import tensorflow as tf
 
-    from alllib.method.preprocessing import crop_and_scale, input_pixels
-
     px = input_pixels(size, scale)
 
     def load(path, resize):
@@ -223,8 +225,6 @@ def predict(ens: Ensemble, paths, resize: bool = False, batch_size: int = 32, pr
     p(ALL) and label, and where the ensemble's weights come from."""
     from tqdm.auto import tqdm
 
-    from alllib.method.models import load_model
-
     paths = [Path(p) for p in paths]
     how = [check_image(p, resize) for p in paths]
     flags = [h == "resize" for h in how]
@@ -245,7 +245,7 @@ def predict(ens: Ensemble, paths, resize: bool = False, batch_size: int = 32, pr
     w = np.array([m.weight for m in ens.members], float)
     member_cols = [f"p_all {m.backbone}" for m in ens.members]
     out["p_all"] = out[member_cols].to_numpy() @ w / w.sum()  # Eq. 1 on the ALL column
-    out["label"] = np.where(out["p_all"] >= 0.5, "ALL", "Hem")
+    out["label"] = np.where(predict_labels(out["p_all"]) == 1, "ALL", "Hem")
     out["weights"] = ens.weights_source
     return out
 
@@ -276,7 +276,7 @@ def submission(table: pd.DataFrame, out_dir, force: bool = False) -> tuple[Path,
         if p.exists() and not force:
             raise ConfigError(f"{p} exists: choose another folder or pass --force to replace it")
     order = np.argsort([int(n) for n in names], kind="stable")
-    lines = "".join(f"{int(v)}\n" for v in (table["p_all"].to_numpy()[order] >= 0.5))
+    lines = "".join(f"{int(v)}\n" for v in predict_labels(table["p_all"].to_numpy()[order]))
     with io.atomic_path(predict_path) as tmp:
         Path(tmp).write_text(lines)
     with io.atomic_path(zip_path) as tmp:
@@ -302,8 +302,6 @@ def _input_layer_class():
         def call(self, images):
             import tensorflow as tf
 
-            from alllib.method.preprocessing import crop_and_scale
-
             return tf.cast(crop_and_scale(tf.cast(images, tf.uint8), self.size, self.px), tf.float32)
 
         def compute_output_shape(self, input_shape):
@@ -324,9 +322,6 @@ def export_model(ens: Ensemble):
     p = (p(Hem), p(ALL)) out, the weighted mean of Eq. 1. No Lambda layer: every layer is a Keras
     layer or one of alllib's registered classes, so the file loads in Keras' safe mode."""
     import keras
-
-    from alllib.method.models import load_model
-    from alllib.method.preprocessing import input_pixels
 
     image = keras.Input((None, None, 3), dtype="uint8", name="image")
     px = input_pixels(ens.size, ens.scale)
@@ -392,8 +387,6 @@ def load_exported(path):
     """The exported `.keras` ensemble, loaded in Keras' safe mode (alllib's layers registered)."""
     import keras
 
-    from alllib.method.models import preprocessing_layer
-
     preprocessing_layer("tf")
     study_input_layer(450, 450, "registration")
     return keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -409,11 +402,9 @@ def decoded(ens: Ensemble, paths, resize: bool = False, batch_size: int = 32) ->
 def cam_maps(ens: Ensemble, paths, table: pd.DataFrame, resize: bool = False) -> tuple[np.ndarray, dict]:
     """Grad-CAM maps of each member and of the ensemble (the weighted mean of the members'
     normalised maps, as Fig. 8) for the class the ensemble predicts, from a `predict` table."""
-    from alllib.method.models import get_backbone, load_model
-    from alllib.results.gradcam import class_activation_maps, ensemble_map
 
     images = decoded(ens, paths, resize)
-    classes = (table["p_all"].to_numpy() >= 0.5).astype(int)
+    classes = predict_labels(table["p_all"].to_numpy())
     maps = {}
     for m in ens.members:
         model = load_model(m.run_dir / "model.keras")
