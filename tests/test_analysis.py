@@ -11,7 +11,7 @@ import pytest
 from alllib.book import figures, report
 from alllib.method.ensemble import WeightSource
 from alllib.method.models import DISPLAY_ORDER
-from alllib.results import analysis, gradcam, summaries, variance
+from alllib.results import ablation, analysis, gradcam, summaries, variance
 from alllib.study.runs import Run, RunSet
 
 
@@ -57,7 +57,7 @@ def _runs(sizes=(450, 300), seeds=(0, 1)):
 
 @pytest.fixture(scope="module")
 def chapter():
-    return analysis.ensemble_chapter(_runs(), "SYNTHETIC test label", n_boot=50, n_perm=100)
+    return ablation.ensemble_chapter(_runs(), "SYNTHETIC test label", n_boot=50, n_perm=100)
 
 
 def test_ensemble_summary_from_predictions(chapter, tmp_path):
@@ -129,7 +129,7 @@ def test_headline_is_rendered_from_the_summaries(chapter):
 
 
 def test_no_sentence_calls_a_per_image_result_significant(chapter):
-    text = report.comparison_sentence(300, chapter.summary.sizes[300])
+    text = report.comparison_sentence(300, chapter.summary.sizes[300], 4)
     sig_part, per_image_part = text.split("Treating the images as independent")
     assert "significant" not in per_image_part
 
@@ -162,7 +162,7 @@ def test_concentration_tests_per_subject_with_holm():
     assert gradcam.significantly(table, +1) == ["A"] and gradcam.significantly(table, -1) == ["B"]
 
 
-def test_error_concentration_sentence():
+def test_error_concentration_is_claimed_only_when_its_test_rejects():
     e = {
         "share": 0.2,
         "errors": 10,
@@ -170,12 +170,15 @@ def test_error_concentration_sentence():
         "subjects_with_errors": 2,
         "worst_subjects": 2,
         "share_in_worst": 1.0,
+        "permutations": 2000,
+        "p_permutation": 0.004,
     }
     text = report.error_concentration_sentence(e)
-    assert "The worst 2 subjects (20%) hold 100% of the errors, more than twice" in text
-    assert text.endswith("so errors concentrate in a few people.")
-    e.update(share_in_worst=0.4, subjects_with_errors=10)  # exactly twice the even share: not concentrated
-    assert "spread over many people" in report.error_concentration_sentence(e)
+    assert "the worst 2 (20% of the subjects, ranked by error count, which favours the largest) hold 100%" in text
+    assert text.endswith("(p = 0.004): errors concentrate in some people.")
+    e.update(p_permutation=0.3)  # all errors in two subjects, but chance gives as much: no claim
+    text = report.error_concentration_sentence(e)
+    assert "not more dispersed than chance gives (p = 0.300)" in text and "concentrate in some" not in text
 
 
 def test_departures_banner_comes_from_the_profile():
@@ -195,8 +198,15 @@ def test_figures_have_their_axes_and_artists(chapter):
     assert any("SYNTHETIC" in t.get_text() for t in fig.texts)
     fig = figures.per_subject_accuracy(chapter.per_subject, "L")
     assert len(fig.axes[0].patches) == 12 and fig.axes[0].get_ylabel() == "accuracy"
-    fig = figures.roc_panels({s: chapter.per_size[s].clf for s in chapter.sizes}, "L")
-    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 9  # 5 models + 3 WEN + the diagonal
+    fig = figures.roc_panels(
+        {s: chapter.per_size[s].clf_lf for s in chapter.sizes}, "L", {s: chapter.per_size[s].clf for s in chapter.sizes}
+    )
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 10  # 5 models + 3 WEN + the paper's WEN-kappa + diagonal
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert sum("validation weights" in t for t in legend) == 3  # every WEN says where its weights come from
+    assert sum(t.startswith("WEN-kappa, test weights (as the paper)") for t in legend) == 1
+    assert not any(t.startswith("WEN") and "weights" not in t for t in legend)
+    assert [ln.get_linestyle() for ln in fig.axes[0].lines if ln.get_label().startswith("WEN-kappa, test")] == [":"]
     images = np.zeros((2, 8, 8, 3), np.uint8)
     maps = {"A": np.ones((2, 8, 8)), "WEN-kappa": np.ones((2, 8, 8))}
     fig = figures.gradcam_grid(images, maps, {"A": [0.9, 0.2], "WEN-kappa": [0.7, 0.6]}, ["ALL", "ALL"], "L")
@@ -236,3 +246,44 @@ def test_paper_against_ours_figure(chapter):
     ref = paper.table("table4_prelim_test").set_index(["input_px", "classifier"])["BA"]
     assert crosses.get_xdata()[0] == ref[(450, "VGG-16")] and crosses.get_xdata()[-1] == ref[(300, "WEN-kappa")]
     assert not [line for line in fig.axes[2].lines if line.get_marker() == "x"]
+
+
+def test_table6_names_the_weights_of_each_wen(chapter):
+    """Table 6 and its heat maps show WEN-kappa with leak-free (validation) weights, and the paper's
+    reading (weights from the test set) beside it, each labelled; the paper's one row stands beside both."""
+    assert list(chapter.confusions) == ["Xception", analysis.WEN_LEAK_FREE, analysis.WEN_AS_PAPER]
+    c = chapter.per_size[chapter.crop]
+    lf, paper_weights = c.clf_lf["WEN-kappa"], c.clf["WEN-kappa"]
+    from alllib.method import metrics
+
+    assert chapter.confusions[analysis.WEN_LEAK_FREE].equals(metrics.confusion(lf.y, lf.p_all))
+    assert chapter.confusions[analysis.WEN_AS_PAPER].equals(metrics.confusion(paper_weights.y, paper_weights.p_all))
+    side = chapter.confusion_beside_paper
+    assert {analysis.WEN_LEAK_FREE, analysis.WEN_AS_PAPER} <= set(side.index) and "WEN-kappa" not in side.index
+    assert side.loc[analysis.WEN_LEAK_FREE, "counts (paper)"] == side.loc[analysis.WEN_AS_PAPER, "counts (paper)"]
+
+
+def test_one_model_is_called_less_well_calibrated_only_when_the_subject_level_test_says_so():
+    from alllib.results.summaries import EceDifference, Estimate
+
+    def ens(p):
+        e = {"VGG-16": Estimate(est=0.05, lo=0.03, hi=0.08), "WEN-kappa": Estimate(est=0.09, lo=0.06, hi=0.12)}
+        d = EceDifference(
+            first="VGG-16", second="WEN-kappa", dECE=Estimate(est=0.04, lo=0.01, hi=0.07), p_permutation=p
+        )
+        return type("E", (), {"ece": e, "ece_bins": 10, "ece_difference": d})()
+
+    assert "10 equal-width bins on p(ALL)" in report.calibration_sentence(ens(0.01))
+    assert report.calibration_sentence(ens(0.01)).endswith("WEN-kappa is the less well calibrated.")
+    text = report.calibration_sentence(ens(0.2))
+    assert "less well calibrated" not in text and text.endswith("not distinguishable at the subject level.")
+
+
+def test_the_chapter_records_each_member_s_temperature(chapter):
+    from alllib.results import inference
+
+    c = chapter.per_size[chapter.crop]
+    assert chapter.summary.temperatures == pytest.approx(inference.temperature_scaling(c.preds)[1])
+    assert set(chapter.summary.temperatures) == set(c.preds)
+    text = report.temperatures_sentence(chapter.summary.temperatures)
+    assert all(f"{n} T = {t:.2f}" in text for n, t in chapter.summary.temperatures.items())

@@ -229,7 +229,7 @@ def test_the_model_card_is_computed_from_the_runs(study):
     from alllib.book.model_card import model_card_markdown
     from alllib.method.ensemble import ensemble_predictions
     from alllib.method.metrics import evaluate
-    from alllib.results.analysis import ensemble_chapter
+    from alllib.results.ablation import ensemble_chapter
 
     summary = ensemble_chapter(study.runs(), study.label(), n_boot=50, n_perm=50).summary
     card = model_card_markdown(study, summary)

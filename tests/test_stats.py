@@ -183,6 +183,56 @@ def test_error_concentration_counts_the_worst_fifth_of_subjects():
     e = stats.error_concentration(pred)
     assert e["subjects"] == 10 and e["worst_subjects"] == 2 and e["errors"] == 5
     assert e["share_in_worst"] == pytest.approx(1.0) and e["subjects_with_errors"] == 2
+    # Pearson's dispersion by hand: error rate 5/16; subject a: 4 of 4 wrong, b: 1 of 4, the others 0 of 1
+    r = 5 / 16
+    by_hand = sum((e_s - n * r) ** 2 / (n * r * (1 - r)) for e_s, n in [(4, 4), (1, 4)] + [(0, 1)] * 8)
+    assert e["dispersion"] == pytest.approx(by_hand)
+
+
+def _subjects_of_real_sizes(k=28, seed=0):
+    """k training subjects of C-NMC-2019 with their real image counts and classes (the official
+    per-subject table), drawn without replacement."""
+    from alllib.method.dataset import training_subjects
+
+    table = training_subjects().sample(n=k, random_state=seed)
+    return table["n_images"].to_numpy(int), (table["label"] == "all").to_numpy(int)
+
+
+def _simulated(sizes, classes, rates, rng):
+    """Predictions whose errors fall on each subject's images with its own rate."""
+    rows = []
+    for s, (n, y, r) in enumerate(zip(sizes, classes, rates)):
+        wrong = rng.random(n) < r
+        p = np.where(wrong, 1 - y, y) * 0.8 + 0.1
+        rows.append(pd.DataFrame({"subject": f"s{s}", "y": y, "p_all": p}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_error_concentration_rarely_claims_it_on_null_data_of_real_subject_sizes():
+    """28 subjects of the real sizes (9 to several hundred images), one error rate for all: the test
+    may claim concentration in about 5 % of the data sets; the old 'worst fifth holds more than 40 %'
+    rule claimed it in nearly all of them."""
+    sizes, classes = _subjects_of_real_sizes()
+    rng = np.random.default_rng(1)
+    claims = old_rule = 0
+    for _ in range(200):
+        e = stats.error_concentration(_simulated(sizes, classes, np.full(len(sizes), 0.1), rng), n_perm=300)
+        claims += e["p_permutation"] < 0.05
+        old_rule += e["share_in_worst"] > 0.4
+    assert claims <= 0.08 * 200, claims  # 5 % expected; 8 % leaves room for the simulation's own noise
+    assert old_rule >= 0.9 * 200  # what the size-blind rule did with the same data
+
+
+def test_error_concentration_finds_a_planted_subject_effect():
+    sizes, classes = _subjects_of_real_sizes()
+    rng = np.random.default_rng(2)
+    rates = np.full(len(sizes), 0.08)
+    rates[:4] = 0.35  # four subjects are much harder than the rest
+    found = sum(
+        stats.error_concentration(_simulated(sizes, classes, rates, rng), n_perm=300)["p_permutation"] < 0.05
+        for _ in range(40)
+    )
+    assert found >= 0.9 * 40, found
 
 
 def test_fast_balanced_accuracy_matches_the_metrics_module():
@@ -191,3 +241,38 @@ def test_fast_balanced_accuracy_matches_the_metrics_module():
         y = rng.integers(0, 2, 40)
         p = rng.random(40)
         assert stats._ba(y, p) == pytest.approx(metrics.evaluate(y, p)["BA"])
+
+
+def test_the_fast_ece_is_the_metrics_module_s():
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        p = rng.random(60)
+        y = (rng.random(60) < p).astype(int)
+        assert stats._ece(y, p) == pytest.approx(metrics.expected_calibration_error(y, p)[0])
+
+
+def _calibration_case(shift, seed=0, subjects=20, per=15):
+    """Predictions of subjects whose p(ALL) is calibrated (y drawn with probability p) plus `shift`."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(subjects):
+        p = rng.uniform(0.05, 0.95, per)
+        y = (rng.random(per) < p).astype(int)
+        rows.append(pd.DataFrame({"image_id": [f"{s}_{i}" for i in range(per)], "subject": f"s{s}", "y": y, "p": p}))
+    t = pd.concat(rows, ignore_index=True)
+    return t.assign(p_all=np.clip(t["p"] + shift, 0, 1))
+
+
+def test_the_ece_has_a_subject_bootstrap_ci_and_a_subject_level_comparison():
+    good, bad = _calibration_case(0.0), _calibration_case(0.3)
+    cal = stats.calibration({"good": good, "bad": bad}, ("good", "bad"), n_boot=200, n_perm=400)
+    assert cal["bins"] == 10
+    # the CI by an independent route: the same subject resamples, scored by metrics' own ECE
+    reps = [metrics.expected_calibration_error(good.y[i], good.p_all[i])[0] for i in stats.bootstrap_indices(good, 200)]
+    e = cal["ece"]["good"]
+    assert (e["lo"], e["hi"]) == pytest.approx((np.quantile(reps, 0.025), np.quantile(reps, 0.975)))
+    assert e["lo"] <= e["est"] <= e["hi"] and cal["ece"]["bad"]["lo"] > e["hi"]
+    d = cal["difference"]  # bad minus good: positive, and clear at the subject level
+    assert d["first"] == "good" and d["second"] == "bad" and d["dECE"]["est"] > 0.15 and d["p_permutation"] < 0.01
+    same = stats.calibration({"a": good, "b": _calibration_case(0.0, seed=0)}, ("a", "b"), n_boot=50, n_perm=100)
+    assert same["difference"]["dECE"]["est"] == 0 and same["difference"]["p_permutation"] == 1.0

@@ -98,12 +98,14 @@ CAPTIONS: dict[str, tuple[str, str, int | None]] = {
     ),
     "fig5_roc": (
         "ROC curves, one panel per input size",
-        "ROC curves of the five models and the three WEN at each input size, each AUC in the legend.",
+        "ROC curves of the five models and the three WEN (weights from validation, leak-free) at each input size, "
+        "with WEN-kappa's curve with the paper's test-set weights dotted beside them; each AUC in the legend.",
         5,
     ),
     "table6_confusion": (
         "Heat maps of confusion matrices",
-        "Confusion matrices of {names} at {size} px, counts and row percentages: Table 6 as heat maps.",
+        "Confusion matrices of {names} at {size} px, counts and row percentages: Table 6 as heat maps. WEN-kappa "
+        "is shown with weights from validation (leak-free) and, as the paper computed it, from the test set.",
         None,
     ),
     "per_subject": (
@@ -334,7 +336,7 @@ def roc_figure(curves: dict, title: str, label: str, ax=None):
             fpr,
             tpr,
             lw=2 if name.startswith("WEN") else 1.2,
-            ls="-" if name.startswith("WEN") else "--",
+            ls=":" if name == PAPER_READING else ("-" if name.startswith("WEN") else "--"),
             label=f"{name} (AUC {auc:.3f})",
         )
     ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
@@ -603,14 +605,26 @@ def run_lr_trace(run: Run, label: str):
     return lr_trace(sched, shown * steps, steps, f"triangular2 over {shown} epochs (this run: {run.epochs_run})", label)
 
 
-def roc_panels(clf_by_size: dict, label: str, names=None):
-    """Fig. 5: one ROC panel per input size, the single models and the three WEN."""
+PAPER_READING = "WEN-kappa, test weights (as the paper)"
+
+
+def roc_panels(clf_by_size: dict, label: str, paper_by_size: dict | None = None, names=None):
+    """Fig. 5: one ROC panel per input size, the single models and the three WEN with weights from
+    validation (`clf_by_size`, leak-free); beside them, dotted and labelled, WEN-kappa with the weights
+    the paper measured on the test set (`paper_by_size`)."""
 
     names = names or DISPLAY_ORDER + ["WEN-auc", "WEN-f1", "WEN-kappa"]
     sizes = list(clf_by_size)
     fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4.8), squeeze=False)
     for i, (ax, size) in enumerate(zip(axes[0], sizes)):
-        curves = {n: (p.y, p.p_all) for n, p in clf_by_size[size].items() if n in names}
+        curves = {
+            (f"{n}, validation weights" if n.startswith("WEN") else n): (p.y, p.p_all)
+            for n, p in clf_by_size[size].items()
+            if n in names
+        }
+        if paper_by_size is not None:
+            p = paper_by_size[size]["WEN-kappa"]
+            curves[PAPER_READING] = (p.y, p.p_all)
         roc_figure(curves, f"({'abcdef'[i]}) {size} x {size} px", label, ax=ax)
     fig.tight_layout()
     return stamp(fig, label)

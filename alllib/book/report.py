@@ -4,11 +4,13 @@ nothing here reads a notebook's variables, and every number is computed."""
 from __future__ import annotations
 
 import re
+import statistics
 from typing import TYPE_CHECKING
 
 from alllib.method import metrics
 from alllib.method.models import DISPLAY_ORDER, get_backbone
 from alllib.results import paper
+from alllib.results.stats import p_text
 
 if TYPE_CHECKING:  # names used in annotations only
     from alllib.study.profile import Profile
@@ -21,12 +23,9 @@ def _ci(e) -> str:
     return f"{e.est:.3f} [{e.lo:.3f}, {e.hi:.3f}]"
 
 
-def p_text(p: float) -> str:
-    return "n/a" if p != p else (f"{p:.3f}" if p >= 0.001 else "< 0.001")
-
-
-def comparison_sentence(size: int, s) -> str:
-    """The ensemble against the best single model on validation, the subject as the unit."""
+def comparison_sentence(size: int, s, n_tests: int) -> str:
+    """The ensemble against the best single model on validation, the subject as the unit; its two
+    tests belong to the headline's family of `n_tests` (BA and AUC at every input size)."""
     c, t = s.comparison, s.leak_free
     best = s.best_single
     d_ba, d_auc = c.dBA.est * 100, c.dAUC.est * 100
@@ -38,7 +37,8 @@ def comparison_sentence(size: int, s) -> str:
         f"{'higher' if d_ba > 0 else 'lower'} in BA (95 % CI {c.dBA.lo * 100:+.1f} to {c.dBA.hi * 100:+.1f}) and "
         f"{abs(d_auc):.1f} points {'higher' if d_auc > 0 else 'lower'} in AUC ({c.dAUC.lo * 100:+.1f} to "
         f"{c.dAUC.hi * 100:+.1f}). With the subject as the unit ({c.subjects} test subjects, {c.images} images; "
-        f"subject sign-flip permutation test, Holm-adjusted over these two tests) the BA difference is "
+        f"subject sign-flip permutation test, Holm-adjusted over the {n_tests} tests of this claim: BA and AUC at "
+        f"each input size) the BA difference is "
         f"{'' if sig_ba else 'not '}significant at the 5 % level (p = {p_text(c.p_BA_holm)}) and the AUC difference "
         f"{'is' if sig_auc else 'is not'} (p = {p_text(c.p_AUC_holm)}). Treating the images as independent would give "
         f"McNemar p = {p_text(c.p_McNemar_per_image)} and DeLong p = {p_text(c.p_DeLong_per_image)}; those per-image "
@@ -54,7 +54,7 @@ def headline(ens, var, cam, study) -> str:
     ]
     for size in sorted(ens.sizes, reverse=True):
         s = ens.sizes[size]
-        parts.append(comparison_sentence(size, s))
+        parts.append(comparison_sentence(size, s, 2 * len(ens.sizes)))
         gap = s.weight_gap_BA_pp.get("WEN-kappa")
         if gap is not None:
             parts.append(
@@ -78,13 +78,11 @@ def headline(ens, var, cam, study) -> str:
                 f"averaged BA {b['A_BA']:.3f}: the ensemble is {'above' if r['A_BA'] > b['A_BA'] else 'not above'} it."
             )
         parts.append(text)
+    parts += [weighting_sentence(ens), mixture_sentence(ens)]
+    if ens.crop is not None:
+        parts.append(crop_sentence(ens, var))
     if ens.ece:
-        worst = max(ens.ece, key=ens.ece.get)
-        parts.append(
-            "**Calibration** (expected calibration error on the test set): "
-            + ", ".join(f"{n} {v:.3f}" for n, v in ens.ece.items())
-            + f"; {worst} is the less well calibrated."
-        )
+        parts.append(calibration_sentence(ens))
     with_maps = [m for m in cam.models if m not in cam.models_without_maps]
     text = (
         f"**Grad-CAM** ({cam.images} test images drawn without looking at predictions, stratified by class and "
@@ -106,6 +104,132 @@ def headline(ens, var, cam, study) -> str:
         )
     parts.append(text)
     return "\n\n".join(parts)
+
+
+def calibration_sentence(ens) -> str:
+    """The ECE of the best single model and WEN-kappa with CIs; one is called the less well calibrated
+    only when the subject-level paired test says so."""
+    text = (
+        f"**Calibration** (expected calibration error of p(ALL) on the test set, {ens.ece_bins} equal-width bins "
+        "on p(ALL), 95 % subject-bootstrap CIs): " + ", ".join(f"{n} {_ci(e)}" for n, e in ens.ece.items()) + "."
+    )
+    d = ens.ece_difference
+    if d is not None:
+        worse = d.second if d.dECE.est > 0 else d.first
+        text += f" {d.second} minus {d.first}: {_ci(d.dECE)} (subject sign-flip p = {p_text(d.p_permutation)}): " + (
+            f"{worse} is the less well calibrated."
+            if d.p_permutation < ALPHA
+            else "the two are not distinguishable at the subject level."
+        )
+    return text
+
+
+def temperatures_sentence(temperatures: dict[str, float]) -> str:
+    """Temperature scaling's one temperature per member, each fitted on validation."""
+    return (
+        "Temperature scaling fits one temperature per member on its validation predictions (WEN-kappa then "
+        "combines the rescaled members with its validation weights): "
+        + ", ".join(f"{n} T = {t:.2f}" for n, t in temperatures.items())
+        + "."
+    )
+
+
+def points(e) -> str:
+    """A difference (an Estimate of proportions) in percentage points with its 95 % CI."""
+    return f"{100 * e.est:+.1f} points (95 % CI {100 * e.lo:+.1f} to {100 * e.hi:+.1f})"
+
+
+def _family_test(tests, comparison: str):
+    return next((t for t in tests if t.comparison == comparison), None)
+
+
+def _verdict(t) -> str:
+    """Whether the ensemble is significantly better, significantly worse or neither, by either metric."""
+    better = any(getattr(t, f"d{m}").est > 0 and getattr(t, f"p_{m}_holm") < ALPHA for m in ("BA", "AUC"))
+    worse = any(getattr(t, f"d{m}").est < 0 and getattr(t, f"p_{m}_holm") < ALPHA for m in ("BA", "AUC"))
+    return "better" if better and not worse else ("worse" if worse and not better else "neither")
+
+
+def family_clause(t, n_tests: int) -> str:
+    return (
+        f"BA {points(t.dBA)}, AUC {points(t.dAUC)}; {t.subjects} test subjects, subject sign-flip p = "
+        f"{p_text(t.p_BA_holm)} (BA) and {p_text(t.p_AUC_holm)} (AUC), Holm-adjusted over the family's {n_tests} tests"
+    )
+
+
+def weighting_sentence(ens) -> str:
+    """Does the weighting add anything over equal weights? WEN-kappa against the soft vote of the same
+    models at the crop size (one test family with the other baselines), and the gain at every seed."""
+    b = ens.baselines
+    t = _family_test(b.tests, "WEN-kappa vs Soft vote (equal weights)")
+    n_tests = 2 * len(b.tests)
+    text = (
+        f"**Does the weighting matter?** At {b.size} px (seed {b.seed}), WEN-kappa with validation weights minus "
+        f"the soft vote of the same models (equal weights): {family_clause(t, n_tests)}."
+    )
+    gains = b.gain_per_seed
+    if len(gains) > 1:
+        for m in ("BA", "AUC"):
+            g = [row[f"d{m}_pp"] for row in gains]
+            text += (
+                f" Over the {len(g)} seeds at {b.size} px the gain in {m} averaged {sum(g) / len(g):+.2f} points "
+                f"(SD {statistics.stdev(g):.2f}, from {min(g):+.2f} to {max(g):+.2f})."
+            )
+    else:
+        text += f" The study trained one seed at {b.size} px, so the gain has no seed-to-seed spread here."
+    verdict = _verdict(t)
+    text += {
+        "better": " The paper's claim that the weighting beats plain averaging holds on this build.",
+        "worse": " On this build equal weights do significantly better: the paper's claim does not hold.",
+        "neither": " On this build the weighting is not significantly different from plain averaging: the "
+        "paper's claim is not supported.",
+    }[verdict]
+    return text
+
+
+def mixture_sentence(ens) -> str:
+    """Does a mixture of architectures beat copies of the best one (its seed ensemble)?"""
+    b = ens.baselines
+    t = next((t for t in b.tests if " x " in t.reference and t.reference.endswith(" seeds")), None)
+    if t is None:
+        return (
+            f"**A mixture against copies of one backbone:** the study trained one seed at {b.size} px, so there "
+            "is no seed ensemble of the best backbone to compare with."
+        )
+    verdict = {"better": "beats", "worse": "is beaten by", "neither": "is not significantly different from"}[
+        _verdict(t)
+    ]
+    return (
+        f"**A mixture against copies of one backbone:** WEN-kappa minus {t.reference} (the mean p(ALL) of the "
+        f"backbone validation picks, over its seeds): {family_clause(t, 2 * len(b.tests))}. The mixture of "
+        f"architectures {verdict} the seed ensemble of the best one."
+    )
+
+
+def crop_sentence(ens, var) -> str:
+    """The 300 px crop against the 450 px image for the same seed, and what the seed spread says about it."""
+    c = ens.crop
+    t = _family_test(c.tests, "WEN-kappa 300 px vs WEN-kappa 450 px")
+    verdict = {"better": "beats", "worse": "is beaten by", "neither": "is not significantly different from"}[
+        _verdict(t)
+    ]
+    text = (
+        f"**The crop against the full image** (seed {c.seed}, the same test images): WEN-kappa at 300 px minus at "
+        f"450 px: {family_clause(t, 2 * len(c.tests))} (WEN-kappa and each backbone, 300 against 450 px). The crop "
+        f"{verdict} the full image here. This rests on {c.seeds_at.get(450, 0)} seed(s) at 450 px and "
+        f"{c.seeds_at.get(300, 0)} at 300 px."
+    )
+    row = next((r for r in var.table if r["classifier"] == "WEN-kappa"), None)
+    if c.seeds_at.get(450, 0) == 1 and row is not None and row["runs"] > 1:
+        sd = row["SD_BA_pp"]
+        gap = abs(100 * t.dBA.est)
+        text += (
+            f" Across the {row['runs']} seeds at 300 px, WEN-kappa's BA has an SD of {sd:.2f} points: a one-seed "
+            f"difference smaller than about {2 * sd:.1f} points (twice that SD) cannot be told from seed-to-seed "
+            f"variation, and the difference found, {gap:.1f} points, is {'larger than' if gap > 2 * sd else 'within'} "
+            "that."
+        )
+    return text
 
 
 def _ci2(e) -> str:
@@ -142,16 +266,23 @@ def summary_table(ens) -> str:
 
 
 def error_concentration_sentence(e: dict, name: str = "WEN-kappa") -> str:
+    """Where the errors fall: described, and tested against a null that keeps each subject's size and
+    class (`stats.error_concentration`); concentration is claimed only when that test rejects."""
     if not e["errors"]:
         return f"{name} made no error on the test set."
+    found = e["p_permutation"] < ALPHA
     return (
         f"{name} made {int(e['errors'])} errors on {int(e['subjects'])} test subjects; "
-        f"{int(e['subjects_with_errors'])} subjects have at least one. The worst {int(e['worst_subjects'])} subjects "
-        f"({e['share']:.0%}) hold {e['share_in_worst']:.0%} of the errors, "
+        f"{int(e['subjects_with_errors'])} subjects have at least one, and the worst {int(e['worst_subjects'])} "
+        f"({e['share']:.0%} of the subjects, ranked by error count, which favours the largest) hold "
+        f"{e['share_in_worst']:.0%} of them. Against a permutation null that keeps each subject's size and class "
+        f"(the errors of a class shuffled over its images, {int(e['permutations'])} permutations), the per-subject "
+        f"error rates are "
         + (
-            "more than twice their even share, so errors concentrate in a few people."
-            if e["share_in_worst"] > 2 * e["share"]
-            else "no more than twice their even share, so errors are spread over many people."
+            f"more dispersed than chance gives (p = {p_text(e['p_permutation'])}): errors concentrate in some people."
+            if found
+            else f"not more dispersed than chance gives (p = {p_text(e['p_permutation'])}): no concentration in "
+            "particular people is shown."
         )
     )
 

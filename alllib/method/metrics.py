@@ -98,8 +98,13 @@ def roc(y_true, p_all) -> tuple[np.ndarray, np.ndarray, float]:
     return fpr, tpr, float(skm.auc(fpr, tpr))
 
 
-def expected_calibration_error(y_true, p_all, bins: int = 10) -> tuple[float, pd.DataFrame]:
-    """ECE of p(ALL) over equal-width bins, and the reliability table (bin, confidence, frequency, count)."""
+ECE_BINS = 10  # equal-width bins on p(ALL) in [0, 1]
+
+
+def expected_calibration_error(y_true, p_all, bins: int = ECE_BINS) -> tuple[float, pd.DataFrame]:
+    """ECE of p(ALL) over `bins` equal-width bins of p(ALL) (the images' share in a bin times the gap
+    between its mean p(ALL) and its fraction of ALL, summed), and the reliability table (bin,
+    confidence, frequency, count)."""
     y = np.asarray(y_true).astype(int)
     p = np.asarray(p_all, float)
     edges = np.linspace(0, 1, bins + 1)

@@ -4,17 +4,15 @@ kept out of the notebooks so they are tested and reused by the results summary."
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from alllib.method import metrics
-from alllib.method.ensemble import WeightSource, ensemble_name, ensemble_predictions, model_weights, subset_search
+from alllib.method.ensemble import WeightSource, ensemble_name, ensemble_predictions, model_weights
 from alllib.method.models import DISPLAY_ORDER
 from alllib.results import paper, stats
-from alllib.results.summaries import EnsembleSummary
 
 if TYPE_CHECKING:  # names used in annotations only
     from alllib.study.runs import RunSet
@@ -77,10 +75,25 @@ def beside_paper(ours: pd.DataFrame, size: int) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("classifier")
 
 
+WEN_LEAK_FREE, WEN_AS_PAPER = "WEN-kappa (validation weights)", "WEN-kappa (test weights, as the paper)"
+
+
+def table6_classifiers(clf_lf: dict[str, pd.DataFrame], clf_paper: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The classifiers of Table 6, each named by its weights: the paper's models as themselves, and
+    WEN-kappa twice, with leak-free (validation) weights and with the paper's (test-set) weights."""
+    ref = paper.table("table6_confusion_300px")["classifier"]
+    out = {n: clf_lf[n] for n in ref if n in clf_lf and n != "WEN-kappa"}
+    out[WEN_LEAK_FREE], out[WEN_AS_PAPER] = clf_lf["WEN-kappa"], clf_paper["WEN-kappa"]
+    return out
+
+
 def confusion_beside_paper(clf: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Table 6 beside the paper's counts; `clf` as `table6_classifiers` names them (both WEN-kappa
+    rows stand beside the paper's one)."""
     ref = paper.table("table6_confusion_300px").set_index("classifier")
     rows = []
-    for name, pred in clf.items():
+    for shown, pred in clf.items():
+        name = "WEN-kappa" if shown in (WEN_LEAK_FREE, WEN_AS_PAPER) else shown
         if name not in ref.index:
             continue
         cm = metrics.confusion(pred["y"], pred["p_all"])
@@ -97,7 +110,7 @@ def confusion_beside_paper(clf: dict[str, pd.DataFrame]) -> pd.DataFrame:
         )
         rows.append(
             {
-                "classifier": name,
+                "classifier": shown,
                 "Hem correct % (ours)": 100 * ours["hem_as_hem"] / max(n_hem, 1),
                 "Hem correct % (paper)": 100 * ref.loc[name, "hem_as_hem"] / p_hem,
                 "ALL correct % (ours)": 100 * ours["all_as_all"] / max(n_all, 1),
@@ -189,8 +202,9 @@ def significance(comparisons: dict[str, dict], reference: str) -> pd.DataFrame:
 
 
 def headline_comparison(c: dict, ensemble: str, reference: str) -> dict:
-    """The comparison behind the headline sentence (`c`: one entry of `compare_ensembles`), with the
-    two tests that back the sentence (BA, AUC; subject permutation) Holm-adjusted together."""
+    """The comparison behind the headline sentence (`c`: one entry of `compare_ensembles`); its Holm
+    columns hold this size's two tests adjusted together until the chapter adjusts the headline's whole
+    family (both sizes, `ablation._holm_across_sizes`)."""
     p_ba, p_auc = stats.holm([c["p_BA_permutation"], c["p_AUC_permutation"]])
     return {
         "ensemble": ensemble,
@@ -284,117 +298,6 @@ def ablation_benchmark(runs: RunSet, sizes, seeds, repeats: int = 3) -> dict:
 
 
 # ---------------------------------------------------------------- the ensemble chapter in one call
-
-
-@dataclass
-class SizeAblation:
-    """The ensemble chapter at one input size."""
-
-    preds: dict[str, pd.DataFrame]  # the members' predictions, in the paper's order
-    clf: dict[str, pd.DataFrame]  # every classifier on the test split, WEN weights from the test set (as the paper)
-    table: pd.DataFrame  # Table 4 (paper-faithful), with subject-bootstrap CIs
-    best: str  # the single model validation picks
-    clf_lf: dict[str, pd.DataFrame]  # every classifier, WEN weights from validation (leak-free)
-    lf_table: pd.DataFrame  # the best single model and WEN-kappa, leak-free
-    weights: pd.DataFrame  # each WEN's weights from each source
-    weight_metrics: pd.DataFrame  # each WEN's metrics from each source, and the gaps
-    significance: pd.DataFrame  # the subject-level paired tests against `best`
-
-
-@dataclass
-class EnsembleChapter:
-    """Everything the ensemble chapter shows, and its typed summary (`summary`) for the other chapters."""
-
-    seed: int
-    sizes: list[int]
-    crop: int
-    per_size: dict[int, SizeAblation]
-    table4: pd.DataFrame
-    confusions: dict[str, pd.DataFrame]
-    confusion_beside_paper: pd.DataFrame
-    subsets: pd.DataFrame
-    per_subject: pd.DataFrame
-    error_concentration: dict
-    reliability: dict
-    auc_gain: dict[str, float] | None
-    benchmark: dict
-    summary: EnsembleSummary
-
-
-def ensemble_chapter(runs: RunSet, label: str, seed: int | None = None, n_boot: int = 1000, n_perm: int = 2000):
-    """Everything the ensemble chapter shows, computed once from the runs' saved probabilities: per
-    input size the paper-faithful Table 4 (test weights), the leak-free classifiers (validation
-    weights), the subject-level comparison with the best single model on validation, the weight
-    sources, Table 6 and calibration; and the typed summary the results page reads."""
-    seed = runs.first_seed if seed is None else seed
-    sizes, crop = runs.sizes(seed), runs.crop_size(seed)
-    per_size: dict[int, SizeAblation] = {}
-    size_results = {}
-    for size in sizes:
-        preds = runs.at(size, seed)
-        clf = classifiers(preds, WeightSource.TEST)
-        table = metrics_table(clf, n_boot).assign(input=f"{size} px")
-        best = best_single(preds)
-        clf_lf = classifiers(preds, WeightSource.VALIDATION)
-        lf_table = metrics_table({k: clf_lf[k] for k in (best, "WEN-kappa")}, n_boot)
-        w, m, gaps = weight_sources(preds)
-        comparisons = compare_ensembles(clf_lf, best, n_boot, n_perm)
-        sig = significance(comparisons, best)
-        comp = headline_comparison(comparisons["WEN-kappa"], "WEN-kappa", best)
-        gap = gaps["BA"]
-        per_size[size] = SizeAblation(
-            preds=preds,
-            clf=clf,
-            table=table,
-            best=best,
-            clf_lf=clf_lf,
-            lf_table=lf_table,
-            weights=w,
-            weight_metrics=m,
-            significance=sig,
-        )
-        size_results[size] = {
-            "size": size,
-            "best_single": best,
-            "leak_free": estimates(lf_table),
-            "paper_faithful": estimates(table),
-            "comparison": comp,
-            "weight_gap_BA_pp": {k: float(v) for k, v in gap.items()},
-        }
-    c = per_size[crop]
-    reliability = {
-        n: metrics.expected_calibration_error(c.clf_lf[n].y, c.clf_lf[n].p_all) for n in (c.best, "WEN-kappa")
-    }
-    concentration = stats.error_concentration(c.clf_lf["WEN-kappa"])
-    benchmark = ablation_benchmark(runs, sizes, runs.seeds)
-    test = c.clf[c.best]
-    summary = EnsembleSummary(
-        label=label,
-        seed=seed,
-        test_images=len(test),
-        test_subjects=int(test["subject"].nunique()),
-        bootstrap=n_boot,
-        sizes=size_results,
-        ece={n: v[0] for n, v in reliability.items()},
-        error_concentration={k: float(v) for k, v in concentration.items()},
-        ablation_seconds=benchmark["seconds"],
-    )
-    return EnsembleChapter(
-        seed=seed,
-        sizes=sizes,
-        crop=crop,
-        per_size=per_size,
-        table4=pd.concat([v.table for v in per_size.values()]),
-        confusions={n: metrics.confusion(c.clf[n].y, c.clf[n].p_all) for n in ("Xception", "WEN-kappa") if n in c.clf},
-        confusion_beside_paper=confusion_beside_paper(c.clf),
-        subsets=subset_search(c.preds, "wen-kappa"),
-        per_subject=stats.per_subject_accuracy(c.clf_lf["WEN-kappa"]),
-        error_concentration=concentration,
-        reliability=reliability,
-        auc_gain=auc_gain(per_size[300].clf, per_size[450].clf) if {300, 450} <= set(sizes) else None,
-        benchmark=benchmark,
-        summary=summary,
-    )
 
 
 def auc_gain(clf_300: dict, clf_450: dict) -> dict[str, float]:

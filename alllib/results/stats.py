@@ -16,6 +16,11 @@ from scipy import stats as st
 from alllib.method import metrics
 
 
+def p_text(p: float) -> str:
+    """A p-value as the book prints it."""
+    return "n/a" if p != p else (f"{p:.3f}" if p >= 0.001 else "< 0.001")
+
+
 def bootstrap_indices(frame: pd.DataFrame, n: int, seed: int = 0, cluster: str = "subject", strata: str = "y"):
     """`n` resamples of `frame`'s row positions: clusters (subjects) drawn with replacement within
     each stratum (class), every drawn cluster contributing all its rows."""
@@ -245,23 +250,87 @@ def compare_subject_level(
     return out
 
 
-def error_concentration(pred: pd.DataFrame, share: float = 0.2) -> dict:
-    """How errors spread over subjects: the share of all misclassified images that fall in the worst
-    `share` of subjects (by error count), against `share` itself if errors were spread evenly."""
-    wrong = metrics.predict_labels(pred["p_all"]) != pred["y"].to_numpy(int)
-    per = (
-        pd.Series(wrong, index=pred["subject"].astype(str).to_numpy())
-        .groupby(level=0)
-        .sum()
-        .sort_values(ascending=False)
+def _ece(y, p, bins: int = metrics.ECE_BINS):
+    """`metrics.expected_calibration_error` in numpy alone (resampling calls it often; pinned against
+    it by the tests)."""
+    y, p = np.asarray(y, float), np.asarray(p, float)
+    idx = np.clip(np.digitize(p, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
+    gap = np.abs(np.bincount(idx, p, bins) - np.bincount(idx, y, bins))  # per bin: count x |mean p - fraction ALL|
+    return float(gap.sum() / len(y)) if len(y) else float("nan")
+
+
+def calibration(clf: dict[str, pd.DataFrame], names, n_boot: int = 1000, n_perm: int = 2000, seed: int = 0) -> dict:
+    """The expected calibration error (`metrics.ECE_BINS` equal-width bins on p(ALL)) of each of
+    `names` with its 95 % subject-bootstrap CI, and, for two names, the paired subject-level test of
+    their difference (the second minus the first: bootstrap CI, subject sign-flip p)."""
+    out = {"bins": metrics.ECE_BINS, "ece": {}, "difference": None}
+    for name in names:
+        pred = clf[name].reset_index(drop=True)
+        y, p = pred["y"].to_numpy(int), pred["p_all"].to_numpy(float)
+        reps = np.array([_ece(y[i], p[i]) for i in bootstrap_indices(pred, n_boot, seed)])
+        out["ece"][name] = {
+            "est": _ece(y, p),
+            "lo": float(np.quantile(reps, 0.025)),
+            "hi": float(np.quantile(reps, 0.975)),
+        }
+    if len(names) == 2:
+        a, b = (clf[n].reset_index(drop=True) for n in names)
+        b = b.set_index("image_id").loc[a["image_id"]].reset_index()
+        y, s = a["y"].to_numpy(int), a["subject"].astype(str).to_numpy()
+        boot = paired_subject_bootstrap(y, b["p_all"], a["p_all"], s, _ece, n_boot, seed)
+        perm = subject_sign_flip(y, b["p_all"].to_numpy(float), a["p_all"].to_numpy(float), s, _ece, n_perm, seed)
+        out["difference"] = {
+            "first": names[0],
+            "second": names[1],
+            "dECE": {"est": boot["difference"], "lo": boot["lo"], "hi": boot["hi"]},
+            "p_permutation": perm["p"],
+        }
+    return out
+
+
+def error_dispersion(errors: np.ndarray, expected: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Pearson's dispersion of per-subject error counts about what each subject's size and class
+    predict: sum over subjects of (errors - expected)^2 / (expected (1 - expected / size)). `errors`
+    may hold many rows (one per permutation)."""
+    var = expected * (1 - expected / sizes)
+    ok = var > 0
+    return (((errors - expected) ** 2)[..., ok] / var[ok]).sum(axis=-1)
+
+
+def error_concentration(pred: pd.DataFrame, share: float = 0.2, n_perm: int = 2000, seed: int = 0) -> dict:
+    """Do errors concentrate in some subjects more than chance would put them there?
+
+    The test: the dispersion of the per-subject error counts (`error_dispersion`) against a
+    permutation null that keeps each subject's size and class: the errors of each class are shuffled
+    over that class's images (each permutation draws the subjects' error counts from the multivariate
+    hypergeometric law), so a large subject holding many errors by its size alone is no evidence.
+    Also, as description only: the share of errors in the worst `share` of subjects by error count
+    (which favours large subjects by construction)."""
+    wrong = (metrics.predict_labels(pred["p_all"]) != pred["y"].to_numpy(int)).astype(int)
+    cells = pd.DataFrame(
+        {"subject": pred["subject"].astype(str).to_numpy(), "y": pred["y"].to_numpy(int), "wrong": wrong}
     )
-    k = max(1, int(round(share * len(per))))
-    total = int(per.sum())
+    per = cells.groupby(["subject", "y"])["wrong"].agg(["sum", "size"]).reset_index()
+    rate = cells.groupby("y")["wrong"].mean()
+    expected = per["size"].to_numpy() * per["y"].map(rate).to_numpy()
+    observed = error_dispersion(per["sum"].to_numpy(), expected, per["size"].to_numpy())
+    rng = np.random.default_rng(seed)
+    null = np.zeros((n_perm, len(per)))
+    for _, grp in per.groupby("y"):
+        idx = grp.index.to_numpy()
+        null[:, idx] = rng.multivariate_hypergeometric(grp["size"].to_numpy(), int(grp["sum"].sum()), size=n_perm)
+    perm = error_dispersion(null, expected, per["size"].to_numpy())
+    by_subject = per.groupby("subject")["sum"].sum().sort_values(ascending=False)
+    k = max(1, int(round(share * len(by_subject))))
+    total = int(by_subject.sum())
     return {
         "share": share,
-        "subjects": int(len(per)),
+        "subjects": int(len(by_subject)),
         "worst_subjects": k,
         "errors": total,
-        "share_in_worst": float(per.iloc[:k].sum() / total) if total else float("nan"),
-        "subjects_with_errors": int((per > 0).sum()),
+        "share_in_worst": float(by_subject.iloc[:k].sum() / total) if total else float("nan"),
+        "subjects_with_errors": int((by_subject > 0).sum()),
+        "dispersion": float(observed),
+        "permutations": n_perm,
+        "p_permutation": float((1 + (perm >= observed - 1e-9).sum()) / (1 + n_perm)) if total else float("nan"),
     }

@@ -43,10 +43,70 @@ class Comparison(BaseModel):
     p_AUC_permutation: float
     p_BA_bootstrap: float
     p_AUC_bootstrap: float
-    p_BA_holm: float  # Holm over the two tests (BA, AUC) that back the headline sentence
+    p_BA_holm: float  # Holm over the headline's family: BA and AUC at every input size
     p_AUC_holm: float
     p_McNemar_per_image: float  # treats images as independent: secondary
     p_DeLong_per_image: float
+
+
+class EceDifference(BaseModel):
+    """The second model's ECE minus the first's, the subject as the unit."""
+
+    first: str
+    second: str
+    dECE: Estimate
+    p_permutation: float
+
+
+class FamilyTest(BaseModel):
+    """One comparison of a family (`results.baselines`): the ensemble minus the reference on the same
+    test images, the subject as the unit, its p-values Holm-adjusted over the family."""
+
+    comparison: str
+    ensemble: str
+    reference: str
+    subjects: int
+    images: int
+    dBA: Estimate
+    dAUC: Estimate
+    p_BA: float  # subject sign-flip permutation
+    p_AUC: float
+    p_BA_holm: float
+    p_AUC_holm: float
+
+    @classmethod
+    def rows(cls, table) -> list[FamilyTest]:
+        """A `baselines.baseline_family` or `crop_comparison` table as typed rows."""
+        return [
+            cls(
+                **{
+                    k: r[k] for k in ("comparison", "ensemble", "reference", "p_BA", "p_AUC", "p_BA_holm", "p_AUC_holm")
+                },
+                subjects=int(r["subjects"]),
+                images=int(r["images"]),
+                **{f"d{m}": Estimate(est=r[f"d{m}"], lo=r[f"d{m}_lo"], hi=r[f"d{m}_hi"]) for m in ("BA", "AUC")},
+            )
+            for r in table.to_dict("records")
+        ]
+
+
+class Baselines(BaseModel):
+    """The ensemble against its baselines at the crop size and first seed (one Holm family), and the
+    gain of WEN-kappa over equal weights at every seed of that size."""
+
+    size: int
+    seed: int
+    tests: list[FamilyTest]
+    gain_per_seed: list[dict[str, float]]  # {seed, dBA_pp, dAUC_pp}: WEN-kappa minus the soft vote
+
+
+class Crop(BaseModel):
+    """The 300 px crop against the 450 px image for the same seed (one Holm family), and how many
+    seeds each size was trained with."""
+
+    seed: int
+    seeds_at: dict[int, int]
+    tests: list[FamilyTest]
 
 
 class SizeResult(BaseModel):
@@ -64,9 +124,14 @@ class EnsembleSummary(_Summary):
     test_subjects: int
     bootstrap: int  # subject-bootstrap resamples behind every interval
     sizes: dict[int, SizeResult]
-    ece: dict[str, float]
+    ece: dict[str, Estimate]  # expected calibration error with its 95 % subject-bootstrap CI
+    ece_bins: int  # equal-width bins on p(ALL)
+    ece_difference: EceDifference | None
+    temperatures: dict[str, float]  # temperature scaling: each member's temperature, fitted on validation
     error_concentration: dict[str, float]
     ablation_seconds: float
+    baselines: Baselines
+    crop: Crop | None  # None unless both sizes were trained
 
 
 class VarianceSummary(_Summary):
