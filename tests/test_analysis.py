@@ -276,7 +276,7 @@ def test_one_model_is_called_less_well_calibrated_only_when_the_subject_level_te
     assert "10 equal-width bins on p(ALL)" in report.calibration_sentence(ens(0.01))
     assert report.calibration_sentence(ens(0.01)).endswith("WEN-kappa is the less well calibrated.")
     text = report.calibration_sentence(ens(0.2))
-    assert "less well calibrated" not in text and text.endswith("not distinguishable at the subject level.")
+    assert "less well calibrated" not in text and "neither is distinguishable from the other" in text
 
 
 def test_the_chapter_records_each_member_s_temperature(chapter):
@@ -287,3 +287,31 @@ def test_the_chapter_records_each_member_s_temperature(chapter):
     assert set(chapter.summary.temperatures) == set(c.preds)
     text = report.temperatures_sentence(chapter.summary.temperatures)
     assert all(f"{n} T = {t:.2f}" in text for n, t in chapter.summary.temperatures.items())
+
+
+def test_a_zero_difference_reads_equal_and_signs_read_right():
+    assert report.by(0.04) == "equal" and report.by(-0.04) == "equal"
+    assert report.by(3.14) == "3.1 points higher" and report.by(-0.46) == "0.5 points lower"
+    assert report.by(-2.0, up="above", down="below", unit="BA points") == "2.0 BA points below"
+
+
+def test_per_image_tests_are_said_to_overstate_only_when_they_do(chapter):
+    s = chapter.summary.sizes[300]
+    strong = s.model_copy(deep=True)
+    strong.comparison.p_McNemar_per_image, strong.comparison.p_DeLong_per_image = 0.0001, 0.0001
+    strong.comparison.p_BA_permutation, strong.comparison.p_AUC_permutation = 0.2, 0.2
+    assert "overstate the evidence here" in report.comparison_sentence(300, strong, 4)
+    equal = s.model_copy(deep=True)
+    c = equal.comparison
+    c.p_McNemar_per_image, c.p_DeLong_per_image = c.p_BA_permutation, c.p_AUC_permutation
+    text = report.comparison_sentence(300, equal, 4)
+    assert "overstate" not in text and "treat images as independent and are not used for any claim" in text
+
+
+def test_a_calibration_difference_whose_ci_holds_zero_is_not_called():
+    from alllib.results.summaries import EceDifference, Estimate
+
+    e = {"A": Estimate(est=0.3, lo=0.2, hi=0.5), "B": Estimate(est=0.2, lo=0.1, hi=0.4)}
+    d = EceDifference(first="A", second="B", dECE=Estimate(est=-0.1, lo=-0.2, hi=0.02), p_permutation=0.005)
+    text = report.calibration_sentence(type("E", (), {"ece": e, "ece_bins": 10, "ece_difference": d})())
+    assert "less well calibrated" not in text

@@ -162,7 +162,7 @@ def test_the_weighting_sentence_states_what_the_test_says(d, p, verdict):
     assert f"BA {100 * d:+.1f} points (95 % CI {100 * d - 2:+.1f} to {100 * d + 2:+.1f})" in text
     assert "Holm-adjusted over the family's 4 tests" in text
     # the per-seed spread, computed: BA gains 1 and 3 points -> mean +2.00, SD 1.41
-    assert "the gain in BA averaged +2.00 points (SD 1.41, from +1.00 to +3.00)" in text
+    assert "the gain averaged +2.00 BA points (SD 1.41, from +1.00 to +3.00) and +0.00 AUC points" in text
 
 
 def test_the_mixture_and_crop_sentences_name_their_evidence():

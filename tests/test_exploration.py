@@ -41,9 +41,35 @@ def test_leakage_summary_says_which_way():
         }
     )
     summary, sentence = exploration.leakage_summary(leak)
-    assert "**0.200** balanced accuracy higher" in sentence and summary.loc[
-        "subject-disjoint split", "mean"
-    ] == pytest.approx(0.65)
+    assert summary.loc["subject-disjoint split", "mean"] == pytest.approx(0.65)
+    # a gap of 0.200 with seed SDs of 0.071: more than twice the noise, so it is called
+    assert sentence == (
+        "Over 2 seeds, the leaking split minus the subject-disjoint one: **+0.200** balanced accuracy, more than "
+        "twice the seed-to-seed SD (0.141): the leaking split scores higher."
+    )
+    noisy = leak.assign(BA=[0.95, 0.55, 0.5, 0.8])  # the same means, far noisier seeds: no claim
+    assert "no difference is shown" in exploration.leakage_summary(noisy)[1]
+
+
+def test_stain_between_subjects_is_the_between_group_share_of_variance():
+    feats = pd.DataFrame(
+        {"split": "train_folds", "subject": ["a", "a", "b", "b"], "r": [1.0, 1.0, 3.0, 3.0], "g": 0.0, "b": 0.0}
+    )
+    assert exploration.stain_between_subjects(feats) == pytest.approx(1.0)  # all of it between subjects
+    feats["r"] = [1.0, 3.0, 1.0, 3.0]
+    assert exploration.stain_between_subjects(feats) == pytest.approx(0.0)  # all of it within subjects
+    assert "0% of the variance" in exploration.stain_sentence(
+        0.0, 2
+    ) and "do not dominate" in exploration.stain_sentence(0.0, 2)
+
+
+def test_real_oversampling_comes_from_the_official_manifest():
+    from alllib.method.dataset import manifest_training_table
+    from alllib.method.preprocessing import subject_split
+
+    train = subject_split(manifest_training_table(), 0).query("split == 'train'")
+    n_all = int((train.label == "all").sum())
+    assert f"an epoch holds {2 * n_all} images" in exploration.real_oversampling_facts(0)
 
 
 def test_atomic_writes_leave_nothing_on_failure(tmp_path):

@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING
 from alllib.method import metrics
 from alllib.method.models import DISPLAY_ORDER, get_backbone
 from alllib.results import paper
-from alllib.results.stats import p_text
+from alllib.results.stats import CI_LEVEL, p_text
 
 if TYPE_CHECKING:  # names used in annotations only
     from alllib.study.profile import Profile
     from alllib.study.runs import Run, RunSet
 
 ALPHA = 0.05
+CI = f"{100 * CI_LEVEL:.0f} %"  # the level of every interval, as sentences write it
+LEVEL = f"{100 * ALPHA:.0f} %"  # the significance level, as sentences write it
 
 
 def _ci(e) -> str:
@@ -33,17 +35,29 @@ def comparison_sentence(size: int, s, n_tests: int) -> str:
     return (
         f"**{size} px:** the best single model on validation was **{best}** (test BA {_ci(t[best]['BA'])}, "
         f"AUC {_ci(t[best]['AUC'])}). WEN-kappa with leak-free (validation) weights reached BA "
-        f"{_ci(t['WEN-kappa']['BA'])} and AUC {_ci(t['WEN-kappa']['AUC'])}: {abs(d_ba):.1f} points "
-        f"{'higher' if d_ba > 0 else 'lower'} in BA (95 % CI {c.dBA.lo * 100:+.1f} to {c.dBA.hi * 100:+.1f}) and "
-        f"{abs(d_auc):.1f} points {'higher' if d_auc > 0 else 'lower'} in AUC ({c.dAUC.lo * 100:+.1f} to "
+        f"{_ci(t['WEN-kappa']['BA'])} and AUC {_ci(t['WEN-kappa']['AUC'])}: {by(d_ba)} in BA ({CI} CI "
+        f"{c.dBA.lo * 100:+.1f} to {c.dBA.hi * 100:+.1f}) and {by(d_auc)} in AUC ({c.dAUC.lo * 100:+.1f} to "
         f"{c.dAUC.hi * 100:+.1f}). With the subject as the unit ({c.subjects} test subjects, {c.images} images; "
         f"subject sign-flip permutation test, Holm-adjusted over the {n_tests} tests of this claim: BA and AUC at "
         f"each input size) the BA difference is "
-        f"{'' if sig_ba else 'not '}significant at the 5 % level (p = {p_text(c.p_BA_holm)}) and the AUC difference "
-        f"{'is' if sig_auc else 'is not'} (p = {p_text(c.p_AUC_holm)}). Treating the images as independent would give "
-        f"McNemar p = {p_text(c.p_McNemar_per_image)} and DeLong p = {p_text(c.p_DeLong_per_image)}; those per-image "
-        f"tests overstate the evidence and are not used for any claim."
+        f"{'' if sig_ba else 'not '}significant at the {LEVEL} level (p = {p_text(c.p_BA_holm)}) and the AUC "
+        f"difference {'is' if sig_auc else 'is not'} (p = {p_text(c.p_AUC_holm)}). Treating the images as "
+        f"independent would give "
+        f"McNemar p = {p_text(c.p_McNemar_per_image)} and DeLong p = {p_text(c.p_DeLong_per_image)}; "
+        + (
+            "those per-image tests overstate the evidence here and are not used for any claim."
+            if c.p_McNemar_per_image < c.p_BA_permutation or c.p_DeLong_per_image < c.p_AUC_permutation
+            else "those per-image tests treat images as independent and are not used for any claim."
+        )
     )
+
+
+def by(d: float, digits: int = 1, up: str = "higher", down: str = "lower", unit: str = "points") -> str:
+    """A difference in points as words: '3.1 points higher', '0.4 points lower', or 'equal' when it
+    rounds to zero at `digits`."""
+    if round(abs(d), digits) == 0:
+        return "equal"
+    return f"{abs(d):.{digits}f} {unit} {up if d > 0 else down}"
 
 
 def headline(ens, var, cam, study) -> str:
@@ -111,15 +125,17 @@ def calibration_sentence(ens) -> str:
     only when the subject-level paired test says so."""
     text = (
         f"**Calibration** (expected calibration error of p(ALL) on the test set, {ens.ece_bins} equal-width bins "
-        "on p(ALL), 95 % subject-bootstrap CIs): " + ", ".join(f"{n} {_ci(e)}" for n, e in ens.ece.items()) + "."
+        f"on p(ALL), {CI} subject-bootstrap CIs): " + ", ".join(f"{n} {_ci(e)}" for n, e in ens.ece.items()) + "."
     )
     d = ens.ece_difference
     if d is not None:
         worse = d.second if d.dECE.est > 0 else d.first
+        clear = d.p_permutation < ALPHA and not (d.dECE.lo <= 0 <= d.dECE.hi)  # the test and the CI agree
         text += f" {d.second} minus {d.first}: {_ci(d.dECE)} (subject sign-flip p = {p_text(d.p_permutation)}): " + (
             f"{worse} is the less well calibrated."
-            if d.p_permutation < ALPHA
-            else "the two are not distinguishable at the subject level."
+            if clear
+            else "neither is distinguishable from the other at the subject level (the test and the CI must both "
+            "say so)."
         )
     return text
 
@@ -134,9 +150,42 @@ def temperatures_sentence(temperatures: dict[str, float]) -> str:
     )
 
 
+def verdict_sentences(tally: dict, place: dict | None, synthetic: bool) -> str:
+    """One line per table: how many of the paper's numbers fall inside, above and below our intervals;
+    where the single run sits in its seeds' spread; and, on synthetic data, that this places nothing."""
+    lines = []
+    for table, c in tally.items():
+        n = sum(c.values())
+        line = f"**{table}:** of the paper's {n} numbers that the study computes, {c['inside']} fall inside our "
+        line += f"interval, {c['above']} above it and {c['below']} below it"
+        line += f" ({c['no interval']} have no interval: one seed)." if c["no interval"] else "."
+        lines.append(line)
+    if place is not None:
+        m, size = place["metric"], place["size"]
+
+        def against(run, mean):
+            gap = by(100 * (run - mean), up="above", down="below")
+            return "equal to" if gap == "equal" else gap
+
+        lines.append(
+            f"**One run against the spread of seeds** (WEN-kappa, {m}, {size} px): our Table 4 run scores "
+            f"{place['ours_run']:.3f}, {against(place['ours_run'], place['ours_mean'])} our mean over "
+            f"{place['seeds']} seeds ({place['ours_mean']:.3f}, SD {100 * place['ours_sd']:.2f} points). The paper's "
+            f"Table 4 run scores {place['paper_run']:.3f}, {against(place['paper_run'], place['paper_mean'])} its "
+            f"Table 5 mean ({place['paper_mean']:.3f}, SD {100 * place['paper_sd']:.2f} points, reading its V_ as a "
+            "variance in %²)."
+        )
+    if synthetic:
+        lines.append(
+            "These are synthetic data: the comparison places nothing. It shows the machinery a run on the real data "
+            "fills in."
+        )
+    return "\n\n".join(lines)
+
+
 def points(e) -> str:
     """A difference (an Estimate of proportions) in percentage points with its 95 % CI."""
-    return f"{100 * e.est:+.1f} points (95 % CI {100 * e.lo:+.1f} to {100 * e.hi:+.1f})"
+    return f"{100 * e.est:+.1f} points ({CI} CI {100 * e.lo:+.1f} to {100 * e.hi:+.1f})"
 
 
 def _family_test(tests, comparison: str):
@@ -169,12 +218,12 @@ def weighting_sentence(ens) -> str:
     )
     gains = b.gain_per_seed
     if len(gains) > 1:
+        spread = []
         for m in ("BA", "AUC"):
             g = [row[f"d{m}_pp"] for row in gains]
-            text += (
-                f" Over the {len(g)} seeds at {b.size} px the gain in {m} averaged {sum(g) / len(g):+.2f} points "
-                f"(SD {statistics.stdev(g):.2f}, from {min(g):+.2f} to {max(g):+.2f})."
-            )
+            sd, low, high = statistics.stdev(g), min(g), max(g)
+            spread.append(f"{statistics.mean(g):+.2f} {m} points (SD {sd:.2f}, from {low:+.2f} to {high:+.2f})")
+        text += f" Over the {len(gains)} seeds at {b.size} px the gain averaged {spread[0]} and {spread[1]}."
     else:
         text += f" The study trained one seed at {b.size} px, so the gain has no seed-to-seed spread here."
     verdict = _verdict(t)
@@ -258,7 +307,7 @@ def summary_table(ens) -> str:
                 f"{_ci2(e['AUC'])} |"
             )
     return (
-        "Table 4's key rows beside the paper's, with 95 % subject-bootstrap CIs. The paper measures WEN's "
+        f"Table 4's key rows beside the paper's, with {CI} subject-bootstrap CIs. The paper measures WEN's "
         "weights on the test set; we show WEN-kappa with those weights (as the paper) and with weights from the "
         "validation split (the leak-free numbers of the sentences above). The paper's Table 4 has no AUC. "
         "Every classifier and metric is in the ensemble chapter.\n\n" + "\n".join(lines)
@@ -305,8 +354,9 @@ def departures(cfg: Profile) -> str:
     if cfg.weights != "imagenet":
         out.append("random initialisation instead of ImageNet weights")
     epochs = sorted({cfg.training_for(b).epochs for b in cfg.backbones})
-    if epochs != [200]:
-        out.append(f"{'/'.join(map(str, epochs))} epochs instead of up to 200")
+    most = int(paper.hyperparameters()["max_epochs"])
+    if epochs != [most]:
+        out.append(f"{'/'.join(map(str, epochs))} epochs instead of up to {most}")
     if cfg.input_scale != 1:
         out.append(f"tensors scaled by {cfg.input_scale} after cropping")
     if cfg.training.max_train_images:
@@ -408,7 +458,7 @@ def subset_sentence(sub) -> str:
     full = sub[sub["size"] == sub["size"].max()]
     return (
         f"Validation prefers **{sub.models.iloc[0]}** (validation BA {sub.val_BA.iloc[0]:.3f}, test BA "
-        f"{sub.test_BA.iloc[0]:.3f}); all five models: test BA {full.test_BA.iloc[0]:.3f}."
+        f"{sub.test_BA.iloc[0]:.3f}); all {full['size'].iloc[0]} models: test BA {full.test_BA.iloc[0]:.3f}."
     )
 
 
@@ -478,7 +528,7 @@ def landing(ens) -> str:
     validation, our BA beside the paper's (Table 4, its WEN-kappa and Xception rows)."""
 
     ref = paper.table("table4_prelim_test").set_index(["input_px", "classifier"])
-    lines = ["| input | classifier | BA ours [95 % CI] | BA paper | AUC ours [95 % CI] |", "|---|---|---|---|---|"]
+    lines = [f"| input | classifier | BA ours [{CI} CI] | BA paper | AUC ours [{CI} CI] |", "|---|---|---|---|---|"]
     for size in sorted(ens.sizes, reverse=True):
         s = ens.sizes[size]
         for name in (s.best_single, "WEN-kappa"):
@@ -490,10 +540,10 @@ def landing(ens) -> str:
     for size in sorted(ens.sizes, reverse=True):
         c = ens.sizes[size].comparison
         verdicts.append(
-            f"at {size} px WEN-kappa is {abs(c.dBA.est) * 100:.1f} BA points "
-            f"{'above' if c.dBA.est > 0 else 'below'} {c.reference} "
+            f"at {size} px WEN-kappa is {by(100 * c.dBA.est, up='above', down='below', unit='BA points')} "
+            f"{'in BA to ' if by(100 * c.dBA.est) == 'equal' else ''}{c.reference} "
             f"({'significant' if c.p_BA_holm < ALPHA else 'not significant'}, subject-level p = "
-            f"{p_text(c.p_BA_holm)}, {c.subjects} subjects)"
+            f"{p_text(c.p_BA_holm)}, {c.subjects} subjects, Holm over BA and AUC at {len(ens.sizes)} input size(s))"
         )
     return (
         "On " + ens.label + ": " + "; ".join(verdicts) + ". The paper's numbers use weights measured on the test set; "

@@ -15,6 +15,8 @@ from scipy import stats as st
 
 from alllib.method import metrics
 
+CI_LEVEL = 0.95  # every confidence interval of the book
+
 
 def p_text(p: float) -> str:
     """A p-value as the book prints it."""
@@ -42,7 +44,7 @@ def cluster_bootstrap(
     statistic,
     n: int = 1000,
     seed: int = 0,
-    level: float = 0.95,
+    level: float = CI_LEVEL,
     cluster: str = "subject",
     strata: str = "y",
 ) -> dict:
@@ -54,7 +56,9 @@ def cluster_bootstrap(
     return _percentiles(point, reps, level)
 
 
-def metric_cis(pred: pd.DataFrame, n: int = 1000, seed: int = 0, names=metrics.HEADLINE, level: float = 0.95) -> dict:
+def metric_cis(
+    pred: pd.DataFrame, n: int = 1000, seed: int = 0, names=metrics.HEADLINE, level: float = CI_LEVEL
+) -> dict:
     """Subject-level bootstrap CIs of the headline metrics of one set of predictions (the same
     resamples as `cluster_bootstrap`, indexing numpy arrays instead of the frame, for speed)."""
     pred = pred.reset_index(drop=True)
@@ -199,7 +203,7 @@ def subject_sign_flip(y, p_a, p_b, subjects, statistic, n: int = 2000, seed: int
 
 
 def paired_subject_bootstrap(
-    y, p_a, p_b, subjects, statistic, n: int = 1000, seed: int = 0, level: float = 0.95
+    y, p_a, p_b, subjects, statistic, n: int = 1000, seed: int = 0, level: float = CI_LEVEL
 ) -> dict:
     """Percentile CI of `statistic(A) - statistic(B)` under resampling of subjects (within each
     class, both classifiers on the same resampled images), and the two-sided bootstrap p-value
@@ -270,8 +274,8 @@ def calibration(clf: dict[str, pd.DataFrame], names, n_boot: int = 1000, n_perm:
         reps = np.array([_ece(y[i], p[i]) for i in bootstrap_indices(pred, n_boot, seed)])
         out["ece"][name] = {
             "est": _ece(y, p),
-            "lo": float(np.quantile(reps, 0.025)),
-            "hi": float(np.quantile(reps, 0.975)),
+            "lo": float(np.quantile(reps, (1 - CI_LEVEL) / 2)),
+            "hi": float(np.quantile(reps, (1 + CI_LEVEL) / 2)),
         }
     if len(names) == 2:
         a, b = (clf[n].reset_index(drop=True) for n in names)
