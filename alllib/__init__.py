@@ -7,10 +7,11 @@ The folders follow the data's way:
   study/     the machinery that runs it: the profile schema (profile), the Study and its data (prepare),
              the run store (runs), notebook execution and the run matrix (runner), Slurm (cluster),
              the labelled synthetic stand-in (synthetic)
-  results/   the chapters' computations: the ensemble ablation (analysis), five runs (variance), Grad-CAM
-             (gradcam), the subject as the unit (stats), calibration and TTA (inference), the published
-             methods (comparison), the data chapter (exploration), the paper's numbers (paper), and the
-             typed chapter summaries (summaries)
+  results/   the chapters' computations: the ensemble ablation (ablation, from the blocks in analysis),
+             the ensemble against its baselines and the crop (baselines), the reproduction verdict
+             (verdict), the seeds' spread (variance), Grad-CAM (gradcam), the subject as the unit (stats),
+             calibration and TTA (inference), the published methods (comparison), the data chapter
+             (exploration), the paper's numbers (paper), and the typed chapter summaries (summaries)
   use/       using the finished ensemble: predict, submission, export (predict)
   book/      the pages: each chapter's setup (notebook), sentences (report), figures, the generated pages
              (pages), the model card, an executed notebook made a page (postprocess)

@@ -29,9 +29,9 @@ class Estimate(BaseModel):
     hi: float
 
 
-class Comparison(BaseModel):
-    """WEN-kappa (leak-free weights) against the single model validation picks, on the same test
-    images, the subject as the unit (`stats.compare_subject_level`)."""
+class _Paired(BaseModel):
+    """An ensemble minus a reference on the same test images, the subject as the unit
+    (`stats.compare_subject_level`): the differences in BA and AUC with their paired CIs."""
 
     ensemble: str
     reference: str
@@ -39,6 +39,11 @@ class Comparison(BaseModel):
     images: int
     dBA: Estimate
     dAUC: Estimate
+
+
+class Comparison(_Paired):
+    """WEN-kappa (leak-free weights) against the single model validation picks."""
+
     p_BA_permutation: float
     p_AUC_permutation: float
     p_BA_bootstrap: float
@@ -58,17 +63,10 @@ class EceDifference(BaseModel):
     p_permutation: float
 
 
-class FamilyTest(BaseModel):
-    """One comparison of a family (`results.baselines`): the ensemble minus the reference on the same
-    test images, the subject as the unit, its p-values Holm-adjusted over the family."""
+class FamilyTest(_Paired):
+    """One comparison of a family (`results.baselines`), its p-values Holm-adjusted over the family."""
 
     comparison: str
-    ensemble: str
-    reference: str
-    subjects: int
-    images: int
-    dBA: Estimate
-    dAUC: Estimate
     p_BA: float  # subject sign-flip permutation
     p_AUC: float
     p_BA_holm: float
