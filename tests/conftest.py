@@ -2,6 +2,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,3 +37,26 @@ def synth_copy(synth_root, tmp_path):
     dst = tmp_path / "C-NMC_Leukemia"
     shutil.copytree(synth_root, dst)
     return dst
+
+
+def fake_predictions(quality, seed, n_subjects=12, per_subject=6, noise=0.25):
+    """Validation and test predictions of one model; `quality` pulls p(ALL) toward the truth."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, prefix in (("validation", "v"), ("preliminary_test", "t")):
+        for s in range(n_subjects):
+            y = s % 2
+            for i in range(per_subject):
+                p = float(np.clip(0.5 + (quality if y else -quality) + rng.normal(0, noise), 0.01, 0.99))
+                rows.append(
+                    {
+                        "split": split,
+                        "image_id": f"{prefix}{s}_{i}",
+                        "subject": f"{prefix.upper()}{s}",
+                        "label": "all" if y else "hem",
+                        "y": y,
+                        "p_hem": 1 - p,
+                        "p_all": p,
+                    }
+                )
+    return pd.DataFrame(rows)

@@ -7,35 +7,13 @@ matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fake_predictions as _predictions
 
 from alllib.book import figures, report
 from alllib.method.ensemble import WeightSource
 from alllib.method.models import DISPLAY_ORDER
 from alllib.results import ablation, analysis, gradcam, summaries, variance
 from alllib.study.runs import Run, RunSet
-
-
-def _predictions(quality, seed, n_subjects=12, per_subject=6):
-    """Validation and test predictions of one model; `quality` pulls p(ALL) toward the truth."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for split, prefix in (("validation", "v"), ("preliminary_test", "t")):
-        for s in range(n_subjects):
-            y = s % 2
-            for i in range(per_subject):
-                p = float(np.clip(0.5 + (quality if y else -quality) + rng.normal(0, 0.25), 0.01, 0.99))
-                rows.append(
-                    {
-                        "split": split,
-                        "image_id": f"{prefix}{s}_{i}",
-                        "subject": f"{prefix.upper()}{s}",
-                        "label": "all" if y else "hem",
-                        "y": y,
-                        "p_hem": 1 - p,
-                        "p_all": p,
-                    }
-                )
-    return pd.DataFrame(rows)
 
 
 def _runs(sizes=(450, 300), seeds=(0, 1)):

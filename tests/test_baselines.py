@@ -3,8 +3,8 @@ differences against scikit-learn, the Holm adjustment over the whole family agai
 Holm, the seed ensemble, the per-seed gain, the crop comparison, and the verdict sentences."""
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import fake_predictions
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from alllib.book import report
@@ -14,24 +14,8 @@ from alllib.results.summaries import Baselines, Crop, Estimate, FamilyTest
 from alllib.study.runs import Run, RunSet
 
 
-def _predictions(quality, seed, n_subjects=10, per_subject=5):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for split, prefix in (("validation", "v"), ("preliminary_test", "t")):
-        for s in range(n_subjects):
-            y = s % 2
-            for i in range(per_subject):
-                p = float(np.clip(0.5 + (quality if y else -quality) + rng.normal(0, 0.3), 0.01, 0.99))
-                rows.append(
-                    {
-                        "split": split,
-                        "image_id": f"{prefix}{s}_{i}",
-                        "subject": f"{prefix}{s}",
-                        "label": "all" if y else "hem",
-                    }
-                    | {"y": y, "p_hem": 1 - p, "p_all": p}
-                )
-    return pd.DataFrame(rows)
+def _predictions(quality, seed):
+    return fake_predictions(quality, seed, n_subjects=10, per_subject=5, noise=0.3)
 
 
 def _runs(sizes=(450, 300), seeds=(0, 1, 2), names=DISPLAY_ORDER[:3]):
