@@ -1,9 +1,12 @@
 """Atomic writes: a result either exists whole or not at all, so an interrupted study never
-leaves a half-written file that looks finished."""
+leaves a half-written file that looks finished. Files and folders get the permissions the user's
+umask gives (tempfile alone would make every result private: 0600 and 0700). `file_record` and
+`damaged` are the size and sha256 record of finished artifacts, and its check."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -11,8 +14,18 @@ import tempfile
 from pathlib import Path
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once, at import: os.umask can only be read by setting it
+
+
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~UMASK)  # what open() would have given the file
     os.close(fd)
     return Path(name)
 
@@ -56,6 +69,7 @@ def atomic_dir(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp.chmod(0o777 & ~UMASK)  # what mkdir would have given the folder
     try:
         yield tmp
         if path.exists():
@@ -64,3 +78,33 @@ def atomic_dir(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_record(path) -> dict:
+    """What is recorded of a finished file so that damage is noticed later: its size and sha256."""
+    return {"bytes": Path(path).stat().st_size, "sha256": sha256(path)}
+
+
+def damaged(folder, records: dict, hashes: bool = True) -> list[str]:
+    """The files of `folder` that do not match their `records` ({name: file_record}), each as
+    "name: what is wrong"; empty when all match. Sizes are always compared, hashes when asked."""
+    problems = []
+    for name, rec in sorted(records.items()):
+        path = Path(folder) / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+            continue
+        size = path.stat().st_size
+        if size != rec["bytes"]:
+            problems.append(f"{name}: {size} bytes, {rec['bytes']} recorded")
+        elif hashes and sha256(path) != rec["sha256"]:
+            problems.append(f"{name}: sha256 differs from the one recorded")
+    return problems

@@ -3,7 +3,9 @@ import json
 import numpy as np
 import pytest
 
+from alllib import io
 from alllib.errors import ConfigError
+from alllib.method import backup as backup_lib
 from alllib.method import training
 from alllib.study import profile as config
 from alllib.study import runs
@@ -266,7 +268,8 @@ def test_an_interrupted_run_resumes_at_its_last_epoch_and_equals_an_uninterrupte
             cfg, MOBILENET_300, table, tmp_path / "a", data, verbose=0, backup_dir=backup, callbacks=[Interrupt()]
         )
     assert training.resume_epoch(backup) == 2
-    state = json.loads((backup / "state_2.json").read_text())
+    assert [c.epoch for c in backup_lib.checkpoints(backup)] == [2, 1]  # the newest two are kept
+    state = json.loads((backup / "epoch_0002" / backup_lib.STATE).read_text())
     assert len(state["history"]) == 2 and {"wait", "best", "best_epoch", "best_weights"} <= set(state)
     count = Count()
     resumed = training.fit(
@@ -283,15 +286,10 @@ def test_an_interrupted_run_resumes_at_its_last_epoch_and_equals_an_uninterrupte
         assert hb == hc, name
 
 
-def test_a_finished_run_removes_its_backup_and_a_broken_backup_is_named(synth_root, tmp_path):
+def test_a_finished_run_removes_its_backup(synth_root, tmp_path):
     study = _study(synth_root, tmp_path)
     d = runs.train_or_load(study, "mobilenet", 300, 3, verbose=0)
     assert runs.is_complete(d) and not runs.backup_dir(d).exists()
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / training.KERAS_BACKUP_METADATA).write_text("{not json")
-    with pytest.raises(ConfigError, match=f"training backup {broken}.*delete the folder {broken}"):
-        training.resume_epoch(broken)
     assert training.resume_epoch(None) == 0 and training.resume_epoch(tmp_path / "none") == 0
 
 
@@ -327,10 +325,13 @@ def test_a_run_that_early_stopping_had_ended_is_not_trained_further(synth_root, 
             backup_dir=backup,
             callbacks=[Interrupt()],
         )
-    state_file = backup / "state_2.json"
-    state = json.loads(state_file.read_text())
+    ckpt = backup / "epoch_0002"
+    state = json.loads((ckpt / backup_lib.STATE).read_text())
     assert state["stopped"] is False
-    state_file.write_text(json.dumps({**state, "stopped": True}))  # as if early stopping had ended epoch 2
+    (ckpt / backup_lib.STATE).write_text(json.dumps({**state, "stopped": True}))  # as if early stopping had ended
+    manifest = json.loads((ckpt / backup_lib.MANIFEST).read_text())  # ... and the checkpoint had been written so
+    manifest["files"][backup_lib.STATE] = io.file_record(ckpt / backup_lib.STATE)
+    (ckpt / backup_lib.MANIFEST).write_text(json.dumps(manifest))
     count = Count()
     info = training.fit(
         study.cfg,

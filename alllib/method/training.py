@@ -24,7 +24,6 @@ Adamax's sign-like first steps let such float differences grow. Demo and paper t
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import pandas as pd
 
 from alllib import io
 from alllib.errors import ConfigError
+from alllib.method import backup
 from alllib.method.metrics import predict_labels
 from alllib.method.models import build_model, count_batchnorm, get_backbone
 from alllib.method.preprocessing import input_pixels, make_dataset, random_oversampling, subject_split
@@ -142,86 +142,9 @@ def predict_table(
     return out
 
 
-KERAS_BACKUP_METADATA = "training_metadata.json"  # keras.callbacks.BackupAndRestore's epoch record
-
-
 def resume_epoch(backup_dir) -> int:
-    """The epoch a run resumes at: how many epochs the backup in `backup_dir` holds (0: none)."""
-    path = Path(backup_dir) / KERAS_BACKUP_METADATA if backup_dir else None
-    if path is None or not path.is_file():
-        return 0
-    try:
-        return int(json.loads(path.read_text())["epoch"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"the training backup {path} is unreadable ({exc}); delete the folder {path.parent} to restart "
-            "this run from epoch 0"
-        ) from None
-
-
-def _backup_class():
-    import keras
-
-    class RunBackup(keras.callbacks.BackupAndRestore):
-        """Keras' BackupAndRestore (the weights, the optimizer's state and with it the cyclic
-        schedule's step, the epoch), plus what it leaves out: the history so far and early
-        stopping's state (epochs without improvement, best loss and epoch, best weights). Saved at
-        every epoch end; Keras' metadata file is written last and names the epoch whose state is
-        read back, so a run killed while saving resumes from one consistent epoch."""
-
-        def __init__(self, backup_dir, early_stopping, start_epoch: int):
-            super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
-            self.dir, self.es, self.start_epoch, self.rows = Path(backup_dir), early_stopping, start_epoch, []
-
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)  # weights and optimizer back, model._initial_epoch set
-            epoch = int(getattr(self.model, "_initial_epoch", 0) or 0)
-            if epoch != self.start_epoch:
-                raise ConfigError(
-                    f"the training backup in {self.dir} holds epoch {epoch}, but its data stream was positioned "
-                    f"at epoch {self.start_epoch}; delete {self.dir} to restart this run from epoch 0"
-                )
-            if epoch:
-                state = json.loads((self.dir / f"state_{epoch}.json").read_text())
-                self.rows = state["history"]
-                self.es.wait, self.es.best, self.es.best_epoch = state["wait"], state["best"], state["best_epoch"]
-                if state["best_weights"]:
-                    with np.load(self.dir / state["best_weights"]) as f:
-                        self.es.best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
-                if state.get("stopped"):  # early stopping had ended the run: train no further epoch
-                    self.es.stopped_epoch = epoch - 1
-                    self.model._initial_epoch = self.params["epochs"]
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.rows.append({k: float(v) for k, v in (logs or {}).items()})
-            self.dir.mkdir(parents=True, exist_ok=True)
-            best = None
-            if self.es.best_weights is not None:
-                best = f"best_{self.es.best_epoch}.npz"
-                if not (self.dir / best).is_file():
-                    with io.atomic_path(self.dir / best) as tmp:
-                        with open(tmp, "wb") as fh:
-                            np.savez(fh, *self.es.best_weights)
-            state = {
-                "history": self.rows,
-                "wait": int(self.es.wait),
-                "best": None if self.es.best is None else float(self.es.best),
-                "best_epoch": int(self.es.best_epoch),
-                "best_weights": best,
-                "stopped": bool(self.model.stop_training),  # early stopping (earlier in the list) has spoken
-            }
-            io.write_json(self.dir / f"state_{epoch + 1}.json", state)
-            super().on_epoch_end(epoch, logs)  # weights, then the metadata that commits this epoch
-            keep = {f"state_{epoch}.json", f"state_{epoch + 1}.json"}  # this epoch and the one before it
-            for old in self.dir.glob("state_*.json"):
-                if old.name not in keep:
-                    old.unlink(missing_ok=True)
-            wanted = {json.loads((self.dir / k).read_text())["best_weights"] for k in keep if (self.dir / k).is_file()}
-            for old in self.dir.glob("best_*.npz"):
-                if old.name not in wanted:
-                    old.unlink(missing_ok=True)
-
-    return RunBackup
+    """The epoch a run resumes at: how many epochs the newest consistent backup holds (0: none)."""
+    return backup.resume_epoch(backup_dir)
 
 
 def _callbacks(val_table, val_ds, size, scale, tr, recal_ds, schedule_fn, steps_per_epoch):
@@ -270,10 +193,14 @@ class _RunData:
     test: pd.DataFrame
     oversampled: int  # training images per epoch after random oversampling
     steps: int  # steps per epoch
-    start_epoch: int  # epochs a backup already holds
+    start: backup.Checkpoint | None  # the backup the run resumes from
     ds: object  # the training stream (augmented, from `start_epoch`)
     val_ds: object
     decode_seconds: float
+
+    @property
+    def start_epoch(self) -> int:  # epochs the backup already holds
+        return self.start.epoch if self.start else 0
 
 
 def fit(
@@ -363,7 +290,8 @@ def _run_data(cfg: Profile, spec: RunSpec, tr: Training, table: pd.DataFrame, ba
     t_decode = time.time()
     oversampled = len(random_oversampling(train["y"].fillna(0).astype(int).to_numpy(), spec.seed))
     steps = math.ceil(oversampled / tr.batch_size)
-    start_epoch = resume_epoch(backup_dir)
+    start = backup.latest(backup_dir)
+    start_epoch = start.epoch if start else 0
     if start_epoch:
         print(
             f"[train] resuming {spec.backbone} {spec.size}px seed {spec.seed} after epoch {start_epoch} "
@@ -381,7 +309,7 @@ def _run_data(cfg: Profile, spec: RunSpec, tr: Training, table: pd.DataFrame, ba
         start_step=start_epoch * steps,
     )
     val_ds = make_dataset(val, spec.size, cfg.input_scale, 32, cache=True)[0]  # validated every epoch: decoded once
-    return _RunData(train, val, test, oversampled, steps, start_epoch, ds, val_ds, time.time() - t_decode)
+    return _RunData(train, val, test, oversampled, steps, start, ds, val_ds, time.time() - t_decode)
 
 
 def _train(model, data: _RunData, spec: RunSpec, scale: float, tr: Training, recal, backup_dir, extra, verbose):
@@ -392,10 +320,10 @@ def _train(model, data: _RunData, spec: RunSpec, scale: float, tr: Training, rec
         return float(triangular2(step, tr.clr_base_lr, tr.clr_max_lr, tr.clr_step_epochs * data.steps))
 
     callbacks = _callbacks(data.val, data.val_ds, spec.size, scale, tr, recal, schedule_fn, data.steps)
-    backup = None
+    saver = None
     if backup_dir is not None:
-        backup = _backup_class()(backup_dir, callbacks[-1], data.start_epoch)  # after early stopping: reads its state
-        callbacks.append(backup)
+        saver = backup.backup_callback(backup_dir, callbacks[-1], data.start)  # after early stopping: reads its state
+        callbacks.append(saver)
     hist = model.fit(
         data.ds,
         epochs=tr.epochs,
@@ -405,8 +333,8 @@ def _train(model, data: _RunData, spec: RunSpec, scale: float, tr: Training, rec
         callbacks=callbacks + extra,
     )
     history = pd.DataFrame(hist.history)
-    if backup is not None:  # the epochs before a resume too, in Keras' column order
-        history = pd.DataFrame(backup.rows)
+    if saver is not None:  # the epochs before a resume too, in Keras' column order
+        history = pd.DataFrame(saver.rows)
         history = history[list(hist.history)] if hist.history else history
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     return history
