@@ -54,6 +54,11 @@ def _study_parser(sub) -> None:
     s.add_argument("--jobs", type=int, help="CPU training runs side by side (default: the profile's jobs)")
     s.add_argument("--no-book", action="store_true", help="run the notebooks but do not build the HTML")
     s.add_argument(
+        "--verify-runs",
+        action="store_true",
+        help="check the sha256 of every finished run's files before reusing it (sizes are always checked)",
+    )
+    s.add_argument(
         "--only",
         action="append",
         metavar="CHAPTER",
@@ -76,10 +81,15 @@ def _settings_parser(sub) -> None:
 
 
 def _verify_parser(sub) -> None:
-    """`verify`: a data root against the official manifest."""
-    v = sub.add_parser("verify", help="check a data root against the official C-NMC-2019 manifest")
-    v.add_argument("root", help="path to C-NMC_Leukemia/")
+    """`verify`: a data root against the official manifest, or a study's finished runs against their records."""
+    v = sub.add_parser(
+        "verify", help="check a data root against the official C-NMC-2019 manifest, or a study's runs (--runs)"
+    )
+    v.add_argument("root", nargs="?", help="path to C-NMC_Leukemia/")
     v.add_argument("--full", action="store_true", help="compare sha256 (slow) instead of file sizes")
+    v.add_argument(
+        "--runs", metavar="RESULTS", help="instead: check every run of a study (e.g. results/demo), sizes and sha256"
+    )
     v.set_defaults(run=_verify)
 
 
@@ -201,6 +211,7 @@ def _study(args) -> None:
         book=not args.no_book,
         jobs=args.jobs,
         only=args.only,
+        verify_runs=args.verify_runs,
     )
 
 
@@ -213,6 +224,14 @@ def _settings(args) -> None:
 def _verify(args) -> int:
     from alllib.method.dataset import format_report, verify_manifest
 
+    if (args.root is None) == (args.runs is None):
+        raise ConfigError("verify takes a data root (C-NMC_Leukemia/) or --runs <results folder>, one of the two")
+    if args.runs:
+        from alllib.study.runs import verify_runs
+
+        table = verify_runs(args.runs)
+        print(table.to_string(index=False))
+        return 1 if (table["state"] != "sound").any() else 0
     report = verify_manifest(args.root, full=args.full)
     print(format_report(report))
     return 0 if report["ok"] else 1

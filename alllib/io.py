@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from alllib.errors import StudyError
+
 
 def _read_umask() -> int:
     mask = os.umask(0o022)
@@ -53,8 +55,12 @@ def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path):
-    return json.loads(Path(path).read_text())
+def read_json(path, fix: str = "delete it and run the step that writes it again"):
+    """The JSON in `path`; a file cut off or overwritten (not JSON) is refused by name, with `fix`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise StudyError(f"{path} is damaged (not valid JSON: {exc}); {fix}") from None
 
 
 def write_csv(path, frame, **kwargs) -> None:

@@ -9,9 +9,12 @@ so nothing below the book imports it.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from alllib import io
 from alllib.book.pages import build_book, write_generated_pages
@@ -29,6 +32,7 @@ from alllib.study.runner import (
     notebook_params,
     run_matrix,
 )
+from alllib.study.runs import remove_leftovers
 
 
 def check_before_running(study: Study) -> None:
@@ -44,6 +48,46 @@ def check_before_running(study: Study) -> None:
     study.image_checks()
 
 
+CHAPTER_DIR = "chapters"  # under the study's results folder
+
+
+@contextlib.contextmanager
+def book_lock(root: Path):
+    """The lock on the project's book (book/_generated and _build): one study writes its pages and
+    builds at a time; another waits, saying so once."""
+    gen = Path(root) / GENERATED
+    gen.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(gen / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"[study] another study is writing the book in {gen}: waiting for it", flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def publish(study: Study, runs, executed: Path, root: Path, timings: dict, chapters) -> Path:
+    """This study's executed chapters and run notebooks made into the book's pages (book/_generated),
+    with the generated pages; returns that folder. The caller holds the book's lock."""
+    gen = root / GENERATED
+    for nb in chapters:
+        if (executed / f"{nb}.ipynb").is_file():
+            shutil.copy(executed / f"{nb}.ipynb", gen / f"{nb}.ipynb")
+            for_the_book(gen / f"{nb}.ipynb", gen)
+    runs_gen = gen / "runs"
+    shutil.rmtree(runs_gen, ignore_errors=True)
+    runs_gen.mkdir(parents=True)
+    for run in runs:
+        d = run.folder
+        shutil.copy(d / f"{TRAIN_NOTEBOOK}.ipynb", runs_gen / f"{d.name}.ipynb")
+        for_the_book(runs_gen / f"{d.name}.ipynb", gen, title=run_title(run))
+    write_generated_pages(study, runs, timings, gen, chapters)
+    return gen
+
+
 def run_study(
     profile: str = "demo",
     overrides=(),
@@ -54,10 +98,16 @@ def run_study(
     book: bool = True,
     jobs: int | None = None,
     only: list[str] | None = None,
+    verify_runs: bool = False,
 ) -> dict:
     """Data chapter, the run matrix (finished runs reused), the analysis chapters, the generated pages,
     the book. `only`: execute just these chapters (e.g. ["03_ensemble_ablation"]) from the finished runs,
-    keep the other executed chapters as they are, and rebuild the book."""
+    keep the other executed chapters as they are, and rebuild the book. `verify_runs`: check the sha256
+    of every finished run's files before reusing it (sizes are always checked).
+
+    Chapters execute into the study's results folder (results/<profile>/chapters); only then, under
+    the book's lock, do they become the book's pages, so that studies run side by side in one project
+    never mix their pages."""
     chapters = CHAPTERS
     unknown = sorted(set(only or ()) - set(chapters))
     if unknown:
@@ -65,54 +115,45 @@ def run_study(
 
     t0 = time.time()
     root = Path(root or PACKAGE_ROOT).resolve()
-    missing = [c for c in chapters if only and c not in only and not (root / GENERATED / f"{c}.ipynb").is_file()]
-    if missing:
-        raise StudyError(
-            f"--only keeps the other chapters as they are, but {', '.join(missing)} were never executed in "
-            f"{root / GENERATED}: build the whole book once first (make book)"
-        )
     print(f"[study] profile {profile}: preparing data", flush=True)
     study = prepare(profile, overrides, data_dir, results_dir)
+    executed = study.results / CHAPTER_DIR  # this study's executed chapters, before they become pages
+    missing = [c for c in chapters if only and c not in only and not (executed / f"{c}.ipynb").is_file()]
+    if missing:
+        raise StudyError(
+            f"--only keeps the other chapters as they are, but {', '.join(missing)} were never executed for "
+            f"this study ({executed}): build the whole book once first (make book)"
+        )
     print(f"[study] {study.label()}; data root {study.data_root}; {len(study.table)} images", flush=True)
     check_before_running(study)
     study.results.mkdir(parents=True, exist_ok=True)
-    for stale in study.runs_dir.glob(".*.partial"):  # left by a run that was killed: never reused
-        shutil.rmtree(stale, ignore_errors=True)
-    gen = root / GENERATED
+    remove_leftovers(study.runs_dir)
     base = notebook_params(study, profile, overrides, data_dir)
     log_path = study.results / "notebooks.log"
     with open(log_path, "a") as log:
         if not only or DATA_NOTEBOOK in only:
             print("[study] data exploration", flush=True)
-            execute(DATA_NOTEBOOK, gen / f"{DATA_NOTEBOOK}.ipynb", base, root, log=log)
-            for_the_book(gen / f"{DATA_NOTEBOOK}.ipynb", gen)
+            execute(DATA_NOTEBOOK, executed / f"{DATA_NOTEBOOK}.ipynb", base, root, log=log)
         if only:
             counts = {"trained": 0, "reused": len(study.runs())}  # says which runs are missing, if any
         else:
             print(f"[study] run matrix: {len(study.matrix())} training runs", flush=True)
-            counts = run_matrix(study, base, root, gpus or [], log, jobs or study.cfg.jobs)
-        runs_gen = gen / "runs"
-        shutil.rmtree(runs_gen, ignore_errors=True)
-        runs_gen.mkdir(parents=True)
+            counts = run_matrix(study, base, root, gpus or [], log, jobs or study.cfg.jobs, hashes=verify_runs)
         runs = study.runs()  # loaded once: run pages and the generated pages read them
-        for run in runs:
-            d = run.folder
-            shutil.copy(d / f"{TRAIN_NOTEBOOK}.ipynb", runs_gen / f"{d.name}.ipynb")
-            for_the_book(runs_gen / f"{d.name}.ipynb", gen, title=run_title(run))
         for nb in ANALYSIS_NOTEBOOKS:
             if only and nb not in only:
                 continue
             print(f"[study] {nb}", flush=True)
-            execute(nb, gen / f"{nb}.ipynb", base, root, log=log)
-            for_the_book(gen / f"{nb}.ipynb", gen)
+            execute(nb, executed / f"{nb}.ipynb", base, root, log=log)
     timings = {**counts, "wall_seconds": time.time() - t0}
-    write_generated_pages(study, runs, timings, gen, chapters)
     io.write_json(study.results / "study.json", {"profile": study.cfg.record(), "data": study.data_info, **timings})
-    result = {"study": study, **timings}
-    if book:
-        print("[study] building the book", flush=True)
-        result["index"] = build_book(root)
-        print(f"[study] book: {result['index']}", flush=True)
+    with book_lock(root):  # the book's pages are one study's at a time
+        publish(study, runs, executed, root, timings, chapters)
+        result = {"study": study, **timings}
+        if book:
+            print("[study] building the book", flush=True)
+            result["index"] = build_book(root)
+            print(f"[study] book: {result['index']}", flush=True)
     print(
         f"[study] done in {(time.time() - t0) / 60:.1f} min ({counts['trained']} runs trained, "
         f"{counts['reused']} reused)",

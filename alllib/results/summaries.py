@@ -153,6 +153,11 @@ class GradcamSummary(_Summary):
 
 
 FILES = {EnsembleSummary: "ensemble.json", VarianceSummary: "variance.json", GradcamSummary: "gradcam.json"}
+WRITTEN_BY = {  # the chapter notebook that writes each (tests/test_faults.py checks the notebooks do)
+    EnsembleSummary: "03_ensemble_ablation",
+    VarianceSummary: "04_variance",
+    GradcamSummary: "05_gradcam",
+}
 # what the results summary offers for download, and how it names each
 OFFERED = {
     EnsembleSummary: "the ensemble chapter's summary (JSON: every estimate with its CI, the comparisons)",
@@ -175,7 +180,7 @@ def read(kind: type[_Summary], analysis_dir):
     path = path_of(kind, analysis_dir)
     if not path.is_file():
         raise StudyError(f"{path} is missing: run the chapter that writes it first (make book runs them in order)")
-    data = io.read_json(path)
+    data = io.read_json(path, f"run the chapter that writes it again (make book CHAPTER={WRITTEN_BY[kind]})")
     if data.get("schema_version") != SCHEMA_VERSION:
         raise StudyError(
             f"{path} has schema version {data.get('schema_version')}, this code reads {SCHEMA_VERSION}: "

@@ -26,7 +26,7 @@ import yaml
 from alllib.errors import ConfigError, StudyError
 from alllib.study.cluster import JOB_ENV, run_jobs
 from alllib.study.prepare import PACKAGE_ROOT, Study
-from alllib.study.runs import is_complete
+from alllib.study.runs import LOCK_HELD, damage, holding, is_complete, set_aside
 
 GENERATED = Path("book") / "_generated"
 TRAIN_NOTEBOOK = "train_run"  # the per-run template: one executed copy per run of the matrix
@@ -169,8 +169,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
         if os.environ.get("SLURM_CPUS_PER_TASK"):  # TensorFlow sized for the job's CPUs, not the node's
             cpus = os.environ["SLURM_CPUS_PER_TASK"]
             env.update({"TF_NUM_INTRAOP_THREADS": cpus, "TF_NUM_INTEROP_THREADS": cpus})
-        execute(TRAIN_NOTEBOOK, self.output, self.params, self.root, env=env, log=sys.stdout)
-        os.replace(self.output, self.run_dir / f"{TRAIN_NOTEBOOK}.ipynb")
+        train_in_kernel(self.run_dir, self.params, self.root, self.output, env, sys.stdout)
         return self.run_dir.name
 
 
@@ -187,17 +186,42 @@ def _submit_matrix(study: Study, todo: list, base_params: dict, root: Path, reus
     run_jobs(opts, study.results / "jobs", tasks, failed, initial=reused)
 
 
-def run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log, jobs: int = 1) -> dict:
-    """Execute the training notebook for every run of the matrix that is not finished yet. With the
-    executor `local`: with GPUs, one run per GPU at a time; on CPU, `jobs` runs side by side (on a
-    2-core machine two kernels overlap one run's single-threaded graph tracing with the other's
-    training). With `slurm` (or `submitit_local`): one job per run through submitit."""
+def reusable(d: Path, hashes: bool = False) -> bool:
+    """A finished, sound run with its executed notebook (its book page)."""
+    return is_complete(d, hashes) and (d / f"{TRAIN_NOTEBOOK}.ipynb").is_file()
+
+
+def train_in_kernel(d: Path, params: dict, root: Path, output: Path, env: dict | None, log, hashes=False) -> bool:
+    """Execute the training notebook of run `d` while holding the run's lock (the kernel is told it
+    holds it), unless, once the lock is held, the run turns out finished: another process trained it
+    meanwhile. A damaged run is set aside first. Returns whether the notebook was executed."""
+    with holding(d):
+        if reusable(d, hashes):
+            return False
+        if d.exists():
+            problems = damage(d, hashes)
+            if problems:
+                set_aside(d, problems)
+        execute(TRAIN_NOTEBOOK, output, params, root, env={**(env or {}), LOCK_HELD: d.name}, log=log)
+        os.replace(output, d / f"{TRAIN_NOTEBOOK}.ipynb")  # the kernel trained into d: the same run_dir
+        return True
+
+
+def run_matrix(
+    study: Study, base_params: dict, root: Path, gpus: list[str], log, jobs: int = 1, hashes: bool = False
+) -> dict:
+    """Execute the training notebook for every run of the matrix that is not finished yet (or is
+    damaged: sizes always checked, sha256 with `hashes`). With the executor `local`: with GPUs, one
+    run per GPU at a time; on CPU, `jobs` runs side by side (on a 2-core machine two kernels overlap
+    one run's single-threaded graph tracing with the other's training). With `slurm` (or
+    `submitit_local`): one job per run through submitit. Each run is trained under its lock, so two
+    studies on one results folder never train the same run twice."""
     from tqdm.auto import tqdm
 
     todo, reused = [], 0
     for bb, size, seed in study.matrix():
         d = study.run_dir(bb, size, seed)
-        if is_complete(d) and (d / f"{TRAIN_NOTEBOOK}.ipynb").is_file():
+        if reusable(d, hashes):
             reused += 1
         else:
             todo.append((bb, size, seed, d))
@@ -233,16 +257,15 @@ def run_matrix(study: Study, base_params: dict, root: Path, gpus: list[str], log
             return
         gpu = slots.get()
         try:
-            out = study.runs_dir / ".notebooks" / f"{d.name}.ipynb"
-            execute(
-                TRAIN_NOTEBOOK,
-                out,
+            train_in_kernel(
+                d,
                 run_params(base_params, bb, size, seed, d),
                 root,
-                env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else threads or None,
-                log=log,
+                study.runs_dir / ".notebooks" / f"{d.name}.ipynb",
+                {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else threads or None,
+                log,
+                hashes,
             )
-            os.replace(out, d / f"{TRAIN_NOTEBOOK}.ipynb")  # the kernel trained into d: the same run_dir
         except Exception as exc:  # collected and re-raised after the workers stop
             with lock:
                 errors.append(exc)

@@ -8,12 +8,16 @@ at an input size and seed, the sizes, the seeds, the crop size the analyses use.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from alllib import io
@@ -55,15 +59,100 @@ def run_dir(study, backbone: str, size: int, seed: int) -> Path:
     return study.runs_dir / run_id(key)
 
 
-def is_complete(path) -> bool:
-    return (Path(path) / "run.json").is_file()
+ARTIFACTS = ("model.keras", "history.csv", "predictions.csv")  # what run.json records the size and sha256 of
 
 
-def train_or_load(study, backbone: str, size: int, seed: int, verbose: int = 2, run_id: str | None = None) -> Path:
+def damage(path, hashes: bool = False) -> list[str]:
+    """What is wrong with the finished run in `path`, one "file: problem" each (empty: sound). Its
+    run.json must parse and every artifact it records must have its size, and with `hashes` its
+    sha256 too. A run.json without the record (written before it existed) has its files checked for
+    presence only."""
+    path = Path(path)
+    record = path / "run.json"
+    if not record.is_file():
+        return ["run.json: missing"]
+    try:
+        artifacts = json.loads(record.read_text()).get("artifacts")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return ["run.json: cut off or overwritten (not a JSON object)"]
+    if artifacts is None:
+        return [f"{name}: missing" for name in ARTIFACTS if not (path / name).is_file()]
+    return io.damaged(path, artifacts, hashes=hashes)
+
+
+def is_complete(path, hashes: bool = False) -> bool:
+    """A finished run, sound as far as checked (sizes always, sha256 with `hashes`)."""
+    return not damage(path, hashes)
+
+
+def set_aside(path, problems: list[str]) -> Path:
+    """Move a damaged run out of the store (runs/.damaged/<run>.<time>), never delete it; says so in
+    one line."""
+    path = Path(path)
+    aside = path.parent / ".damaged" / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, aside)
+    print(f"[study] run {path.name} is damaged ({'; '.join(problems)}): moved to {aside}; training it again")
+    return aside
+
+
+LOCK_HELD = "ALLLIB_RUN_LOCK_HELD"  # set by the runner for the kernel it starts: it holds that run's lock
+
+
+def run_lock(run: Path) -> FileLock:
+    """The lock of one run (runs/.locks/<run>.lock): whoever holds it trains the run, or removes its
+    leftovers; another process waits for it, then reuses the finished run."""
+    locks = Path(run).parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(locks / f"{Path(run).name}.lock")
+
+
+@contextlib.contextmanager
+def holding(run: Path, who: str = "[study]"):
+    """Hold `run`'s lock for the block, saying so once when another process holds it (and is
+    training it). Inside a kernel the runner started for this run (LOCK_HELD), the runner holds it."""
+    if os.environ.get(LOCK_HELD) == Path(run).name:
+        yield
+        return
+    lock = run_lock(run)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"{who} run {Path(run).name} is being trained by another process: waiting for it", flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def remove_leftovers(runs_dir) -> list[Path]:
+    """Remove what killed runs left in the store (runs/.<run>.<random>.partial): only those whose run
+    no live process holds (one another study is training stays). Returns what was removed."""
+    removed = []
+    for stale in Path(runs_dir).glob(".*.partial") if Path(runs_dir).is_dir() else []:
+        lock = run_lock(Path(runs_dir) / stale.name[1:].split(".", 1)[0])
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue  # being trained right now
+        try:
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+        finally:
+            lock.release()
+    return removed
+
+
+def train_or_load(
+    study, backbone: str, size: int, seed: int, verbose: int = 2, run_id: str | None = None, hashes: bool = False
+) -> Path:
     """The run directory of (backbone, size, seed) of `study`: reused when a finished run with the
-    same key exists, trained otherwise. The run is written to a temporary directory that replaces
-    the final one only when complete, so a killed run is redone, never half-reused. `run_id`: the run
-    the caller (the runner) resolved; a kernel whose settings resolve another run refuses to train."""
+    same key exists and is sound (`damage`; with `hashes` its sha256 too), trained otherwise. The run
+    is written to a temporary directory that replaces the final one only when complete, so a killed
+    run is redone, never half-reused; a damaged one is set aside and trained again. One process at a
+    time trains a run (`run_lock`); another waits and then reuses it. `run_id`: the run the caller
+    (the runner) resolved; a kernel whose settings resolve another run refuses to train."""
 
     backbone = get_backbone(backbone).key
     out = run_dir(study, backbone, size, seed)
@@ -72,18 +161,23 @@ def train_or_load(study, backbone: str, size: int, seed: int, verbose: int = 2, 
             f"the runner scheduled run {run_id}, but this kernel's settings resolve run {out.name}: the profile, "
             "its overrides or the data changed between the two; start the study again"
         )
-    if is_complete(out):
+    with holding(out, "[train]"):
+        if out.exists():
+            problems = damage(out, hashes=hashes)
+            if not problems:
+                return out
+            set_aside(out, problems)
+        backup = backup_dir(out)
+        with io.atomic_dir(out) as tmp:
+            spec = RunSpec(backbone, size, seed, study.split_seed(seed))
+            info = fit(study.cfg, spec, study.table, tmp, study.data_info, verbose=verbose, backup_dir=backup)
+            info["executor"] = executor_record()  # where it ran: never part of the key
+            info["key"] = run_key(study.cfg, backbone, size, seed, study.data_info["fingerprint"])
+            info["run_id"] = out.name
+            info["artifacts"] = {name: io.file_record(tmp / name) for name in ARTIFACTS}
+            io.write_json(tmp / "run.json", info)
+        shutil.rmtree(backup, ignore_errors=True)  # the run is stored: its mid-run backup has done its work
         return out
-    backup = backup_dir(out)
-    with io.atomic_dir(out) as tmp:
-        spec = RunSpec(backbone, size, seed, study.split_seed(seed))
-        info = fit(study.cfg, spec, study.table, tmp, study.data_info, verbose=verbose, backup_dir=backup)
-        info["executor"] = executor_record()  # where it ran: never part of the key
-        info["key"] = run_key(study.cfg, backbone, size, seed, study.data_info["fingerprint"])
-        info["run_id"] = out.name
-        io.write_json(tmp / "run.json", info)
-    shutil.rmtree(backup, ignore_errors=True)  # the run is stored: its mid-run backup has done its work
-    return out
 
 
 def backup_dir(run: Path) -> Path:
@@ -192,7 +286,8 @@ class RunSet:
 
 def load_run(path) -> Run:
     path = Path(path)
-    return Run.model_validate({**json.loads((path / "run.json").read_text()), "folder": path})
+    record = io.read_json(path / "run.json", f"the run is damaged: run the study again, which sets {path} aside")
+    return Run.model_validate({**record, "folder": path})
 
 
 def load_runs(runs_dir) -> RunSet:
@@ -201,3 +296,16 @@ def load_runs(runs_dir) -> RunSet:
     return RunSet(
         [load_run(d) for d in sorted(runs_dir.iterdir()) if d.is_dir() and is_complete(d)] if runs_dir.is_dir() else []
     )
+
+
+def verify_runs(results) -> pd.DataFrame:
+    """Every run of a study's results folder (results/<profile>) checked against its run.json's record,
+    sizes and sha256: one row per run, its state (sound, damaged) and what is wrong."""
+    runs_dir = Path(results) / "runs"
+    if not runs_dir.is_dir():
+        raise StudyError(f"{results} holds no runs/ folder: expected a study's results folder, e.g. results/demo")
+    rows = []
+    for d in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        problems = damage(d, hashes=True)
+        rows.append({"run": d.name, "state": "damaged" if problems else "sound", "problems": "; ".join(problems)})
+    return pd.DataFrame(rows, columns=["run", "state", "problems"])

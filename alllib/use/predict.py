@@ -85,7 +85,6 @@ def _validation_ba(preds: dict, method: str) -> float:
 def open_study(study_dir=None, profile: str = "demo", overrides=(), data_dir=None, results_dir=None):
     """A finished study, given as its results folder (results/<profile>, which holds study.json) or
     as a profile with its data and results folder, as `python -m alllib study` takes them."""
-    import json
 
     if study_dir is None:
         return prepare(profile, overrides, data_dir, results_dir, progress=False)
@@ -95,7 +94,7 @@ def open_study(study_dir=None, profile: str = "demo", overrides=(), data_dir=Non
         raise ConfigError(
             f"{folder} is not a finished study's results folder: it has no study.json (run the study first)"
         )
-    saved = json.loads(record.read_text())
+    saved = io.read_json(record, "run the study again (make book), which rewrites it from the finished runs")
     data = None if saved["data"].get("synthetic") else saved["data"]["root"]
     return prepare_profile(profile_from(saved["profile"], list(overrides), data), folder.parent, progress=False)
 
