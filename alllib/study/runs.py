@@ -167,6 +167,8 @@ def train_or_load(
             if not problems:
                 return out
             set_aside(out, problems)
+        for stale in out.parent.glob(f".{out.name}.*.partial"):  # this run's, left by a killed attempt
+            shutil.rmtree(stale, ignore_errors=True)
         backup = backup_dir(out)
         with io.atomic_dir(out) as tmp:
             spec = RunSpec(backbone, size, seed, study.split_seed(seed))
