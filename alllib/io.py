@@ -6,6 +6,7 @@ umask gives (tempfile alone would make every result private: 0600 and 0700). `fi
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -32,15 +33,36 @@ def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     return Path(name)
 
 
+WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up", errno.EROFS: "read-only"}
+
+
+def refuse_write(path, exc: OSError) -> StudyError:
+    """A failed write as one line: the path, and what is short (space, with how much is free)."""
+    reason = WRITE_ERRORS.get(exc.errno, exc.strerror or str(exc))
+    try:
+        free = f"; {shutil.disk_usage(Path(path).parent).free / 1e6:.1f} MB free there"
+    except OSError:
+        free = ""
+    return StudyError(f"cannot write {path}: {reason}{free}; nothing was left under that name")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside `path`; on success it is renamed onto `path`."""
+    """Yield a temporary path beside `path`; on success it is renamed onto `path`. A write that fails
+    for want of space or permission is refused in one line (`refuse_write`), and leaves nothing."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path, path.suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_sibling(path, path.suffix)
+    except OSError as exc:
+        raise refuse_write(path, exc) from None
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRORS or isinstance(exc, PermissionError):
+            raise refuse_write(path, exc) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -81,6 +103,10 @@ def atomic_dir(path: str | os.PathLike):
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRORS:
+            raise refuse_write(path, exc) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

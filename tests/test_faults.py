@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -163,3 +162,198 @@ def test_a_study_killed_while_a_run_writes_its_backup_resumes_and_completes(synt
     (done,) = [d for d in store.iterdir() if d.name.startswith("mobilenet_300px_seed0_")]
     _same_run(done, reference)
     assert (done / "train_run.ipynb").is_file() and not list(store.glob(".*.partial"))
+
+
+# ---------------------------------------------------------------- damaged files, found afterwards
+
+
+def _fake_run(study, seed=0, text="x" * 100):
+    """A finished run written through the real store, its training replaced by a fake one."""
+
+    def fake_fit(cfg, spec, table, out_dir, data_info, verbose=2, backup_dir=None):
+        for name in runs.ARTIFACTS:
+            (out_dir / name).write_text(text)
+        return {"backbone": spec.backbone, "display": "MobileNet", "input_size": spec.size, "seed": spec.seed}
+
+    real, runs.fit = runs.fit, fake_fit
+    try:
+        return runs.train_or_load(study, "mobilenet", 300, seed)
+    finally:
+        runs.fit = real
+
+
+@pytest.fixture()
+def small_study(synth_root, tmp_path):
+    from alllib.study.prepare import prepare
+
+    return prepare("smoke", RUN, data_dir=str(synth_root), results_dir=tmp_path / "results", progress=False)
+
+
+@pytest.mark.parametrize("name", ["model.keras", "predictions.csv", "history.csv"])
+def test_a_finished_run_damaged_on_disk_is_noticed_set_aside_and_trained_again(small_study, name, capsys):
+    d = _fake_run(small_study)
+    assert runs.damage(d) == [] and runs.is_complete(d, hashes=True)
+    record = json.loads((d / "run.json").read_text())["artifacts"][name]
+    assert record == {"bytes": 100, "sha256": io.sha256(d / name)}
+    (d / name).write_text("x" * 40)  # truncated
+    assert runs.damage(d) == [f"{name}: 40 bytes, 100 recorded"] and not runs.is_complete(d)
+    (d / name).write_text("y" * 100)  # same size, other bytes: only the hash sees it
+    assert runs.is_complete(d) and runs.damage(d, hashes=True) == [f"{name}: sha256 differs from the one recorded"]
+    table = runs.verify_runs(small_study.results)
+    assert list(table["state"]) == ["damaged"] and name in table["problems"][0]
+    (d / name).write_text("x" * 40)
+    again = _fake_run(small_study, text="z" * 100)  # reuse notices, sets it aside, trains again
+    assert again == d and (d / name).read_text() == "z" * 100
+    (aside,) = (d.parent / ".damaged").iterdir()
+    assert (aside / name).read_text() == "x" * 40  # nothing destroyed
+    assert f"run {d.name} is damaged ({name}: 40 bytes, 100 recorded): moved to {aside}" in capsys.readouterr().out
+
+
+def test_verify_runs_on_the_command_line_names_the_damaged_run(small_study):
+    d = _fake_run(small_study)
+    cmd = [sys.executable, "-m", "alllib", "verify", "--runs", str(small_study.results)]
+    ok = subprocess.run(cmd, capture_output=True, text=True)
+    assert ok.returncode == 0 and "sound" in ok.stdout
+    (d / "model.keras").write_text("")
+    bad = subprocess.run(cmd, capture_output=True, text=True)
+    assert bad.returncode == 1 and d.name in bad.stdout and "model.keras: 0 bytes, 100 recorded" in bad.stdout
+
+
+def test_a_cut_off_run_json_is_not_a_finished_run(small_study):
+    d = _fake_run(small_study)
+    text = (d / "run.json").read_text()
+    (d / "run.json").write_text(text[: len(text) // 2])
+    assert runs.damage(d) == ["run.json: cut off or overwritten (not a JSON object)"]
+    assert runs.load_runs(small_study.runs_dir) == []
+    with pytest.raises(StudyError, match=f"{d / 'run.json'} is damaged .*run the study again"):
+        runs.load_run(d)
+    assert _fake_run(small_study) == d and runs.is_complete(d)  # trained again, the cut one set aside
+
+
+def test_cut_off_study_and_chapter_records_are_refused_by_name(small_study, tmp_path):
+    from alllib.results import summaries
+    from alllib.use.predict import open_study
+
+    (tmp_path / "study.json").write_text('{"profile": {"na')
+    with pytest.raises(StudyError, match=f"{tmp_path / 'study.json'} is damaged .*run the study again"):
+        open_study(tmp_path)
+    for kind, chapter in summaries.WRITTEN_BY.items():
+        path = summaries.path_of(kind, tmp_path)
+        path.write_text('{"schema_version": 3, "cut')
+        with pytest.raises(StudyError, match=f"{path} is damaged .*CHAPTER={chapter}"):
+            summaries.read(kind, tmp_path)
+        nb = (ROOT / "notebooks" / f"{chapter}.ipynb").read_text()
+        assert "summaries.write" in nb  # the chapter named is the one that writes it
+
+
+# ---------------------------------------------------------------- two processes, one run
+
+TWO = """
+import os, sys, time
+from alllib.study import runs
+from alllib.study.prepare import prepare
+
+def fake_fit(cfg, spec, table, out_dir, data_info, verbose=2, backup_dir=None):
+    with open({counter!r}, "a") as fh:
+        fh.write(f"{{os.getpid()}}\\n")
+    time.sleep(6)
+    for name in runs.ARTIFACTS:
+        (out_dir / name).write_text("x")
+    return {{}}
+
+runs.fit = fake_fit
+study = prepare("smoke", {overrides!r}, data_dir={data!r}, results_dir={results!r}, progress=False)
+print("RUN", runs.train_or_load(study, "mobilenet", 300, 0), flush=True)
+"""
+
+
+def test_two_processes_started_at_once_train_a_run_once(synth_root, tmp_path):
+    counter = tmp_path / "trained"
+    code = TWO.format(counter=str(counter), overrides=RUN, data=str(synth_root), results=str(tmp_path / "r"))
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert len(counter.read_text().split()) == 1  # trained once
+    assert len({o.split("RUN ")[1] for o in outs}) == 1  # both answer the same run
+    assert sum("is being trained by another process: waiting for it" in o for o in outs) == 1
+
+
+def test_leftovers_are_removed_only_where_no_live_process_holds_the_run(small_study):
+    store = small_study.runs_dir
+    store.mkdir(parents=True)
+    mine, theirs = store / ".mobilenet_300px_seed0_aa.x1.partial", store / ".vgg16_300px_seed0_bb.x2.partial"
+    mine.mkdir(), theirs.mkdir()
+    lock = runs.run_lock(store / "vgg16_300px_seed0_bb")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from filelock import FileLock; import time; lock = FileLock({lock.lock_file!r}); lock.acquire(); "
+            "print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert runs.remove_leftovers(store) == [mine]
+        assert theirs.is_dir() and not mine.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert runs.remove_leftovers(store) == [theirs]  # its process is gone
+
+
+def test_two_studies_write_the_book_one_at_a_time(tmp_path):
+    from alllib.pipeline import book_lock
+
+    code = (
+        f"from pathlib import Path; from alllib.pipeline import book_lock\n"
+        f"with book_lock(Path({str(tmp_path)!r})):\n    print('in', flush=True); import time; time.sleep(30)"
+    )
+    other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "in"
+        t0 = time.time()
+        other.kill()  # its lock dies with it; a live one would make us wait
+        other.wait()
+        with book_lock(tmp_path):
+            assert time.time() - t0 < 10
+    finally:
+        other.kill()
+
+
+# ---------------------------------------------------------------- the disk, permissions
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A 1 MB tmpfs, mounted and unmounted by the test (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_full_disk_is_named_in_one_line_and_leaves_nothing_that_looks_complete(tiny_disk):
+    frame = pd.DataFrame({"x": range(300_000)})
+    with pytest.raises(StudyError, match=f"cannot write {tiny_disk / 'out.csv'}: the disk is full; .* MB free"):
+        io.write_csv(tiny_disk / "out.csv", frame)
+    assert list(tiny_disk.iterdir()) == []
+    with pytest.raises(StudyError, match=f"cannot write {tiny_disk}/.run.*partial/predictions.csv: the disk is full"):
+        with io.atomic_dir(tiny_disk / "run") as tmp:
+            io.write_csv(tmp / "predictions.csv", frame)
+    assert list(tiny_disk.iterdir()) == []
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    io.write_text(tmp_path / "a.txt", "a")
+    with io.atomic_dir(tmp_path / "run") as tmp:
+        (tmp / "f").write_text("f")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~io.UMASK
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o777 & ~io.UMASK
