@@ -1,6 +1,10 @@
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from alllib import io
 from alllib.errors import ConfigError, WeightsUnavailable
 from alllib.method import models
 
@@ -44,16 +48,89 @@ def test_unknown_preprocessing_mode():
         models.preprocess(np.zeros((1, 2, 2, 3)), "yolo")
 
 
-def test_imagenet_unavailable_fails_fast_and_names_alternatives(monkeypatch):
+def test_imagenet_unavailable_fails_fast_and_names_alternatives(monkeypatch, tmp_path):
     import keras
 
     def offline(*a, **k):
         raise Exception("URL fetch failure: no network")
 
-    monkeypatch.setattr(keras.applications, "MobileNet", offline)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(WeightsUnavailable, match="weights=none") as err:
         models.build_model("mobilenet", 64, weights="imagenet")
-    assert "Keras cache" in str(err.value) and "weights=<path" in str(err.value)
+    assert f"Keras cache ({tmp_path / 'models'}/mobilenet_1_0_224_tf_no_top.h5)" in str(err.value)
+    assert "weights=<path" in str(err.value)
+
+
+def _official_like(key: str, px: int, cache: Path):
+    """A weights file with the exact name and layer structure Keras downloads for `key` (Keras'
+    own legacy HDF5 writer, the format of the official files), from the architecture with random
+    values, in the cache `cache`; returns the backbone it was written from."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    bb = models.BACKBONES[key]
+    keras.utils.set_random_seed(1)
+    base = getattr(keras.applications, bb.application)(include_top=False, weights=None, input_shape=(px, px, 3))
+    path = cache / models.imagenet_manifest()[key]["file"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, base)
+    return base, path
+
+
+@pytest.mark.parametrize("key", list(models.BACKBONES))
+def test_imagenet_weights_load_from_the_keras_cache_offline(key, tmp_path, monkeypatch):
+    """`weights: imagenet` with the official file in the Keras cache: loaded, with no network, and
+    every backbone layer holds the file's values; a file that is not the official one is refused by
+    name before h5py sees it."""
+    import keras
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: pytest.fail("went to the network"))
+    px = max(models.BACKBONES[key].min_size, 75)
+    base, path = _official_like(key, px, tmp_path / "models")
+    entry = {**models.imagenet_manifest()[key], "sha256": io.sha256(path)}  # as if recorded for this file
+    monkeypatch.setattr(models, "imagenet_manifest", lambda: {key: entry})
+    model = models.build_model(key, px, weights="imagenet")
+    # in order, as Keras' loader matches them (auto-named layers such as conv2d_4 differ between builds)
+    written = [layer for layer in base.layers if layer.weights]
+    built = [layer for layer in model.layers if layer.weights and layer.name != "predictions"]
+    assert len(written) == len(built) > 10
+    for a, b in zip(written, built):
+        for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+            np.testing.assert_array_equal(wa, wb)
+    with open(path, "r+b") as fh:  # a cut-off download
+        fh.truncate(path.stat().st_size // 3)
+    with pytest.raises(
+        WeightsUnavailable, match=f"{path} is not the official ImageNet weights file of {key} .*Delete it"
+    ):
+        models.build_model(key, px, weights="imagenet")
+
+
+def test_the_weights_manifest_agrees_with_keras():
+    """File names, origins and md5 as the installed Keras' application modules give them."""
+    import importlib
+
+    modules = {
+        "vgg16": "vgg16",
+        "xception": "xception",
+        "mobilenet": "mobilenet",
+        "inception_resnet_v2": "inception_resnet_v2",
+        "densenet121": "densenet",
+    }
+    manifest = models.imagenet_manifest()
+    assert set(manifest) == set(models.BACKBONES)
+    for key, entry in manifest.items():
+        source = Path(importlib.import_module(f"keras.src.applications.{modules[key]}").__file__).read_text()
+        source = re.sub(r'"\s*\n\s*(f?)"', "", source)  # adjacent string literals joined, as Python joins them
+        assert entry["origin"].endswith("/" + entry["file"])
+        assert entry["origin"].rsplit("/", 2)[-2] in source and (entry["md5"] in source if entry["md5"] else True)
+        if key == "mobilenet":  # Keras builds the name and publishes no hash
+            assert '"mobilenet_%s_%d_tf_no_top.h5"' in source and "file_hash" not in source
+        else:
+            assert entry["file"] in source
 
 
 def test_missing_weights_file():

@@ -8,7 +8,10 @@ lets Grad-CAM reach its last convolutional layer by name (tf-keras-vis issue #63
 
 from __future__ import annotations
 
+import csv
 import functools
+import hashlib
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,13 +97,85 @@ def preprocessing_layer(mode: str, name: str = "backbone_preprocessing"):
     return _layer_class()(mode, name=name)
 
 
+IMAGENET_WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "imagenet_weights.csv"
+
+
+@functools.cache
+def imagenet_manifest() -> dict[str, dict]:
+    """The official ImageNet weights file of each backbone (without the classifier): its name in the
+    Keras cache, where Keras downloads it from, and its hashes: md5 as Keras' source publishes it
+    (none for MobileNet), sha256 where one has been recorded (tests/test_models.py keeps both in
+    sync with Keras)."""
+    with open(IMAGENET_WEIGHTS, newline="") as fh:
+        return {row["backbone"]: row for row in csv.DictReader(fh)}
+
+
+def weights_cache() -> Path:
+    """Where Keras keeps downloaded weights: $KERAS_HOME/models, else ~/.keras/models."""
+    return Path(os.environ.get("KERAS_HOME") or "~/.keras").expanduser() / "models"
+
+
+def check_imagenet_file(path: Path, entry: dict) -> None:
+    """Refuse a weights file that is not the official one (a truncated download would otherwise fail
+    deep inside h5py), by its sha256 where recorded, else by Keras' md5."""
+    for algo in ("sha256", "md5"):
+        if entry.get(algo):
+            h = hashlib.new(algo)
+            with open(path, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+            if h.hexdigest() != entry[algo]:
+                raise WeightsUnavailable(
+                    f"{path} is not the official ImageNet weights file of {entry['backbone']} ({algo} "
+                    f"{h.hexdigest()}, expected {entry[algo]}; {path.stat().st_size} bytes): a cut-off or "
+                    f"other download. Delete it; it is fetched again from {entry['origin']}"
+                )
+            return
+
+
+def imagenet_file(bb: Backbone) -> Path:
+    """The backbone's official ImageNet weights file: from the Keras cache when present (checked),
+    else downloaded by Keras into it (Keras checks its md5)."""
+    import keras
+
+    entry = imagenet_manifest()[bb.key]
+    path = weights_cache() / entry["file"]
+    if not path.is_file():
+        cache = weights_cache()
+        fetched = keras.utils.get_file(
+            entry["file"],
+            entry["origin"],
+            cache_dir=str(cache.parent),
+            cache_subdir=cache.name,
+            file_hash=entry["md5"] or None,
+        )
+        path = Path(fetched)
+    check_imagenet_file(path, entry)
+    return path
+
+
 def _resolve_weights(weights: str, bb: Backbone):
     """'imagenet' | 'none' | path to a weights file. ImageNet weights come from the Keras cache or a
-    download; when neither works, fail fast and name the alternatives (never fall back silently)."""
+    download (`imagenet_file`); when neither works, fail fast and name the alternatives (never fall
+    back silently)."""
     if weights in (None, "none"):
         return None
     if weights == "imagenet":
-        return "imagenet"
+        old_timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(30)
+        try:
+            return str(imagenet_file(bb))
+        except WeightsUnavailable:
+            raise
+        except Exception as exc:
+            raise WeightsUnavailable(
+                f"cannot obtain ImageNet weights for {bb.display} ({type(exc).__name__}: {exc}). This machine may be "
+                f"offline. Either place the weights file in the Keras cache ({weights_cache()}/"
+                f"{imagenet_manifest()[bb.key]['file']}) or pass weights=<path to the .h5 file>, or train from "
+                "random initialisation with weights=none (the book then says so)."
+            ) from None
+        finally:
+            socket.setdefaulttimeout(old_timeout)
     path = Path(str(weights)).expanduser()
     if not path.is_file():
         raise ConfigError(f"weights file {path} does not exist: expected 'imagenet', 'none' or a .h5/.weights.h5 file")
@@ -117,21 +192,7 @@ def build_model(backbone: str, input_px: int, weights: str = "none", num_classes
     w = _resolve_weights(weights, bb)
     inputs = keras.Input((input_px, input_px, 3), name="image")
     x = preprocessing_layer(bb.preprocessing)(inputs)
-    ctor = getattr(keras.applications, bb.application)
-    old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)
-    try:
-        base = ctor(include_top=False, weights=w, input_tensor=x)
-    except Exception as exc:
-        if w == "imagenet":
-            raise WeightsUnavailable(
-                f"cannot obtain ImageNet weights for {bb.display} ({type(exc).__name__}: {exc}). This machine may be "
-                "offline. Either place the weights file in the Keras cache (~/.keras/models/) or pass weights=<path to "
-                "the .h5 file>, or train from random initialisation with weights=none (the book then says so)."
-            ) from None
-        raise
-    finally:
-        socket.setdefaulttimeout(old_timeout)
+    base = getattr(keras.applications, bb.application)(include_top=False, weights=w, input_tensor=x)
     features = keras.layers.GlobalAveragePooling2D(name="gap")(base.output)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(features)
     model = keras.Model(inputs, outputs, name=bb.key)
