@@ -7,9 +7,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from alllib.errors import ConfigError, StudyError
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1, refused by name otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def main(argv=None) -> int:
@@ -51,7 +61,7 @@ def _study_parser(sub) -> None:
     s.add_argument("--results", help="results folder (default: results/ in the project)")
     s.add_argument("--root", help="project root with _config.yml, _toc.yml, book/ and notebooks/")
     s.add_argument("--gpus", default="", help="comma-separated GPU ids: one training run per GPU side by side")
-    s.add_argument("--jobs", type=int, help="CPU training runs side by side (default: the profile's jobs)")
+    s.add_argument("--jobs", type=positive_int, help="CPU training runs side by side (default: the profile's jobs)")
     s.add_argument("--no-book", action="store_true", help="run the notebooks but do not build the HTML")
     s.add_argument(
         "--verify-runs",
@@ -172,7 +182,7 @@ def _use_parsers(sub) -> None:
         )
         q.add_argument("--seed", type=int, help="the runs' seed (default: the first seed at that size)")
         q.add_argument("--resize", action="store_true", help="resize images of other sizes to 450 x 450")
-        q.add_argument("--batch-size", type=int, default=32)
+        q.add_argument("--batch-size", type=positive_int, default=32)
         q.add_argument("--force", action="store_true", help="replace existing output files")
         q.set_defaults(run=_use)
 
@@ -289,14 +299,16 @@ def _predict(args, study, ens) -> None:
     from alllib.use import predict as pr
 
     files = pr.collect_images(args.images)
-    if Path(args.out).exists() and not args.force:  # refused before any work
-        raise ConfigError(f"{args.out} exists: choose another path or pass --force to replace it")
+    pr.check_destination(args.out, "file", args.force)  # every destination refused before any work
+    if args.cam:
+        pr.check_destination(args.cam, "folder")
+        pr.overlay_stems(files)
     table = pr.predict(ens, files, args.resize, args.batch_size)
+    print(pr.write_table(table, args.out, args.force))  # the predictions first: an overlay failure keeps them
     if args.cam:
         images, maps = pr.cam_maps(ens, files, table, args.resize)
         written = pr.write_overlays(images, maps, files, args.cam, args.cam_models, args.force)
         print(f"[predict] {len(written)} overlays in {args.cam}", file=sys.stderr)
-    print(pr.write_table(table, args.out, args.force))
 
 
 def _submit(args, study, ens) -> None:
@@ -304,7 +316,10 @@ def _submit(args, study, ens) -> None:
     from alllib.use import predict as pr
 
     folder = args.folder or str(study.data_root / FINAL_DIR)
-    table = pr.predict(ens, pr.collect_images([folder]), args.resize, args.batch_size)
+    files = pr.collect_images([folder])
+    pr.check_submission_names(files)  # names and the destination refused before any work
+    pr.check_destination(args.out_dir, "folder")
+    table = pr.predict(ens, files, args.resize, args.batch_size)
     for path in pr.submission(table, args.out_dir, args.force):
         print(path)
 

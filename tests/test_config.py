@@ -86,6 +86,11 @@ def test_per_backbone_training_settings(tmp_path):
         ("input_scale=0.1", "Xception needs inputs of at least 71 px"),
         ("input_scale=2", r"setting input_scale = 2: input should be less than or equal to 1"),
         ("backbones=[resnet50]", "unknown backbone 'resnet50'"),
+        ("backbones=[vgg16,vgg16]", r"names one backbone twice \(vgg16\): every run would be scheduled twice"),
+        ("backbones=[vgg16,VGG-16]", r"names one backbone twice \(VGG-16, vgg16\)"),
+        ("runs={}", r"setting runs = \{\}: expected at least one input size"),
+        ("name=../..", r"setting name = '../..': a profile name names its folder results/<name>/"),
+        ("name=a/b", "must be a plain name"),
         ("clr_max_lr=1e-8", "must be below clr_max_lr"),
         ("weights=/no/such/file.h5", "weights must be 'imagenet', 'none' or an existing weights file"),
         ("xla=true", "run_eagerly and xla exclude each other"),  # smoke runs eagerly

@@ -192,12 +192,16 @@ def test_the_exported_model_agrees_with_predict_and_loads_without_alllib(study, 
         f"m = tf.saved_model.load({info['saved_model']!r})\n"
         f"a = np.load({str(arrays)!r})\n"
         "out = [float(m.serve(tf.constant(a[k][None]))[0, 1]) for k in sorted(a.files, key=lambda k: int(k[4:]))]\n"
-        "print(json.dumps({'p_all': out, 'alllib': any(n.startswith('alllib') for n in sys.modules)}))\n"
+        "try:\n    m.serve(tf.zeros((1, 200, 200, 3), tf.uint8)); small = 'served'\n"
+        "except Exception as exc:\n    small = str(exc)\n"
+        "alllib = any(n.startswith('alllib') for n in sys.modules)\n"
+        "print(json.dumps({'p_all': out, 'alllib': alllib, 'small': small}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     served = json.loads(proc.stdout.strip().splitlines()[-1])
     assert served["alllib"] is False
+    assert "expected square images of 450 or 600 px" in served["small"]  # refused, as predict refuses it
     np.testing.assert_allclose(served["p_all"], expected, atol=1e-5)
     # 2. the .keras file in Keras' safe mode, and no Lambda layer anywhere in it
     model = pr.load_exported(info["keras"])
@@ -253,3 +257,120 @@ def test_the_model_card_is_computed_from_the_runs(study):
     assert ba.est == pytest.approx(m["BA"]) and f"| BA | {ba.est:.3f} | {ba.lo:.3f} to {ba.hi:.3f} |" in card
     assert "50 resamples of subjects" in card and f"| ALL | {m['n_all']} | {m['recall_all']:.3f} |" in card
     assert study.data_info["fingerprint"] in card and "Not for diagnosis" in card
+
+
+def test_every_accepted_mode_gives_its_rgb_originals_prediction(study, tmp_path):
+    """A palette BMP (TensorFlow's decoder ignores the palette), 1-bit, grey and alpha images are
+    predicted as the RGB picture they show."""
+    src = Image.open(_prelim(study, 1)[0]).convert("RGB")
+    variants = {
+        "palette.bmp": src.convert("P", palette=Image.ADAPTIVE),
+        "bilevel.bmp": src.convert("1"),
+        "grey.png": src.convert("L"),
+        "alpha.png": src.convert("RGBA"),
+        "grey_alpha.png": src.convert("LA"),
+    }
+    files, originals = [], []
+    for name, im in variants.items():
+        im.save(tmp_path / name)
+        Image.open(tmp_path / name).convert("RGB").save(tmp_path / f"rgb_{name}.png")  # the picture it shows
+        files.append(tmp_path / name)
+        originals.append(tmp_path / f"rgb_{name}.png")
+    ens = pr.load_ensemble(study, size=300)
+    with pytest.warns(UserWarning) as record:
+        table = pr.predict(ens, files + originals, progress=False)
+    said = " ".join(str(w.message) for w in record)
+    assert "palette.bmp is P, not RGB: converted to RGB (its palette applied)" in said
+    assert "alpha.png is RGBA, not RGB: converted to RGB (its alpha channel dropped)" in said
+    n = len(files)
+    np.testing.assert_array_equal(table["p_all"].to_numpy()[:n], table["p_all"].to_numpy()[n:])
+
+
+def test_contents_and_modes_that_would_crash_the_batch_are_refused_by_name(study, tmp_path):
+    src = Image.open(_prelim(study, 1)[0]).convert("RGB")
+    tiff = tmp_path / "tiff_inside.png"
+    src.save(tiff, format="TIFF")
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.asarray(src.convert("L"), dtype=np.uint16) * 256).save(deep)
+    ens = pr.load_ensemble(study, size=300)
+    with pytest.raises(DataError, match=f"{tiff} holds a TIFF image: expected BMP, PNG, JPEG contents"):
+        pr.predict(ens, [tiff], progress=False)
+    with pytest.raises(DataError, match=f"{deep} is a I;16 image, which cannot be made 8-bit RGB faithfully"):
+        pr.predict(ens, [deep], progress=False)
+
+
+def test_skipped_files_are_named(tmp_path):
+    for name in ("1.bmp", "2.png", "scan.tif", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    with pytest.warns(UserWarning, match=r"skipped 3 entries that are not .*: scan.tif, notes.txt, sub|skipped 3"):
+        files = pr.collect_images([tmp_path])
+    assert [p.name for p in files] == ["1.bmp", "2.png"]
+
+
+def test_overlays_of_images_that_share_a_name_do_not_overwrite_each_other(tmp_path):
+    paths = [tmp_path / "x" / "cell.png", tmp_path / "y" / "cell.png", tmp_path / "y" / "cell.bmp", tmp_path / "a.png"]
+    stems = pr.overlay_stems(paths)
+    assert len(set(stems)) == 4 and stems[3] == "a" and stems[0] == "x__cell_png"
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    written = pr.write_overlays(images, {"WEN-kappa": np.zeros((4, 8, 8))}, paths, tmp_path / "cam")
+    assert len({p.name for p in written}) == 4 and len(list((tmp_path / "cam").iterdir())) == 4
+
+
+def test_destinations_are_refused_before_any_work(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'folder'} is a folder: expected the path of a file"):
+        pr.check_destination(tmp_path / "folder", "file")
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'file'} is a file: expected a folder"):
+        pr.check_destination(tmp_path / "file", "folder")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        pr.check_destination(tmp_path / "file" / "out.csv", "file")
+    with pytest.raises(ConfigError, match="exists: .*--force"):
+        pr.check_destination(tmp_path / "file", "file")
+    assert pr.check_destination(tmp_path / "new" / "deeper" / "p.csv", "file") == tmp_path / "new" / "deeper" / "p.csv"
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'file'} is a file: expected a folder"):
+        pr.export(None, tmp_path / "file")  # before the ensemble is even looked at
+
+
+def test_a_read_only_destination_is_refused_before_any_work(tmp_path):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], check=True)
+    try:
+        with pytest.raises(ConfigError, match=f"cannot write {ro / 'p.csv'}: {ro} is not writable"):
+            pr.check_destination(ro / "p.csv", "file")
+        with pytest.raises(ConfigError, match=f"cannot write {ro / 'cam'}: {ro} is not writable"):
+            pr.check_destination(ro / "cam", "folder")
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+@pytest.mark.parametrize(
+    "names,message",
+    [
+        (["1.bmp", "01.bmp", "2.bmp"], r"image number 1 is given 2 times \(1.bmp, 01.bmp\)"),
+        (["1.bmp", "1.png"], r"image number 1 is given 2 times \(1.bmp, 1.png\)"),
+        (["0.bmp", "1.bmp"], "numbered from 0"),
+        (["1.bmp", "3.bmp", "4.bmp"], r"numbered 1 ... 3 without gaps; 1 missing, e.g. 2.bmp"),
+        (["1.bmp", "cell.bmp"], "1 image.s. not named by a number, e.g. cell.bmp"),
+    ],
+)
+def test_submission_names_are_checked_first_and_say_what_is_wrong(names, message):
+    with pytest.raises(DataError, match=message):
+        pr.check_submission_names(names)
+    assert pr.check_submission_names(["2.bmp", "1.bmp", "10.bmp", *map("{}.bmp".format, range(3, 10))])
+
+
+def test_impossible_counts_are_refused_on_the_command_line():
+    for cmd in (
+        ["study", "--jobs", "0"],
+        ["study", "--jobs", "-3"],
+        ["predict", "x.bmp", "--out", "o.csv", "--batch-size", "0"],
+    ):
+        proc = subprocess.run([sys.executable, "-m", "alllib", *cmd], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "expected a whole number of at least 1" in proc.stderr, cmd

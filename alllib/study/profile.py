@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -386,6 +387,12 @@ def _check(cfg: Profile) -> None:
             f"{where}: run_eagerly and xla exclude each other (XLA compiles the traced graph that run_eagerly skips)",
         )
     need(set(cfg.runs) <= set(SIZES), f"setting runs = {cfg.runs!r}: may only name input sizes {SIZES}")
+    need(len(cfg.runs) > 0, f"setting runs = {{}}: expected at least one input size of {SIZES} with its seeds")
+    need(
+        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.name) is not None and ".." not in cfg.name,
+        f"setting name = {cfg.name!r}: a profile name names its folder results/<name>/, so it must be a plain name "
+        "(letters, digits, '_', '-', '.'; no '/' and no '..')",
+    )
     for size, seeds in cfg.runs.items():
         need(len(seeds) > 0, f"setting runs.{size} = []: expected at least one seed")
         px = cfg.input_px(size)
@@ -419,7 +426,14 @@ def validate(cfg: dict) -> Profile:
         raise _refuse(name, exc) from None
     for b in model.backbones:
         get_backbone(b)  # raises with the list of known names
-    model.backbones = [get_backbone(b).key for b in model.backbones]
+    keys = [get_backbone(b).key for b in model.backbones]
+    twice = sorted({b for b in model.backbones if keys.count(get_backbone(b).key) > 1})
+    if twice:
+        raise ConfigError(
+            f"profile {name!r}: setting backbones = {model.backbones!r} names one backbone twice ({', '.join(twice)}): "
+            "every run would be scheduled twice; name each backbone once"
+        )
+    model.backbones = keys
     if per is not None:
         if not isinstance(per, dict) or not all(isinstance(v, dict) for v in per.values()):
             raise ConfigError(

@@ -150,11 +150,18 @@ def collect_images(inputs) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(
-                (q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key
-            )
+            entries = sorted(p.iterdir(), key=_natural_key)
+            found = [q for q in entries if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+            skipped = [q.name for q in entries if q not in found and not q.name.startswith(".")]
             if not found:
                 raise DataError(f"folder {p} holds no images: expected {', '.join(IMAGE_SUFFIXES)} files")
+            if skipped:
+                warnings.warn(
+                    f"{p}: skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} that are not "
+                    f"{'/'.join(IMAGE_SUFFIXES)} files (folders are not searched): {', '.join(skipped[:5])}"
+                    + (" ..." if len(skipped) > 5 else ""),
+                    stacklevel=2,
+                )
             files += found
         elif p.is_file():
             if p.suffix.lower() not in IMAGE_SUFFIXES:
@@ -167,20 +174,50 @@ def collect_images(inputs) -> list[Path]:
     return files
 
 
+CONVERSIONS = {  # the image modes predict accepts, and what it does to make them RGB (PIL's conversion)
+    "RGB": None,
+    "L": "grey copied to the three channels",
+    "1": "black and white copied to the three channels",
+    "P": "its palette applied",
+    "RGBA": "its alpha channel dropped",
+    "LA": "grey copied to the three channels, its alpha channel dropped",
+    "PA": "its palette applied, its alpha channel dropped",
+    "CMYK": "converted from CMYK by PIL's formula (colours may shift)",
+}
+FORMATS = ("BMP", "PNG", "JPEG")  # the contents accepted, whatever the file's suffix says
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """The image as the network sees it before cropping: uint8 RGB, decoded by PIL with every mode
+    converted faithfully (a palette applied, for one; TensorFlow's decoder ignores BMP palettes)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
 def check_image(path: Path, resize: bool = False) -> str:
     """Open `path` fully and say how it enters the network: 'as is', 'crop 600' or 'resize'.
-    Raises DataError naming the file for an unreadable or truncated image, or a size other than
-    450 or 600 px square without `resize`. Warns when a grayscale or RGBA image is converted to RGB."""
+    Raises DataError naming the file for an unreadable or truncated image, contents other than BMP,
+    PNG or JPEG, a mode that cannot be made RGB faithfully (16-bit, float), or a size other than 450
+    or 600 px square without `resize`. Warns how a non-RGB image is converted."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             im.load()
-            mode, size = im.mode, im.size
+            mode, size, fmt = im.mode, im.size, im.format
     except Exception as exc:
         raise DataError(f"cannot read image {path}: {type(exc).__name__}: {exc} (unreadable or truncated)") from None
-    if mode != "RGB":
-        warnings.warn(f"{path} is {mode}, not RGB: converted to RGB (grey copied to the three channels)", stacklevel=2)
+    if fmt not in FORMATS:
+        raise DataError(f"{path} holds a {fmt} image: expected {', '.join(FORMATS)} contents (convert it first)")
+    if mode not in CONVERSIONS:
+        raise DataError(
+            f"{path} is a {mode} image, which cannot be made 8-bit RGB faithfully: expected one of "
+            f"{', '.join(CONVERSIONS)} (convert it to 8-bit RGB first)"
+        )
+    if CONVERSIONS[mode]:
+        warnings.warn(f"{path} is {mode}, not RGB: converted to RGB ({CONVERSIONS[mode]})", stacklevel=2)
     if size == (IMAGE_SIDE, IMAGE_SIDE):
         return "as is"
     if size == (FINAL_IMAGE_SIDE, FINAL_IMAGE_SIDE):
@@ -195,15 +232,18 @@ def check_image(path: Path, resize: bool = False) -> str:
 
 
 def _dataset(paths: list[Path], resize_flags: list[bool], size: int, scale: float, batch_size: int):
-    """tf.data over the files: other sizes resized to 450 where flagged, then exactly the study's
+    """tf.data over the files (decoded by PIL): other sizes resized to 450 where flagged, then exactly the study's
     `load_image` path (centre crop to `size`, which also takes the 450 centre of a 600 image, and the
     input scale)."""
     import tensorflow as tf
 
     px = input_pixels(size, scale)
 
-    def load(path, resize):
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    def images():  # decoded by PIL (`read_rgb`), in order
+        for p, r in zip(paths, resize_flags):
+            yield read_rgb(p), r
+
+    def load(img, resize):
         img = tf.cond(
             resize,
             lambda: tf.cast(
@@ -215,7 +255,8 @@ def _dataset(paths: list[Path], resize_flags: list[bool], size: int, scale: floa
 
     opts = tf.data.Options()
     opts.deterministic = True
-    ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], resize_flags)).with_options(opts)
+    signature = (tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.bool))
+    ds = tf.data.Dataset.from_generator(images, output_signature=signature).with_options(opts)
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -249,6 +290,30 @@ def predict(ens: Ensemble, paths, resize: bool = False, batch_size: int = 32, pr
     return out
 
 
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_destination(path, kind: str, force: bool = False) -> Path:
+    """Refuse, before any work, a destination that cannot be written: `kind` "file" (a CSV) or
+    "folder" (overlays, an export). Names the path and what is wrong, in one line."""
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise ConfigError(f"{path} is a folder: expected the path of a file to write (e.g. {path / 'predictions.csv'})")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} is a file: expected a folder to write into (it is created if missing)")
+    if kind == "file" and path.exists() and not force:
+        raise ConfigError(f"{path} exists: choose another path or pass --force to replace it")
+    base = _nearest_existing(path.parent if kind == "file" else path)
+    if not base.is_dir():
+        raise ConfigError(f"cannot write {path}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {path}: {base} is not writable by this user")
+    return path
+
+
 def write_table(table: pd.DataFrame, out, force: bool = False) -> Path:
     """Write a prediction table as CSV, atomically; an existing file is kept unless `force`."""
     out = Path(out)
@@ -258,17 +323,40 @@ def write_table(table: pd.DataFrame, out, force: bool = False) -> Path:
     return out
 
 
+def check_submission_names(paths) -> list[str]:
+    """The challenge's test images are named 1.bmp ... N.bmp: refuse, naming the files, names that
+    are not numbers, a number given twice (01.bmp beside 1.bmp, 1.bmp beside 1.png), a gap, or a
+    count from 0. Returns the stems, in the given order."""
+    names = [Path(p).stem for p in paths]
+    bad = [Path(p).name for p, n in zip(paths, names) if not re.fullmatch(r"\d+", n)]
+    if bad:
+        raise DataError(
+            f"{len(bad)} image(s) not named by a number, e.g. {', '.join(bad[:3])}: the challenge's test images are "
+            "1.bmp ... N.bmp"
+        )
+    by_number: dict[int, list[str]] = {}
+    for p, n in zip(paths, names):
+        by_number.setdefault(int(n), []).append(Path(p).name)
+    twice = {k: v for k, v in by_number.items() if len(v) > 1}
+    if twice:
+        k, v = next(iter(sorted(twice.items())))
+        raise DataError(f"image number {k} is given {len(v)} times ({', '.join(v)}): each number must name one image")
+    numbers = sorted(by_number)
+    if numbers[0] == 0:
+        raise DataError("the test images are numbered from 0 (0.bmp): the challenge numbers them from 1.bmp")
+    if numbers != list(range(1, len(numbers) + 1)):
+        gaps = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
+        raise DataError(
+            f"the test images must be numbered 1 ... {len(numbers)} without gaps; {len(gaps)} missing, e.g. "
+            f"{', '.join(f'{g}.bmp' for g in gaps[:5])}"
+        )
+    return names
+
+
 def submission(table: pd.DataFrame, out_dir, force: bool = False) -> tuple[Path, Path]:
     """The challenge's `isbi_valid.predict` (1 = ALL, 0 = Hem, one line per image in the numeric
     order of the image names 1.bmp ... N.bmp) and its zip, from a `predict` table of a test folder."""
-    names = [Path(p).stem for p in table["path"]]
-    if not all(re.fullmatch(r"\d+", n) for n in names):
-        bad = next(n for n in names if not re.fullmatch(r"\d+", n))
-        raise DataError(f"image {bad!r} is not named by a number: the challenge's test images are 1.bmp ... N.bmp")
-    numbers = sorted(int(n) for n in names)
-    if numbers != list(range(1, len(numbers) + 1)):
-        gaps = sorted(set(range(1, max(numbers) + 1)) - set(numbers))[:5]
-        raise DataError(f"the test images must be numbered 1 ... {len(numbers)} without gaps; missing e.g. {gaps}")
+    names = check_submission_names(table["path"])
     out_dir = Path(out_dir)
     predict_path, zip_path = out_dir / SUBMISSION_FILE, out_dir / "isbi_valid.zip"
     for p in (predict_path, zip_path):
@@ -301,6 +389,13 @@ def _input_layer_class():
         def call(self, images):
             import tensorflow as tf
 
+            h, w = tf.shape(images)[1], tf.shape(images)[2]
+            ok = tf.logical_and(tf.equal(h, w), tf.logical_or(tf.equal(h, IMAGE_SIDE), tf.equal(h, FINAL_IMAGE_SIDE)))
+            check = tf.debugging.Assert(
+                ok, [f"expected square images of {IMAGE_SIDE} or {FINAL_IMAGE_SIDE} px, as predict; got", h, w]
+            )
+            with tf.control_dependencies([check]):  # what predict refuses, the exported model refuses too
+                images = tf.identity(images)
             return tf.cast(crop_and_scale(tf.cast(images, tf.uint8), self.size, self.px), tf.float32)
 
         def compute_output_shape(self, input_shape):
@@ -341,7 +436,7 @@ def export(ens: Ensemble, out_dir, force: bool = False) -> dict:
     `out_dir`, atomically; returns their paths and sizes on disk."""
     import json
 
-    out_dir = Path(out_dir)
+    out_dir = check_destination(out_dir, "folder")
     keras_path, saved = out_dir / "ensemble.keras", out_dir / "saved_model"
     for p in (keras_path, saved):
         if p.exists() and not force:
@@ -412,17 +507,39 @@ def cam_maps(ens: Ensemble, paths, table: pd.DataFrame, resize: bool = False) ->
     return images, maps
 
 
+def overlay_stems(paths) -> list[str]:
+    """A distinct file-name stem per image: its stem, or where two images share one (x/cell.png and
+    y/cell.png, cell.png and cell.bmp), its path from their common folder, suffix kept, with '__'
+    for '/'."""
+    paths = [Path(p).resolve() for p in paths]
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    root = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    out = []
+    for p, stem in zip(paths, stems):
+        if stems.count(stem) == 1:
+            out.append(stem)
+        else:
+            out.append("__".join(p.relative_to(root).parts).replace(".", "_"))
+    if len(set(out)) != len(out):
+        raise ConfigError("two input images have the same path: name each image once")
+    return out
+
+
 def write_overlays(images: np.ndarray, maps: dict, paths, out_dir, members: bool = False, force: bool = False) -> list:
     """One PNG per image (and per member with `members`): the image with its map blended in (jet,
-    alpha 0.4), named <image>_cam_<model>.png; each written atomically, none replaced without `force`."""
+    alpha 0.4), named <image>_cam_<model>.png (`overlay_stems`: distinct for images that share a
+    name); each written atomically, none replaced without `force`."""
     from matplotlib import colormaps
     from PIL import Image
 
     out_dir = Path(out_dir)
     names = list(maps)[: None if members else 1]
+    stems = overlay_stems(paths)
     targets = [
-        (i, name, out_dir / f"{Path(p).stem}_cam_{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.png")
-        for i, p in enumerate(paths)
+        (i, name, out_dir / f"{stems[i]}_cam_{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.png")
+        for i in range(len(stems))
         for name in names
     ]
     existing = [t for _, _, t in targets if t.exists()]
