@@ -357,3 +357,55 @@ def test_written_files_respect_the_umask(tmp_path):
         (tmp / "f").write_text("f")
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~io.UMASK
     assert (tmp_path / "run").stat().st_mode & 0o777 == 0o777 & ~io.UMASK
+
+
+def _job_task(folder: Path) -> int:
+    """The pid of the submitit task process working in `folder` (the one the controller signals)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in cmd and any(str(folder).encode() in c for c in cmd):
+            return int(proc.name)
+    raise AssertionError(f"no submitit task works in {folder}")
+
+
+def test_a_job_signalled_before_its_time_runs_out_is_requeued_and_resumes_mid_run(synth_root, reference, tmp_path):
+    """The signal submitit has Slurm send before --time runs out (USR2, which submitit's local
+    controller forwards to its task as the time-out nears, as in submitit's own test_requeuing), sent
+    to the task while the run is inside epoch 2: the job checkpoints, is requeued, and the run resumes
+    from its last finished epoch, to the uninterrupted result."""
+    import submitit
+
+    from alllib.study import runner
+    from alllib.study.prepare import prepare
+
+    overrides = [*RUN, "runs={300: [0]}", "executor.kind=submitit_local"]
+    study = prepare("smoke", overrides, data_dir=str(synth_root), results_dir=tmp_path / "r", progress=False)
+    d = study.run_dir("mobilenet", 300, 0)
+    params = runner.run_params(
+        runner.notebook_params(study, "smoke", overrides, str(synth_root)), "mobilenet", 300, 0, d
+    )
+    task = runner.TrainingJob(ROOT, params, tmp_path / "nb.ipynb", d, study.cfg.executor.model_dump())
+    stall = {"marker": str(tmp_path / "stalled"), "how": "sleep", "seconds": 300, "at": {"batch": [1, 0]}}
+    executor = submitit.LocalExecutor(tmp_path / "jobs", max_num_timeout=2)
+    executor.update_parameters(timeout_min=20)
+    old = {k: os.environ.get(k) for k in ("PYTHONPATH", "ALLLIB_FAULT")}
+    os.environ.update({"PYTHONPATH": _env(None)["PYTHONPATH"], "ALLLIB_FAULT": json.dumps(stall)})
+    try:
+        job = executor.submit(task)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    deadline = time.time() + 300
+    while not (tmp_path / "stalled").exists():  # epoch 1 is backed up, the run stalls inside epoch 2
+        assert time.time() < deadline and not job.done(), job.stderr()
+        time.sleep(0.5)
+    assert backup.resume_epoch(runs.backup_dir(d)) == 1
+    os.kill(_job_task(tmp_path / "jobs"), signal.SIGUSR2)
+    assert job.result() == d.name
+    log = job.stdout() + (job.stderr() or "")
+    assert "Requeued job" in log, log[-3000:]
+    assert "resuming mobilenet 300px seed 0 after epoch 1" in log
+    _same_run(d, reference)

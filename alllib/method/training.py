@@ -315,6 +315,7 @@ def _run_data(cfg: Profile, spec: RunSpec, tr: Training, table: pd.DataFrame, ba
 def _train(model, data: _RunData, spec: RunSpec, scale: float, tr: Training, recal, backup_dir, extra, verbose):
     """model.fit with the study's callbacks (and a backup where the run keeps one); the history of
     every epoch, those before a resume included."""
+    import keras
 
     def schedule_fn(step):
         return float(triangular2(step, tr.clr_base_lr, tr.clr_max_lr, tr.clr_step_epochs * data.steps))
@@ -322,7 +323,8 @@ def _train(model, data: _RunData, spec: RunSpec, scale: float, tr: Training, rec
     callbacks = _callbacks(data.val, data.val_ds, spec.size, scale, tr, recal, schedule_fn, data.steps)
     saver = None
     if backup_dir is not None:
-        saver = backup.backup_callback(backup_dir, callbacks[-1], data.start)  # after early stopping: reads its state
+        stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
+        saver = backup.backup_callback(backup_dir, stopping, data.start)  # after early stopping: reads its state
         callbacks.append(saver)
     hist = model.fit(
         data.ds,

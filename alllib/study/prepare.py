@@ -8,7 +8,9 @@ reading the tree again.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,10 +119,15 @@ class Study:
         return RunSet(out)
 
     def image_checks(self) -> pd.DataFrame:
-        """Every labelled image opened and measured (`dataset.check_images`), computed once per data
-        fingerprint: the runner checks before any notebook runs, the data chapter reads the result."""
+        """Every labelled image opened and measured (`dataset.check_images`), computed once per state
+        of the files (their paths, sizes and modification times): the runner checks before any
+        notebook runs, the data chapter reads the result."""
 
-        path = self.results / f"image_checks_{self.data_info['fingerprint']}.csv"
+        stamp = hashlib.sha256()  # the files as they are now: a file rewritten in place is checked again
+        for p in sorted(self.table["path"]):
+            st = os.stat(p)
+            stamp.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        path = self.results / f"image_checks_{self.data_info['fingerprint']}_{stamp.hexdigest()[:8]}.csv"
         if path.is_file():
             return pd.read_csv(path)
         checks = check_images(self.table, progress=False)

@@ -3,7 +3,7 @@ on PYTHONPATH (a study's runner, papermill, the training kernel) and acting only
 names a fault. The fault fires once: it creates its `marker` file first, and a process that finds
 the marker does nothing, so the same command run again is the recovery.
 
-ALLLIB_FAULT (JSON): {"marker": path, "how": "kill" | "kill-all" | "exit", "at": one of
+ALLLIB_FAULT (JSON): {"marker": path, "how": "kill" | "kill-all" | "exit" | "sleep", "at": one of
   {"batch": [epoch, batch]}           inside training, after that batch (both from 0)
   {"backup": [epoch, bytes]}          while the backup of that epoch (from 1) is written: its weights
                                       file cut to `bytes`, as a kill mid-write leaves it
@@ -12,7 +12,8 @@ ALLLIB_FAULT (JSON): {"marker": path, "how": "kill" | "kill-all" | "exit", "at":
 and optionally "only_run": the start of the run id whose kernel the fault fires in (the runner tells
 a kernel its run through ALLLIB_RUN_LOCK_HELD), "below": with kill-all, the pid of the test: every
 ancestor process below it is killed (a kernel runs in a session of its own, so a process group is
-not enough to take a study down at once)."""
+not enough to take a study down at once), "seconds": with sleep, how long the run stalls there (a
+window in which a test signals the job)."""
 
 import json
 import os
@@ -33,6 +34,11 @@ def _fire():
         return
     Path(SPEC["marker"]).write_text(str(os.getpid()))
     how = SPEC.get("how", "kill")
+    if how == "sleep":
+        import time
+
+        time.sleep(SPEC["seconds"])
+        return
     if how == "exit":  # the kernel dies (os._exit), its runner lives on
         os._exit(3)
     if how == "kill-all":  # the runner, papermill and the kernel at once, the top first
@@ -75,7 +81,7 @@ def _install():
                     if [self.epoch, batch] == at["batch"]:
                         _fire()
 
-            return [*real_callbacks(*a, **k), Fault()]
+            return [Fault(), *real_callbacks(*a, **k)]
 
         training._callbacks = callbacks
     if "backup" in at:
