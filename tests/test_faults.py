@@ -409,3 +409,34 @@ def test_a_job_signalled_before_its_time_runs_out_is_requeued_and_resumes_mid_ru
     assert "Requeued job" in log, log[-3000:]
     assert "resuming mobilenet 300px seed 0 after epoch 1" in log
     _same_run(d, reference)
+
+
+def test_a_full_disk_during_a_runs_save_is_named_and_nothing_is_reused(small_study, tiny_disk, synth_root):
+    """The run store on a disk too small for the model: one line naming the path, no run left that
+    looks finished, and the next attempt (with room) trains it."""
+    from alllib.study.prepare import prepare
+
+    study = prepare("smoke", RUN, data_dir=str(synth_root), results_dir=tiny_disk, progress=False)
+    with pytest.raises(StudyError, match=f"cannot write {study.runs_dir}/.*: the disk is full; .* MB free there"):
+        runs.train_or_load(study, "mobilenet", 300, 0, verbose=0)
+    assert runs.load_runs(study.runs_dir) == [] and not list(study.runs_dir.glob("*.partial"))
+
+
+def test_a_corrupt_image_that_appears_between_two_runs_of_the_study_is_refused_by_name(synth_copy, tmp_path):
+    from alllib.errors import DataError
+    from alllib.pipeline import check_before_running
+    from alllib.study.prepare import prepare
+
+    check_before_running(prepare("smoke", RUN, data_dir=str(synth_copy), results_dir=tmp_path, progress=False))
+    victim = sorted((synth_copy / "training_data" / "fold_0" / "hem").iterdir())[0]
+    original = victim.read_bytes()
+    data = bytearray(original)
+    data[:2] = b"XX"  # the same size, another header: the data fingerprint alone would not see it
+    victim.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=str(victim)):
+        check_before_running(prepare("smoke", RUN, data_dir=str(synth_copy), results_dir=tmp_path, progress=False))
+    victim.write_bytes(original)  # mended; then a new file appears
+    newcomer = victim.with_name(f"UID_H99_1_1_hem{victim.suffix}")  # a new image, not a picture at all
+    newcomer.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=str(newcomer)):
+        check_before_running(prepare("smoke", RUN, data_dir=str(synth_copy), results_dir=tmp_path, progress=False))

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -210,6 +211,13 @@ def test_the_exported_model_agrees_with_predict_and_loads_without_alllib(study, 
     with zipfile.ZipFile(info["keras"]) as z:
         assert '"Lambda"' not in z.read("config.json").decode()
     assert info["keras MB"] > 0 and info["saved_model MB"] > 0
+    # Keras 3.15 stores every variable of a SavedModel twice (keras-team/keras#23553), which the README
+    # states: when a Keras release fixes it, this fails, and the note goes
+    import tensorflow as tf
+
+    stored = tf.train.list_variables(str(Path(info["saved_model"]) / "variables" / "variables"))
+    assert {n.split("/")[0] for n, _ in stored} == {"variables", "_all_variables", "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    assert 1.9 < info["saved_model MB"] / info["keras MB"] < 2.1
 
 
 def test_cam_overlays_are_written_per_image_and_model(study, tmp_path):
@@ -374,3 +382,24 @@ def test_impossible_counts_are_refused_on_the_command_line():
     ):
         proc = subprocess.run([sys.executable, "-m", "alllib", *cmd], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and "expected a whole number of at least 1" in proc.stderr, cmd
+
+
+def test_a_full_disk_during_export_is_named_and_leaves_no_half_export(study, tmp_path):
+    """A disk that holds neither file, and one that holds ensemble.keras but not the SavedModel: one
+    line naming the path, and nothing left (a rerun needs no --force)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    ens = pr.load_ensemble(study, size=300)
+    sizes = pr.export(ens, tmp_path / "whole")
+    for megabytes, stage in ((1, "ensemble.keras"), (int(sizes["keras MB"] * 1.2) + 1, "saved_model")):
+        disk = tmp_path / f"disk{megabytes}"
+        disk.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(disk)], check=True)
+        try:
+            with pytest.raises(StudyError, match=f"cannot write {disk / 'out'}/{stage}.*: the disk is full"):
+                pr.export(ens, disk / "out")
+            assert [p.name for p in (disk / "out").iterdir()] == []
+        finally:
+            subprocess.run(["umount", str(disk)], check=True)

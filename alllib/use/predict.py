@@ -18,7 +18,10 @@ to RGB with a warning.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import json
 import os
 import re
 import warnings
@@ -433,8 +436,7 @@ def export_model(ens: Ensemble):
 
 def export(ens: Ensemble, out_dir, force: bool = False) -> dict:
     """Write `ensemble.keras` and the SavedModel folder `saved_model/` (endpoint `serve`) into
-    `out_dir`, atomically; returns their paths and sizes on disk."""
-    import json
+    `out_dir`, atomically (both or neither); returns their paths and sizes on disk."""
 
     out_dir = check_destination(out_dir, "folder")
     keras_path, saved = out_dir / "ensemble.keras", out_dir / "saved_model"
@@ -445,10 +447,47 @@ def export(ens: Ensemble, out_dir, force: bool = False) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / ".ensemble.partial.keras"  # Keras insists on the .keras suffix
     try:
-        model.save(partial)
+        with _no_space_as_refusal(keras_path):
+            model.save(partial)
         os.replace(partial, keras_path)
     finally:
         partial.unlink(missing_ok=True)
+    try:
+        with _no_space_as_refusal(saved):
+            _export_saved_model(model, ens, saved)
+    except BaseException:  # no half export: the .keras file goes too, so that a rerun needs no --force
+        keras_path.unlink(missing_ok=True)
+        raise
+
+    def size_mb(p: Path) -> float:
+        return round(sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()) / 1e6, 1)
+
+    return {
+        "keras": str(keras_path),
+        "keras MB": size_mb(keras_path),
+        "saved_model": str(saved),
+        "saved_model MB": size_mb(saved),
+        "about": json.dumps([m.backbone for m in ens.members]),
+    }
+
+
+@contextlib.contextmanager
+def _no_space_as_refusal(path: Path):
+    """A write that runs out of space inside Keras or TensorFlow (an OSError, or TensorFlow's own
+    error that says so) becomes one line naming `path` and the space left."""
+    try:
+        yield
+    except StudyError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in io.WRITE_ERRORS:
+            raise io.refuse_write(path, exc) from None
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            raise io.refuse_write(path, OSError(errno.ENOSPC, "No space left on device")) from None
+        raise
+
+
+def _export_saved_model(model, ens: Ensemble, saved: Path) -> None:
     with io.atomic_dir(saved) as tmp:
         model.export(str(tmp / "model"), format="tf_saved_model", verbose=False)
         for item in (tmp / "model").iterdir():
@@ -464,17 +503,6 @@ def export(ens: Ensemble, out_dir, force: bool = False) -> dict:
                 "synthetic_training_data": ens.synthetic,
             },
         )
-
-    def size_mb(p: Path) -> float:
-        return round(sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()) / 1e6, 1)
-
-    return {
-        "keras": str(keras_path),
-        "keras MB": size_mb(keras_path),
-        "saved_model": str(saved),
-        "saved_model MB": size_mb(saved),
-        "about": json.dumps([m.backbone for m in ens.members]),
-    }
 
 
 def load_exported(path):
