@@ -18,8 +18,8 @@ The folders follow the data's way:
   evidence/  benchmarks (bench) and recorded trials and calibrations (recorded)
   pipeline   the whole study as `make book` runs it; __main__ the command line
 
-Beneath them: errors, io (atomic writes), provenance. Nothing imports a folder listed after its own
-(tests/test_layering.py).
+Beneath them: errors, io (atomic writes), backup (a training run's checkpoints), provenance.
+Nothing imports a folder listed after its own (tests/test_layering.py).
 """
 
 import os as _os

@@ -19,9 +19,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from alllib import io
+from alllib import backup, io
 from alllib.errors import StudyError
-from alllib.method import backup
 from alllib.study import runs
 
 FAULTS = Path(__file__).parent / "faults"

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
+from alllib import backup as backup_lib
 from alllib import io
 from alllib.errors import ConfigError
-from alllib.method import backup as backup_lib
 from alllib.method import training
 from alllib.study import profile as config
 from alllib.study import runs

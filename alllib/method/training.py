@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from alllib import io
+from alllib import backup, io
 from alllib.errors import ConfigError
-from alllib.method import backup
 from alllib.method.metrics import predict_labels
 from alllib.method.models import build_model, count_batchnorm, get_backbone
 from alllib.method.preprocessing import input_pixels, make_dataset, random_oversampling, subject_split

@@ -54,8 +54,8 @@ def _fire():
 def _install():
     at = SPEC["at"]
     try:
-        from alllib import io
-        from alllib.method import backup, training
+        from alllib import backup, io
+        from alllib.method import training
     except ImportError:  # a process without the project (pip, a tool): nothing to inject
         return
     if "write" in at:
