@@ -4,6 +4,7 @@ the training runs go through submitit (its local executor standing in for Slurm:
 `--executor slurm` without a cluster), and a second pass with the default local executor reuses them."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,20 @@ def test_no_notebook_has_an_error_or_placeholder(built):
                 assert "TODO" not in text and "placeholder" not in text.lower(), nb.name
                 for noise in ("cuInit", "oneDNN", "absl::InitializeLog", "cudart_stub"):
                     assert noise not in text, f"{nb.name}: TensorFlow start-up log line {noise!r} in the book"
+                shown = out.get("text", "") if out.get("output_type") == "stream" else ""
+                for kind in ("text/plain", "text/markdown", "text/html"):
+                    shown += "".join(out.get("data", {}).get(kind, ""))
+                shown = "".join(shown)
+                for pattern, what in (
+                    (r"WARNING:|\bW\d{4} \d", "a log warning"),
+                    (r"\b0x[0-9a-f]{8,}", "a memory address"),
+                    (r"Traceback \(most recent call last\)", "a traceback"),
+                    (r"\w+Warning: ", "a Python warning"),
+                ):
+                    found = re.search(pattern, shown)
+                    assert not found, (
+                        f"{nb.name}: {what} on a page: {shown[max(0, found.start() - 80) : found.end() + 80]!r}"
+                    )
 
 
 def test_figures_are_rendered(built):

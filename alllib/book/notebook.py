@@ -7,9 +7,11 @@ and shows the data label and, for a CPU profile, its departures from the paper."
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from alllib.book.report import departures
 from alllib.study.prepare import prepare
@@ -36,14 +38,35 @@ def quiet_tensorflow() -> None:
         os.close(devnull)
 
 
+LIBRARY_LOG = "library.log"  # under the study's results folder
+LIBRARY_LOGGERS = ("tensorflow", "absl", "keras", "h5py", "matplotlib", "py.warnings")
+
+
+def route_library_logs(path: Path) -> None:
+    """Send the libraries' log records and Python's warnings to `path` instead of the page: a
+    kernel's stderr becomes part of the book (TensorFlow's retracing warnings name memory addresses).
+    Each notebook's records are kept in the study's library.log, headed by the process."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(f"%(asctime)s pid {os.getpid()} %(name)s %(levelname)s: %(message)s"))
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")  # each warning once per place, into the log
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def setup(profile: str = "demo", overrides=(), data_dir=None, results_dir=None, show: bool = True):
     import pandas as pd
     from IPython.display import Markdown, display
 
     quiet_tensorflow()
-    warnings.filterwarnings("ignore", category=UserWarning)
     pd.set_option("display.precision", 3)
     study = prepare(profile, overrides, data_dir, results_dir, progress=False)
+    route_library_logs(study.results / LIBRARY_LOG)
     label = study.label()
     if show:
         text = f"**Data: {label}**"
