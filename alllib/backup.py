@@ -92,9 +92,10 @@ def resume_epoch(backup_dir, log=print) -> int:
     return ckpt.epoch if ckpt else 0
 
 
-def backup_callback(backup_dir, early_stopping, start: Checkpoint | None):
+def backup_callback(backup_dir, early_stopping, start: Checkpoint | None, phases=None):
     """The Keras callback that saves the run's checkpoints (`backup_dir`) and, at the start of
-    training, restores `start` (the checkpoint the data stream was positioned for)."""
+    training, restores `start` (the checkpoint the data stream was positioned for). `phases`: a
+    `provenance.Phases` that the time spent saving is added to (as "backup")."""
     import keras
 
     class RunBackup(keras.callbacks.BackupAndRestore):
@@ -127,6 +128,12 @@ def backup_callback(backup_dir, early_stopping, start: Checkpoint | None):
                 self.model._initial_epoch = self.params["epochs"]
 
         def on_epoch_end(self, epoch, logs=None):
+            t0 = time.perf_counter()
+            self._commit(epoch, logs)
+            if phases is not None:
+                phases.add("backup", time.perf_counter() - t0)
+
+        def _commit(self, epoch, logs):
             self.rows.append({k: float(v) for k, v in (logs or {}).items()})
             self._current_epoch, self._last_batch_seen = epoch + 1, 0
             final = self.root / _name(epoch + 1)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -13,6 +14,36 @@ import numpy as np
 import pandas as pd
 
 STAMP_COLUMNS = ("profile", "recorded", "cpus", "gpus", "commit")
+
+
+class Phases:
+    """Wall seconds per named phase of one piece of work (a training run), in the order first met;
+    `with phases("validation"): ...` adds the block's time to its phase."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + float(seconds)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t0)
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux: /proc), None where that cannot be read: the
+    kernel start and imports a training notebook pays before its first cell's work."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def git_commit() -> str:

@@ -132,3 +132,27 @@ def test_data_scaling_times_each_step_against_the_trees_own_manifest(synth_root)
     assert (table["images"] > 0).all() and (table["peak MB"] >= table["baseline MB"]).all()
     manifest = pd.read_csv(synth_root.parent / "own_manifest.tsv", sep="\t")
     assert len(manifest) == table["images"].iloc[0] and manifest["sha256"].str.len().eq(64).all()
+
+
+def test_run_phases_average_per_backbone_and_size_and_shares_weigh_by_runs():
+    from alllib.evidence import bench
+    from alllib.study.runs import Run
+
+    def run(display, size, steps, saving):
+        phases = {"training steps": steps, "saving": saving}
+        return Run.of(display=display, input_size=size, seed=0, phases=phases, wall_seconds=steps + saving)
+
+    runs = [
+        run("VGG-16", 300, 10, 2),
+        run("VGG-16", 300, 20, 4),
+        run("MobileNet", 300, 4, 0),
+        Run.of(display="X", input_size=300, seed=0),
+    ]
+    table = bench.run_phases(runs)  # the run without phases (recorded before them) is left out
+    assert list(table["backbone"]) == ["VGG-16", "MobileNet"] and list(table["runs"]) == [2, 1]
+    assert table.loc[0, "training steps"] == 15 and table.loc[0, "wall per run"] == 18
+    shares = bench.phase_shares(table)
+    assert shares.loc["training steps", "seconds per run"] == pytest.approx(34 / 3, abs=0.05)
+    assert shares.loc["saving", "share of run time"] == f"{6 / 40:.1%}"  # 6 of the 40 seconds, by runs
+    assert "training steps took 85% of the 0.7 min" in bench.phase_sentence(table)
+    assert "No run" in bench.phase_sentence(bench.run_phases([]))

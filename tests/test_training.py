@@ -126,6 +126,19 @@ def test_same_seed_same_predictions_on_cpu(tiny_cfg, synth_root, tmp_path):
     assert {"model.keras", "history.csv", "predictions.csv", "run.json"} <= {p.name for p in a.iterdir()}
     assert run.weights == "none" and run.data["synthetic"] is True
     assert run.environment["tensorflow"] and run.images_per_second > 0
+    # where its time went: the phases add up to the wall time measured whole (outside a runner's kernel
+    # there is no kernel start to count)
+    assert "kernel start, imports and set-up" not in run.phases and set(run.phases) <= set(training.PHASES)
+    assert {
+        "tracing (the first step)",
+        "training steps",
+        "validation",
+        "batchnorm re-estimation",
+        "backup",
+        "saving",
+    } <= set(run.phases)
+    assert all(v >= 0 for v in run.phases.values()) and run.phases["training steps"] > 0
+    assert sum(run.phases.values()) == pytest.approx(run.wall_seconds, rel=1e-6)
     assert list(run.history.columns[:3]) == ["epoch", "accuracy", "loss"]
     # the saved model is the evaluated one (with its re-estimated BatchNorm statistics), without the optimizer
     import io

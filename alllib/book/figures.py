@@ -58,6 +58,12 @@ CAPTIONS: dict[str, tuple[str, str, int | None]] = {
         "The originals at {side} px with the {crop} px crop window dashed (top) and their centre crops (bottom).",
         4,
     ),
+    "run_phases": (
+        "Stacked horizontal bar chart",
+        "Mean wall seconds of one training run per backbone and input size, split into the phases its run.json "
+        "records, from the kernel's start to the saved model.",
+        None,
+    ),
     "class_balance": (
         "Bar chart",
         "Training images per epoch of each class, before and after random oversampling of the minority class.",
@@ -280,6 +286,36 @@ def class_balance(before: pd.Series, after: pd.Series, label: str):
     ax.set_title("Class balance of the training split")
     ax.figure.tight_layout()
     return stamp(ax.figure, label)
+
+
+def run_phases(table: pd.DataFrame, phases: list[str], label: str):
+    """Stacked bars: one per backbone and size, a segment per phase (a colour-blind-safe palette with
+    a hatch per phase, so the segments differ without colour too)."""
+    rows = [f"{b} {s} px" for b, s in zip(table["backbone"], table["size"])]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 2.2))
+    colours = plt.get_cmap("tab20").colors
+    hatches = ["", "//", "..", "xx", "\\\\", "--", "++", "oo", "||", "**", "OO"]
+    left = np.zeros(len(rows))
+    for i, phase in enumerate(phases):
+        values = table[phase].to_numpy(float)
+        ax.barh(
+            rows,
+            values,
+            left=left,
+            color=colours[i % len(colours)],
+            hatch=hatches[i % len(hatches)],
+            edgecolor="#333333",
+            linewidth=0.3,
+            label=phase,
+        )
+        left += values
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per run (mean)")
+    ax.tick_params(labelsize=9)
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    ax.set_title("Where a training run's time goes", fontsize=10)
+    fig.tight_layout()
+    return stamp(fig, label)
 
 
 def learning_curves(history: pd.DataFrame, title: str, label: str, axes=None):

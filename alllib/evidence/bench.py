@@ -30,7 +30,7 @@ from alllib.method.dataset import (
 )
 from alllib.method.models import build_model, get_backbone
 from alllib.method.preprocessing import input_pixels, make_dataset, random_oversampling, subject_split
-from alllib.method.training import make_optimizer
+from alllib.method.training import PHASES, make_optimizer
 from alllib.provenance import stamp
 from alllib.results.analysis import ablation_benchmark
 from alllib.study.prepare import prepare
@@ -606,3 +606,62 @@ def predict(profile: str = "demo", images: int = 256) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def run_phases(runs) -> pd.DataFrame:
+    """Where this build's training runs spent their time: one row per backbone and input size, the
+    mean wall seconds of each phase that run.json records (`phases`), the measured wall time per
+    run and the number of runs; runs recorded before phases were (no `phases`) are left out."""
+    rows = []
+    for r in runs:
+        phases = getattr(r, "phases", None)
+        if phases:
+            rows.append({"backbone": r.display, "size": r.input_size, **phases, "wall per run": r.wall_seconds})
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).fillna(0.0)
+    known = [p for p in PHASES if p in frame] + [c for c in frame if c not in PHASES]  # a run's order
+    frame = frame[
+        ["backbone", "size", *[c for c in known if c not in ("backbone", "size", "wall per run")], "wall per run"]
+    ]
+    table = frame.groupby(["backbone", "size"], sort=False).mean().reset_index()
+    table.insert(2, "runs", frame.groupby(["backbone", "size"], sort=False).size().to_numpy())
+    return table
+
+
+def phase_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c not in ("backbone", "size", "runs", "wall per run")]
+
+
+def phase_sentence(table: pd.DataFrame) -> str:
+    """The table's answer in words: what share of all runs' wall time the training steps took, and
+    the largest other phase."""
+    if table.empty:
+        return "No run of this build recorded its phases (runs trained before phases were recorded are reused)."
+    weights = table["runs"].to_numpy()
+    totals = {c: float((table[c] * weights).sum()) for c in phase_columns(table)}
+    wall = float((table["wall per run"] * weights).sum())
+    steps = totals.get("training steps", 0.0)
+    other = max((c for c in totals if c != "training steps"), key=totals.get)
+    return (
+        f"Over the {int(weights.sum())} runs of this build the training steps took {steps / wall:.0%} of the "
+        f"{wall / 60:.1f} min of run time; the largest other phase was {other} ({totals[other] / wall:.0%}). "
+        "The phases add up to each run's measured wall time by construction: what no phase holds is shown as "
+        "'other (not measured apart)'."
+    )
+
+
+def phase_shares(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per phase: its mean seconds per run over all of this build's runs, and its share of
+    their wall time (the figure gives the split per backbone and size)."""
+    weights = table["runs"].to_numpy()
+    wall = float((table["wall per run"] * weights).sum())
+    rows = [
+        {
+            "phase": c,
+            "seconds per run": round(float((table[c] * weights).sum()) / weights.sum(), 1),
+            "share of run time": f"{float((table[c] * weights).sum()) / wall:.1%}",
+        }
+        for c in phase_columns(table)
+    ]
+    return pd.DataFrame(rows).set_index("phase")

@@ -38,7 +38,7 @@ from alllib.errors import ConfigError
 from alllib.method.metrics import predict_labels
 from alllib.method.models import build_model, count_batchnorm, get_backbone
 from alllib.method.preprocessing import input_pixels, make_dataset, random_oversampling, subject_split
-from alllib.provenance import environment
+from alllib.provenance import Phases, environment
 
 if TYPE_CHECKING:  # names used in annotations only (the profile's schema lives in the study)
     from alllib.study.profile import Profile, Training
@@ -146,8 +146,10 @@ def resume_epoch(backup_dir) -> int:
     return backup.resume_epoch(backup_dir)
 
 
-def _callbacks(val_table, val_ds, size, scale, tr, recal_ds, schedule_fn, steps_per_epoch):
+def _callbacks(val_table, val_ds, size, scale, tr, recal_ds, schedule_fn, steps_per_epoch, phases=None):
     import keras
+
+    phases = phases or Phases()
 
     class EpochValidation(keras.callbacks.Callback):
         """Validation at every epoch end (after re-estimating BatchNorm statistics where the profile
@@ -157,16 +159,35 @@ def _callbacks(val_table, val_ds, size, scale, tr, recal_ds, schedule_fn, steps_
             logs = logs if logs is not None else {}
             if recal_ds is not None:
                 # the evidence for the re-estimation: validation accuracy with the running statistics first
-                stale = predict_table(self.model, val_table, size, scale, dataset=val_ds)
+                with phases("validation"):
+                    stale = predict_table(self.model, val_table, size, scale, dataset=val_ds)
                 logs["val_accuracy_running_bn"] = float((predict_labels(stale["p_all"]) == stale["y"]).mean())
-                recalibrate_batchnorm(self.model, recal_ds)
-            pred = predict_table(self.model, val_table, size, scale, dataset=val_ds)
+                with phases("batchnorm re-estimation"):
+                    recalibrate_batchnorm(self.model, recal_ds)
+            with phases("validation"):
+                pred = predict_table(self.model, val_table, size, scale, dataset=val_ds)
             y = pred["y"].to_numpy(int)
             logs["val_loss"] = cross_entropy(y, pred["p_all"].to_numpy())
             logs["val_accuracy"] = float((predict_labels(pred["p_all"]) == y).mean())
             logs["lr_end"] = float(schedule_fn((epoch + 1) * steps_per_epoch - 1))
 
+    class FirstStep(keras.callbacks.Callback):
+        """The run's first training step, which traces (and with XLA compiles) the step function."""
+
+        t0 = None
+        timed = False
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.t0 is None:
+                self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if not self.timed:
+                phases.add("tracing (the first step)", time.perf_counter() - self.t0)
+                self.timed = True
+
     return [
+        FirstStep(),
         EpochValidation(),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=tr.patience, restore_best_weights=True, verbose=1),
     ]
@@ -238,16 +259,18 @@ def _fit(cfg: Profile, spec: RunSpec, table, out_dir: Path, data_info: dict, ver
         tf.config.experimental.enable_op_determinism()
     if tr.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    phases = Phases()
     data = _run_data(cfg, spec, tr, table, backup_dir)
     px = input_pixels(spec.size, cfg.input_scale)
-    model = build_model(spec.backbone, px, cfg.weights)
-    model.compile(
-        optimizer=make_optimizer(tr, data.steps),
-        loss=LOSS,
-        metrics=["accuracy"],
-        jit_compile=bool(tr.xla),
-        run_eagerly=bool(tr.run_eagerly),
-    )
+    with phases("model build"):
+        model = build_model(spec.backbone, px, cfg.weights)
+        model.compile(
+            optimizer=make_optimizer(tr, data.steps),
+            loss=LOSS,
+            metrics=["accuracy"],
+            jit_compile=bool(tr.xla),
+            run_eagerly=bool(tr.run_eagerly),
+        )
     recal = None
     if tr.recalibrate_batchnorm and count_batchnorm(model):
         sub = data.train.sample(n=min(len(data.train), tr.bn_recalibration_images), random_state=spec.seed)
@@ -255,7 +278,7 @@ def _fit(cfg: Profile, spec: RunSpec, table, out_dir: Path, data_info: dict, ver
         recal = make_dataset(sub, spec.size, cfg.input_scale, 32, cache=True)[0]
         data.decode_seconds += time.time() - t_decode
     t0 = time.time()
-    history = _train(model, data, spec, cfg.input_scale, tr, recal, backup_dir, extra, verbose)
+    history = _train(model, data, spec, cfg.input_scale, tr, recal, backup_dir, extra, verbose, phases)
     train_seconds = time.time() - t0
     t1 = time.time()
     pred = pd.concat(
@@ -266,13 +289,23 @@ def _fit(cfg: Profile, spec: RunSpec, table, out_dir: Path, data_info: dict, ver
         ignore_index=True,
     )
     predict_seconds = time.time() - t1
-    save_model(model, out_dir / "model.keras")
-    io.write_csv(out_dir / "history.csv", history)
-    io.write_csv(out_dir / "predictions.csv", pred)
+    with phases("saving"):
+        save_model(model, out_dir / "model.keras")
+        io.write_csv(out_dir / "history.csv", history)
+        io.write_csv(out_dir / "predictions.csv", pred)
+    inside = sum(phases.seconds.get(k, 0.0) for k in TRAINING_PARTS)
     seconds = {
         "decode_seconds": data.decode_seconds,
         "train_seconds": train_seconds,
         "predict_seconds": predict_seconds,
+        "phases": {
+            "data and pipelines": data.decode_seconds,
+            "model build": phases.seconds["model build"],
+            **{k: phases.seconds.get(k, 0.0) for k in TRAINING_PARTS},
+            "training steps": max(0.0, train_seconds - inside),
+            "validation and test prediction": predict_seconds,
+            "saving": phases.seconds["saving"],
+        },
     }
     return _record(cfg, spec, tr, data, px, history, pred, seconds, model, recal is not None, data_info)
 
@@ -311,7 +344,24 @@ def _run_data(cfg: Profile, spec: RunSpec, tr: Training, table: pd.DataFrame, ba
     return _RunData(train, val, test, oversampled, steps, start, ds, val_ds, time.time() - t_decode)
 
 
-def _train(model, data: _RunData, spec: RunSpec, scale: float, tr: Training, recal, backup_dir, extra, verbose):
+# the parts of model.fit's time measured apart; the rest of it is the training steps
+TRAINING_PARTS = ("tracing (the first step)", "validation", "batchnorm re-estimation", "backup")
+# every phase run.json records, in the order a run meets them (the kernel's part only under a runner)
+PHASES = (
+    "kernel start, imports and set-up",
+    "data and pipelines",
+    "model build",
+    *TRAINING_PARTS,
+    "training steps",
+    "validation and test prediction",
+    "saving",
+    "other (not measured apart)",
+)
+
+
+def _train(
+    model, data: _RunData, spec: RunSpec, scale: float, tr: Training, recal, backup_dir, extra, verbose, phases=None
+):
     """model.fit with the study's callbacks (and a backup where the run keeps one); the history of
     every epoch, those before a resume included."""
     import keras
@@ -319,11 +369,11 @@ def _train(model, data: _RunData, spec: RunSpec, scale: float, tr: Training, rec
     def schedule_fn(step):
         return float(triangular2(step, tr.clr_base_lr, tr.clr_max_lr, tr.clr_step_epochs * data.steps))
 
-    callbacks = _callbacks(data.val, data.val_ds, spec.size, scale, tr, recal, schedule_fn, data.steps)
+    callbacks = _callbacks(data.val, data.val_ds, spec.size, scale, tr, recal, schedule_fn, data.steps, phases)
     saver = None
     if backup_dir is not None:
         stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
-        saver = backup.backup_callback(backup_dir, stopping, data.start)  # after early stopping: reads its state
+        saver = backup.backup_callback(backup_dir, stopping, data.start, phases)  # after early stopping: its state
         callbacks.append(saver)
     hist = model.fit(
         data.ds,

@@ -24,6 +24,7 @@ from alllib import io
 from alllib.errors import StudyError
 from alllib.method.models import DISPLAY_ORDER, get_backbone
 from alllib.method.training import RunSpec, fit
+from alllib.provenance import process_seconds
 from alllib.study.cluster import executor_record
 from alllib.study.profile import SIZES, Augment, Training, fingerprint
 
@@ -172,11 +173,19 @@ def train_or_load(
         backup = backup_dir(out)
         with io.atomic_dir(out) as tmp:
             spec = RunSpec(backbone, size, seed, study.split_seed(seed))
+            before = process_seconds() if os.environ.get(LOCK_HELD) == out.name else None  # a runner's kernel
+            t0 = time.time()
             info = fit(study.cfg, spec, study.table, tmp, study.data_info, verbose=verbose, backup_dir=backup)
             info["executor"] = executor_record()  # where it ran: never part of the key
             info["key"] = run_key(study.cfg, backbone, size, seed, study.data_info["fingerprint"])
             info["run_id"] = out.name
             info["artifacts"] = {name: io.file_record(tmp / name) for name in ARTIFACTS}
+            phases = info.get("phases", {})
+            if before is not None:  # the kernel's start, imports and notebook set-up came before fit
+                phases = {"kernel start, imports and set-up": before, **phases}
+            info["wall_seconds"] = (before or 0.0) + time.time() - t0  # measured whole, not summed
+            phases["other (not measured apart)"] = max(0.0, info["wall_seconds"] - sum(phases.values()))
+            info["phases"] = phases
             io.write_json(tmp / "run.json", info)
         shutil.rmtree(backup, ignore_errors=True)  # the run is stored: its mid-run backup has done its work
         return out
