@@ -1,7 +1,9 @@
 # The study's entry points. Each target creates the virtual environment on first use.
 #   make setup                 create .venv and install the pinned dependencies (requirements.txt)
 #   make book                  run the study (PROFILE=demo by default) and build the book into _build/html
-#   make test                  lint (ruff), unit tests + the end-to-end smoke run (every notebook, then the book)
+#   make test                  lint (ruff), unit tests + the end-to-end smoke run (every notebook, then the book,
+#                              then the built pages in headless Chromium: tools/install_browser.sh installs it)
+#   make test-book             the built book (_build/html) in headless Chromium at 1280 and 414 px, screenshots kept
 #   make lint                  ruff check and ruff format --check (settings in pyproject.toml)
 #   make test-cluster          the smoke study through a real single-node Slurm (tools/slurm_local.sh starts and stops it)
 # Variables: PROFILE=smoke|demo|paper  DATA_DIR=/path/to/C-NMC_Leukemia  SET="epochs=3 batch_size=16"
@@ -17,7 +19,7 @@ EXECUTOR ?=
 CHAPTER ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup book test test-cluster unit lint clean-book
+.PHONY: setup book test test-book browser test-cluster unit lint clean-book
 
 setup: $(STAMP)
 
@@ -37,8 +39,15 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint
+test: lint browser
 	$(PY) -m pytest tests
+
+# Debian's chromium and chromium-driver, for the browser test (installed when missing; never downloaded at run time)
+browser:
+	tools/install_browser.sh
+
+test-book: $(STAMP) browser
+	$(PY) -m alllib.book.browser _build/html
 
 # A real single-node Slurm on this machine (Debian's slurm-wlm and munge, installed if missing; root).
 test-cluster: $(STAMP)

@@ -21,6 +21,7 @@ from alllib.book.pages import build_book, write_generated_pages
 from alllib.book.postprocess import for_the_book
 from alllib.book.report import run_title
 from alllib.errors import ConfigError, StudyError
+from alllib.evidence import recorded
 from alllib.study.prepare import PACKAGE_ROOT, Study, prepare
 from alllib.study.runner import (
     ANALYSIS_NOTEBOOKS,
@@ -85,6 +86,7 @@ def publish(study: Study, runs, executed: Path, root: Path, timings: dict, chapt
         shutil.copy(d / f"{TRAIN_NOTEBOOK}.ipynb", runs_gen / f"{d.name}.ipynb")
         for_the_book(runs_gen / f"{d.name}.ipynb", gen, title=run_title(run))
     write_generated_pages(study, runs, timings, gen, chapters)
+    io.write_text(gen / "budget.md", recorded.budget_markdown())  # the compute a reproducer budgets
     return gen
 
 

@@ -176,8 +176,10 @@ def test_fig10_sentence_counts_the_sources_and_places_ours():
     sizes = {300: SizeResult.model_construct(paper_faithful=est, leak_free=est)}
     ens = EnsembleSummary.model_construct(sizes=sizes, label="X", seed=0)
     frame = comparison.fig10(ens)
-    text = comparison.fig10_sentence(frame, synthetic=True)
+    text = comparison.fig10_sentence(frame, synthetic=False)
     assert text.startswith("Of the 11 published methods, the paper's text gives 6 as margins, its Table 2 gives")
     # 88.00 is above Prellberg (87.89), Marzahl 87.5, Verma 87.02, Shi 86.90, Ding 86.7, Kulhalli, Liu, Khan: 8
     assert "WFS 88.00 % [85.00, 91.00], above 8 of the 10 published methods with a number" in text
-    assert "places nothing" in text
+    assert "places nothing" not in text
+    synthetic = comparison.fig10_sentence(frame, synthetic=True)  # on synthetic data: no rank at all
+    assert "WFS 88.00 % [85.00, 91.00]" in synthetic and "above" not in synthetic and "places nothing" in synthetic

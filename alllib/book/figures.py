@@ -21,13 +21,77 @@ if TYPE_CHECKING:  # names used in annotations only
 
 CLASS_COLORS = {"ALL": "#b2182b", "Hem": "#2166ac", "all": "#b2182b", "hem": "#2166ac"}
 
+# Text sizes that stay at 9 px or more once the book scales a figure to its column (a 9-inch figure at
+# 100 dpi shown 752 px wide keeps 84 % of its size: 10 pt is then about 11 px), in every figure that does
+# not set its own; and the colour cycle of seaborn's colour-blind-safe palette
+plt.rcParams.update(
+    {
+        "font.size": 11,
+        "axes.titlesize": 11,
+        "axes.labelsize": 11,
+        "xtick.labelsize": 10,
+        "ytick.labelsize": 10,
+        "legend.fontsize": 10,
+        "figure.titlesize": 12,
+        "axes.prop_cycle": plt.cycler(color=sns.color_palette("colorblind")),
+    }
+)
+
 
 def stamp(fig, label: str):
-    """Put the data label on a figure where nobody can miss it (and keep it for the alt text)."""
-    color = "#c00000" if "SYNTHETIC" in label else "#333333"
-    fig.text(0.5, 1.0, label, ha="center", va="bottom", fontsize=9, color=color, weight="bold")
+    """Put the data label on a figure where nobody can miss it, at a size that stays legible when the
+    book scales the figure to its column (and keep it for the alt text)."""
+    synthetic = "SYNTHETIC" in label
+    text = f"{label}: a pipeline test, not a reproduction" if synthetic else label
+    box = {"boxstyle": "round,pad=0.3", "facecolor": "#fde0e0" if synthetic else "#eeeeee", "edgecolor": "none"}
+    fig.text(
+        0.5,
+        1.0,
+        text,
+        ha="center",
+        va="bottom",
+        fontsize=12,
+        color="#8b0000" if synthetic else "#222222",
+        weight="bold",
+        bbox=box,
+    )
     fig.alllib_label = label
     return fig
+
+
+# Grad-CAM maps in a perceptually uniform colour map, readable without colour vision too (not jet)
+MAP_COLOURS = "viridis"
+# right and wrong: a mark as well as a colour (Okabe-Ito blue and vermilion, told apart by all)
+RIGHT, WRONG = ("✓ right", "#0072b2"), ("✗ wrong", "#d55e00")
+
+
+def verdict_mark(right: bool) -> str:
+    return (RIGHT if right else WRONG)[0]
+
+
+def verdict_colour(right: bool) -> str:
+    return (RIGHT if right else WRONG)[1]
+
+
+def watermark(ax, label: str) -> None:
+    """Across a panel that stands beside the paper's numbers, on synthetic data only: a large diagonal
+    "SYNTHETIC: not comparable", so that no crop of the panel reads as a reproduction."""
+    if "SYNTHETIC" not in label:
+        return
+    ax.text(
+        0.5,
+        0.5,
+        "SYNTHETIC:\nnot comparable",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=22,
+        color="#8b0000",
+        alpha=0.18,
+        rotation=25,
+        weight="bold",
+        zorder=0,
+    )
 
 
 # ---------------------------------------------------------------- captions and alt text
@@ -146,7 +210,7 @@ CAPTIONS: dict[str, tuple[str, str, int | None]] = {
     "fig9": (
         "Grid of cell images with heat-map overlays",
         "The first {images} ALL test images (not chosen by prediction), and every model's Grad-CAM below each; "
-        "p(ALL) in green when right, red when wrong.",
+        "p(ALL) marked ✓ right (blue) or ✗ wrong (orange); maps in viridis, dark low to yellow high.",
         9,
     ),
     "concentration": (
@@ -164,13 +228,13 @@ CAPTIONS: dict[str, tuple[str, str, int | None]] = {
     "fig10": (
         "Horizontal bar chart",
         "Weighted F1-score of the methods the paper compares, as far as its text gives them, the paper's WEN-kappa "
-        "(black) and ours with its 95 % CI (green).",
+        "(black) and ours with its 95 % CI (green; on synthetic data a hatched outline that places nothing).",
         10,
     ),
     "using_cam": (
         "Grid of cell images with heat-map overlays",
         "Grad-CAM of the ensemble and of each member, for the class the ensemble predicts, on {images} held-out "
-        "images; p(ALL) in green when right, red when wrong.",
+        "images; p(ALL) marked ✓ right (blue) or ✗ wrong (orange); maps in viridis, dark low to yellow high.",
         None,
     ),
     "run_curves": ("Two line charts", "Accuracy and loss per epoch of this run, training and validation.", 6),
@@ -189,15 +253,17 @@ def _first_sentence(text: str) -> str:
 
 
 def caption(name: str, **facts) -> str:
-    """The book's caption of figure `name`: what it shows, then what the paper's figure of that number
-    showed (the first sentence of the paper's own caption)."""
+    """The book's caption of figure `name`: "Our Fig. N." where it answers the paper's Fig. N (the only
+    figure numbers the book uses: Sphinx's own are off), what it shows, then what the paper's Fig. N showed
+    (the first sentence of the paper's own caption). Other figures carry no number."""
 
     if name not in CAPTIONS:
         raise KeyError(f"no caption for figure {name!r}; known: {', '.join(CAPTIONS)}")
     _, text, number = CAPTIONS[name]
     text = text.format(**facts)
     if number is not None:
-        text += f" *The paper's Fig. {number}:* {_first_sentence(paper.figure_caption(number))}"
+        theirs = _first_sentence(paper.figure_caption(number))
+        text = f"**Our Fig. {number}.** {text} *The paper's Fig. {number}:* {theirs}"
     return text
 
 
@@ -252,7 +318,7 @@ def image_grid(images, titles, label: str, ncols: int = 6, size: float = 1.9, su
         ax.axis("off")
     for ax, img, t in zip(axes.flat, images, titles):
         ax.imshow(img)
-        ax.set_title(t, fontsize=8)
+        ax.set_title(t, fontsize=10)
     if suptitle:
         fig.suptitle(suptitle, y=0.98)
     fig.tight_layout()
@@ -281,7 +347,7 @@ def class_balance(before: pd.Series, after: pd.Series, label: str):
     df = pd.DataFrame({"before oversampling": before, "after random oversampling": after}).T
     ax = df.plot.bar(rot=0, color=[CLASS_COLORS.get(c, "gray") for c in df.columns], figsize=(6, 3.4))
     for cont in ax.containers:
-        ax.bar_label(cont, fontsize=8)
+        ax.bar_label(cont, fontsize=10)
     ax.set_ylabel("training images per epoch")
     ax.set_title("Class balance of the training split")
     ax.figure.tight_layout()
@@ -312,7 +378,7 @@ def run_phases(table: pd.DataFrame, phases: list[str], label: str):
     ax.invert_yaxis()
     ax.set_xlabel("seconds per run (mean)")
     ax.tick_params(labelsize=9)
-    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    ax.legend(fontsize=10, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     ax.set_title("Where a training run's time goes", fontsize=10)
     fig.tight_layout()
     return stamp(fig, label)
@@ -328,8 +394,8 @@ def learning_curves(history: pd.DataFrame, title: str, label: str, axes=None):
         ax.plot(history["epoch"], history[f"val_{m}"], "s-", label="validation", ms=3)
         ax.set_xlabel("epoch")
         ax.set_ylabel(m)
-        ax.set_title(f"{title}: {m}", fontsize=9)
-    axes[0].legend(fontsize=8)
+        ax.set_title(f"{title}: {m}", fontsize=11)
+    axes[0].legend(fontsize=10)
     for ax in axes:
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     if own:
@@ -356,7 +422,7 @@ def lr_trace(schedule, steps: int, steps_per_epoch: int, title: str, label: str)
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=11)
     fig.tight_layout()
     return stamp(fig, label)
 
@@ -365,7 +431,7 @@ def roc_figure(curves: dict, title: str, label: str, ax=None):
     """Fig. 5: ROC curves of single models and ensembles, AUC in the legend."""
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(5, 4.6))
+        fig, ax = plt.subplots(figsize=(5, 7.4))
     for name, (y, p) in curves.items():
         fpr, tpr, auc = metrics.roc(y, p)
         ax.plot(
@@ -378,8 +444,10 @@ def roc_figure(curves: dict, title: str, label: str, ax=None):
     ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
     ax.set_xlabel("false positive rate (Hem called ALL)")
     ax.set_ylabel("true positive rate (ALL found)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=9, loc="lower right")
+    ax.set_title(title, fontsize=11)
+    ax.set_aspect("equal")
+    # under the panel, off the curves
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     if own:
         fig.tight_layout()
         return stamp(fig, label)
@@ -405,7 +473,7 @@ def reliability_figure(tables: dict, label: str):
     ax.set_xlabel("mean predicted p(ALL)")
     ax.set_ylabel("observed fraction ALL")
     ax.set_title("Reliability diagram (preliminary test)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=10)
     fig.tight_layout()
     return stamp(fig, label)
 
@@ -429,11 +497,11 @@ def metric_bars(frame: pd.DataFrame, metric: str, label: str, hue: str = "input"
             capsize=2,
             lw=0.8,
         )
-    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=10)
     low = max(0, np.nanmin(frame[f"{metric}_lo"]) - 0.05)
     ax.set_ylim(low, min(1, np.nanmax(frame[f"{metric}_hi"]) + 0.03))
     ax.set_ylabel(metric + (f" (axis starts at {low:.2f})" if low > 0 else ""))
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title or f"{metric} on the preliminary test set, 95% subject-bootstrap CIs", fontsize=10)
     fig.tight_layout()
     return stamp(fig, label)
@@ -453,30 +521,31 @@ def gradcam_rows(rows: list[dict], label: str, title: str):
         axes[0, 1].text(0.5, 0.5, "no case found", ha="center", va="center")
     for ax_row, r in zip(axes, rows):
         if r.get("note"):
-            ax_row[0].text(
-                0.0,
+            ax_row[1].text(  # the name and its note together, centred on the row: nothing overprints
                 0.5,
-                r["backbone"],
-                ha="left",
+                0.5,
+                f"{r['backbone']}: {r['note']}",
+                ha="center",
                 va="center",
-                fontsize=9,
-                weight="bold",
-                transform=ax_row[0].transAxes,
-            )
-            ax_row[1].text(
-                0.5, 0.5, r["note"], ha="center", va="center", fontsize=8, wrap=True, transform=ax_row[1].transAxes
+                fontsize=10,
+                wrap=True,
+                transform=ax_row[1].transAxes,
             )
             continue
         ax_row[0].imshow(r["image"])
-        ax_row[0].set_title(f"{r['backbone']}\ntrue {r['true']}", fontsize=8)
+        ax_row[0].set_title(f"{r['backbone']}\ntrue {r['true']}", fontsize=10)
         for ax, key, name, p in (
             (ax_row[1], "single", r["backbone"], r["p_single"]),
             (ax_row[2], "ensemble", "WEN-kappa", r["p_ensemble"]),
         ):
             ax.imshow(r["image"])
-            ax.imshow(r[key], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.imshow(r[key], cmap=MAP_COLOURS, alpha=0.45, vmin=0, vmax=1)
             pred = "ALL" if metrics.predict_labels(p) else "Hem"
-            ax.set_title(f"{name}\n{pred}, p(ALL)={p:.2f}", fontsize=8, color="green" if pred == r["true"] else "red")
+            ax.set_title(
+                f"{name}\n{verdict_mark(pred == r['true'])} {pred}, p(ALL)={p:.2f}",
+                fontsize=10,
+                color=verdict_colour(pred == r["true"]),
+            )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _map_colourbar(fig, axes)
@@ -495,7 +564,7 @@ def concentration_figure(frame: pd.DataFrame, label: str):
             fliersize=1.5,
             order=[n for n in dict.fromkeys(frame["model"]) if frame.loc[frame["model"] == n, m].notna().any()],
         )
-        ax.tick_params(axis="x", rotation=40, labelsize=8)
+        ax.tick_params(axis="x", rotation=40, labelsize=10)
         ax.set_xlabel("")
     fig.suptitle("Grad-CAM concentration on the sampled test images (models with usable maps)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.93))  # room above for the title and the data label
@@ -504,7 +573,7 @@ def concentration_figure(frame: pd.DataFrame, label: str):
 
 def gradcam_grid(images, maps: dict, probs: dict, true: list[str], label: str, title: str = ""):
     """Fig. 9: one column per image; the image on top, then one row per model's map (row label:
-    the model; each panel's title: p(ALL), green when right, red when wrong)."""
+    the model; each panel's title: p(ALL), marked right or wrong in words and colour)."""
     rows = list(maps)
     n = max(len(images), 1)
     fig, axes = plt.subplots(len(rows) + 1, n, figsize=(2.3 * n + 1.2, 2.1 * (len(rows) + 1)), squeeze=False)
@@ -522,9 +591,9 @@ def gradcam_grid(images, maps: dict, probs: dict, true: list[str], label: str, t
         for r, name in enumerate(rows, start=1):
             p = probs[name][i]
             axes[r, i].imshow(images[i])
-            axes[r, i].imshow(maps[name][i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            axes[r, i].imshow(maps[name][i], cmap=MAP_COLOURS, alpha=0.45, vmin=0, vmax=1)
             right = bool(metrics.predict_labels(p)) == (true[i] == CLASS_NAMES["all"])
-            axes[r, i].set_title(f"p(ALL)={p:.2f}", fontsize=9, color="green" if right else "red")
+            axes[r, i].set_title(f"{verdict_mark(right)} p(ALL)={p:.2f}", fontsize=10, color=verdict_colour(right))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -536,7 +605,7 @@ def _map_colourbar(fig, axes):
     """One colourbar for every Grad-CAM overlay of a figure (maps are normalised to [0, 1])."""
     import matplotlib as mpl
 
-    sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap="jet")
+    sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=MAP_COLOURS)
     fig.colorbar(sm, ax=np.ravel(axes).tolist(), shrink=0.5, pad=0.02, label="Grad-CAM (normalised)")
 
 
@@ -548,7 +617,7 @@ def per_subject_accuracy(ps: pd.DataFrame, label: str, name: str = "WEN-kappa"):
         ps["accuracy"],
         color=[CLASS_COLORS[lab] for lab in ps["label"]],
     )
-    ax.tick_params(axis="x", rotation=90, labelsize=7)
+    ax.tick_params(axis="x", rotation=90, labelsize=9)
     ax.set_ylabel("accuracy")
     ax.set_title(f"{name} accuracy per test subject", fontsize=10)
     fig.tight_layout()
@@ -561,7 +630,7 @@ def batchnorm_bars(bn: pd.DataFrame, label: str):
     bn.groupby("backbone")[["val acc, running BN", "val acc, re-estimated BN"]].mean().plot.bar(ax=ax, rot=20)
     ax.set_ylabel("validation accuracy (best epoch)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return stamp(fig, label)
 
@@ -599,11 +668,11 @@ def stain_by_subject(feats: pd.DataFrame, label: str, largest: int = 12):
         axes[0].scatter(g["r"], g["b"], label=f"{CLASS_NAMES[lab]} subjects", color=CLASS_COLORS[lab], s=18)
     axes[0].set_xlabel("mean red of cell pixels")
     axes[0].set_ylabel("mean blue of cell pixels")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=10)
     top = train["subject"].value_counts().head(largest).index
     d = feats[feats["subject"].isin(top)]
     sns.boxplot(data=d, x="subject", y="r", hue="label", palette=CLASS_COLORS, ax=axes[1], fliersize=1)
-    axes[1].tick_params(axis="x", rotation=60, labelsize=7)
+    axes[1].tick_params(axis="x", rotation=60, labelsize=9)
     axes[1].set_ylabel("mean red per image")
     axes[1].set_title(f"the {largest} largest subjects", fontsize=9)
     fig.tight_layout()
@@ -618,7 +687,7 @@ def seed_strip(per_seed: pd.DataFrame, metrics_: tuple, label: str):
         sns.pointplot(
             data=per_seed, x="classifier", y=m, ax=ax, color="black", errorbar="sd", markers="_", linestyles="none"
         )
-        ax.tick_params(axis="x", rotation=45, labelsize=7)
+        ax.tick_params(axis="x", rotation=45, labelsize=9)
         ax.set_xlabel("")
     fig.tight_layout()
     return stamp(fig, label)
@@ -651,7 +720,7 @@ def roc_panels(clf_by_size: dict, label: str, paper_by_size: dict | None = None,
 
     names = names or DISPLAY_ORDER + ["WEN-auc", "WEN-f1", "WEN-kappa"]
     sizes = list(clf_by_size)
-    fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 8.0), squeeze=False)
     for i, (ax, size) in enumerate(zip(axes[0], sizes)):
         curves = {
             (f"{n}, validation weights" if n.startswith("WEN") else n): (p.y, p.p_all)
@@ -686,12 +755,21 @@ def paper_against_ours(ens, label: str, metrics_=("WFS", "BA", "AUC")):
         if m in ref:
             theirs = np.array([ref[m].get((s, n), np.nan) for s, n in rows])
             ax.plot(theirs, y, "x", color="black", ms=6, label="paper")
-        ax.set_title(m, fontsize=10)
+        ax.set_title(m, fontsize=11)
+        ax.tick_params(labelsize=10)
         ax.grid(axis="x", alpha=0.3)
-    axes[0, 0].set_yticks(y, [f"{n} · {s} px" for s, n in rows], fontsize=9)
-    axes[0, 0].legend(fontsize=9, loc="lower left")
-    fig.suptitle("Table 4: ours beside the paper (WEN weights from the test set, as the paper)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+        watermark(ax, label)
+    axes[0, 0].set_yticks(y, [f"{n} · {s} px" for s, n in rows], fontsize=10)
+    fig.legend(
+        *axes[0, 0].get_legend_handles_labels(),
+        fontsize=10,
+        loc="lower center",
+        ncol=2,
+        bbox_to_anchor=(0.5, 0.0),
+        frameon=False,
+    )  # under the panels, off the data
+    fig.suptitle("Table 4: ours beside the paper (WEN weights from the test set, as the paper)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     return stamp(fig, label)
 
 
@@ -699,17 +777,24 @@ def fig10_bars(frame: pd.DataFrame, label: str):
     """Fig. 10: weighted F1 (%) per method, the published ones from the paper's text (grey; hatched
     where only Table 2's F1 is given), the paper's WEN-kappa (black) and ours with its CI (green)."""
     t = frame[frame["wfs"].notna()].iloc[::-1]
-    fig, ax = plt.subplots(figsize=(8, 0.34 * len(t) + 1.4))
+    left_out = list(frame.loc[frame["wfs"].isna(), "label"])
+    synthetic = "SYNTHETIC" in label
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(t) + 1.6))
     y = np.arange(len(t))
+    ours_color = "#ffffff" if synthetic else "#1b7837"  # on synthetic data ours is an outline: it places nothing
     colors = [
-        "#1b7837" if o else "#222222" if lab.startswith("Mondal") else "#999999" for o, lab in zip(t.ours, t.label)
+        ours_color if o else "#222222" if lab.startswith("Mondal") else "#999999" for o, lab in zip(t.ours, t.label)
     ]
-    hatches = ["//" if kind == "table2" else "" for kind in t["kind"]]
+    hatches = ["//" if kind == "table2" else "xx" if (o and synthetic) else "" for kind, o in zip(t["kind"], t.ours)]
     bars = ax.barh(y, t["wfs"], color=colors, height=0.7)
     for bar, h in zip(bars, hatches):
         bar.set_hatch(h)
-        bar.set_edgecolor("white" if h else bar.get_facecolor())
+        bar.set_edgecolor("#8b0000" if h == "xx" else "white" if h else bar.get_facecolor())
     ours = t["ours"].to_numpy()
+    if synthetic:
+        for yy in y[ours]:
+            ax.text(101, yy, "synthetic: places nothing", va="center", ha="left", fontsize=10, color="#8b0000")
+        watermark(ax, label)
     ax.errorbar(
         t["wfs"][ours],
         y[ours],
@@ -718,10 +803,13 @@ def fig10_bars(frame: pd.DataFrame, label: str):
         ecolor="black",
         capsize=3,
     )
-    ax.set_yticks(y, t["label"], fontsize=8)
+    ax.set_yticks(y, t["label"], fontsize=10)
     low = max(0, np.floor(np.nanmin(t[["wfs", "lo"]].to_numpy()) / 5) * 5 - 5)
     ax.set_xlim(low, 100)
-    ax.set_xlabel(f"weighted F1-score, % (axis starts at {low:.0f})")
-    ax.set_title("Fig. 10: WFS on the preliminary test set (hatched: Table 2's F1, not given as WFS)", fontsize=9)
+    xlabel = f"weighted F1-score, % (the axis starts at {low:.0f}, not at 0)"
+    if left_out:
+        xlabel += f"\nnot drawn, the paper's text gives no number: {', '.join(left_out)}"
+    ax.set_xlabel(xlabel, fontsize=10)
+    ax.set_title("WFS on the preliminary test set (hatched //: Table 2's F1, not given as WFS)", fontsize=11)
     fig.tight_layout()
     return stamp(fig, label)

@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from alllib.book import report
 from alllib.book.report import departures
 from alllib.study.prepare import prepare
 
@@ -68,6 +69,7 @@ def setup(profile: str = "demo", overrides=(), data_dir=None, results_dir=None, 
     study = prepare(profile, overrides, data_dir, results_dir, progress=False)
     route_library_logs(study.results / LIBRARY_LOG)
     label = study.label()
+    report.data_label(label)  # every table shown from here on carries it in its caption
     if show:
         text = f"**Data: {label}**"
         if study.synthetic:

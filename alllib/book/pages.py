@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from alllib import __version__, io
 from alllib.book.model_card import model_card_markdown
 from alllib.book.notebook import quiet_tensorflow
-from alllib.book.report import DOWNLOADS, landing, runs_table_markdown
+from alllib.book.report import DOWNLOADS, key_results, landing, runs_table_markdown
 from alllib.errors import StudyError
 from alllib.method.dataset import load_manifest
 from alllib.provenance import environment, git_commit
@@ -122,6 +122,7 @@ def write_generated_pages(study, runs: RunSet, timings: dict, gen: Path, chapter
     io.write_text(gen / "provenance.md", provenance_markdown(study, timings))
     io.write_text(gen / "runs_table.md", runs_table_markdown(runs))
     ens = summaries.read(summaries.EnsembleSummary, study.analysis_dir)
+    io.write_text(gen / "key_results.md", key_results(ens, study.synthetic))
     io.write_text(gen / "headline.md", landing(ens))
     io.write_text(gen / "settings.md", settings_markdown(study))
     io.write_text(gen / "choices.md", choices_markdown())

@@ -13,10 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from alllib import io
-from alllib.evidence.bench import data_growth, gpu_note
+from alllib.evidence.bench import data_growth, gpu_note, paper_matrix_hours
+from alllib.method.dataset import load_manifest
 from alllib.method.metrics import evaluate
 from alllib.provenance import STAMP_COLUMNS, git_commit, stamp
 from alllib.study.prepare import PACKAGE_ROOT, prepare
+from alllib.study.profile import load_profile
 from alllib.study.runner import notebook_params, run_matrix
 
 
@@ -197,3 +199,31 @@ def calibrate(
     if out:
         io.write_csv(out, table)
     return table
+
+
+def budget_markdown() -> str:
+    """What a reproducer must budget for the paper's run matrix: the data's size (official manifest) and
+    the GPU-hours the recorded one-GPU benchmark (alllib/data/bench_gpu.csv) gives, at the 200-epoch
+    ceiling and at early stopping's earliest stop."""
+    m = load_manifest()
+    cfg = load_profile("paper", data_dir="/path/to/C-NMC_Leukemia")
+    runs = sum(len(seeds) for seeds in cfg.runs.values()) * len(cfg.backbones)
+    text = f"**Budget for the real study:** the data, {len(m):,} images, {m['bytes'].sum() / 1e9:.1f} GB to download"
+    table = recorded("bench_gpu")
+    if table is None or table.empty:
+        return text + "; no GPU benchmark is recorded, so no GPU-hours are estimated.\n"
+    hours = paper_matrix_hours(table, "paper").dropna(subset=["hours"])
+    if hours.empty:
+        return text + "; the recorded GPU benchmark misses a backbone, so no GPU-hours are estimated.\n"
+    best = hours.loc[hours["hours"].idxmin()]
+    early = paper_matrix_hours(table, "paper", epochs=cfg.training.patience + 1)
+    early = early[(early["backend"] == best["backend"]) & (early["compile"] == best["compile"])]
+    early = early[early["precision"] == best["precision"]]["hours"].iloc[0]
+    gpu = str(table["gpus"].dropna().iloc[0]) if table["gpus"].notna().any() else "one GPU"
+    return text + (
+        f"; the paper's {runs} training runs, about **{best['hours']:.0f} GPU-hours** on one {gpu} at the "
+        f"paper's ceiling of {best['epochs per run']} epochs, and {early:.0f} GPU-hours if early stopping ends "
+        f"every run at its earliest ({cfg.training.patience + 1} epochs); measured through Keras 3 on "
+        f"{best['backend']} ({best['precision']}, {best['compile']}, batch {cfg.training.batch_size}), recorded "
+        f"{table['recorded'].iloc[0]}. The engineering appendix has the table.\n"
+    )

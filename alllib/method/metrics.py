@@ -15,6 +15,24 @@ from sklearn import metrics as skm
 
 HEADLINE = ["WP", "WR", "WFS", "ACC", "BA", "AUC", "kappa"]
 
+# What each abbreviation stands for, with the paper's equation where it gives one (the glossary page
+# and the first use on each results page read this)
+NAMES = {
+    "WP": ("weighted precision", "the precision of each class weighted by its number of images (Eq. 8)"),
+    "WR": ("weighted recall", "the recall of each class weighted by its number of images (Eq. 8)"),
+    "WFS": ("weighted F1-score", "the F1-score of each class weighted by its number of images (Eq. 8)"),
+    "ACC": ("accuracy", "the share of images classified correctly"),
+    "BA": ("balanced accuracy", "the mean of sensitivity (ALL) and specificity (Hem) (Eq. 6)"),
+    "AUC": ("area under the ROC curve", "of p(ALL): the chance that a random ALL image scores above a random Hem one"),
+    "kappa": ("Cohen's kappa", "agreement with the labels beyond what chance gives"),
+    "ECE": ("expected calibration error", "the mean gap between p(ALL) and the observed share of ALL, over bins"),
+}
+
+
+def spelled(abbreviations=("WFS", "BA", "AUC")) -> str:
+    """The abbreviations spelled out, for a page's first use: "WFS: weighted F1-score; BA: ..."."""
+    return "; ".join(f"{a}: {NAMES[a][0]}" for a in abbreviations)
+
 
 THRESHOLD = 0.5  # p(ALL) at or above it is called ALL; the paper names no threshold (the method notes)
 

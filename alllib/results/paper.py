@@ -29,6 +29,23 @@ def hyperparameters() -> dict:
     return dict(zip(*table("hyperparameters")[["name", "value"]].T.values))
 
 
+HEADLINE_SIZE = 300  # the abstract's numbers are WEN-kappa's on the 300 px crop
+
+
+def abstract_numbers() -> dict[str, float]:
+    """The abstract's headline: WEN-kappa at 300 px, weights from the test set (WFS and BA from Table 4,
+    AUC from the abstract; Table 4 has no AUC)."""
+    row = table("table4_prelim_test").set_index(["input_px", "classifier"]).loc[(HEADLINE_SIZE, "WEN-kappa")]
+    return {"WFS": float(row["WFS"]), "BA": float(row["BA"]), "AUC": float(hyperparameters()["wen_kappa_auc_300px"])}
+
+
+def best_single(size: int) -> str:
+    """The single model with the highest BA in the paper's Table 4 at `size` (picked on its test set)."""
+    t = table("table4_prelim_test")
+    t = t[(t["input_px"] == size) & (t["kind"] == "single")]
+    return str(t.loc[t["BA"].idxmax(), "classifier"])
+
+
 # ---------------------------------------------------------------- what the paper says, and where it is silent
 
 # Every setting of the paper profile is either taken from the paper (FAITHFUL: key -> the paper's

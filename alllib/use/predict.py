@@ -556,7 +556,7 @@ def overlay_stems(paths) -> list[str]:
 
 
 def write_overlays(images: np.ndarray, maps: dict, paths, out_dir, members: bool = False, force: bool = False) -> list:
-    """One PNG per image (and per member with `members`): the image with its map blended in (jet,
+    """One PNG per image (and per member with `members`): the image with its map blended in (viridis,
     alpha 0.4), named <image>_cam_<model>.png (`overlay_stems`: distinct for images that share a
     name); each written atomically, none replaced without `force`."""
     from matplotlib import colormaps
@@ -575,7 +575,7 @@ def write_overlays(images: np.ndarray, maps: dict, paths, out_dir, members: bool
         raise ConfigError(f"{existing[0]} exists ({len(existing)} overlay(s) would be replaced): pass --force")
     written = []
     for i, name, target in targets:
-        heat = colormaps["jet"](maps[name][i])[..., :3] * 255
+        heat = colormaps["viridis"](maps[name][i])[..., :3] * 255
         blend = (0.6 * images[i].astype(float) + 0.4 * heat).clip(0, 255).astype(np.uint8)
         with io.atomic_path(target) as tmp:
             Image.fromarray(blend).save(tmp, format="PNG")
