@@ -191,8 +191,9 @@ def test_figures_have_their_axes_and_artists(chapter):
     axes = np.array(fig.axes[:6]).reshape(3, 2)  # image row + one row per model, a column per image; then the colourbar
     assert fig.axes[6].get_ylabel() == "Grad-CAM (normalised)"
     assert axes[1, 0].get_ylabel() == "A" and axes[2, 0].get_ylabel() == "WEN-kappa"
-    assert axes[1, 0].get_title() == "p(ALL)=0.90" and axes[1, 0].title.get_color() == "green"
-    assert axes[1, 1].title.get_color() == "red"  # p(ALL) 0.2 for an ALL cell: wrong
+    # right and wrong in words as well as in colour (colour-blind-safe blue and vermilion)
+    assert axes[1, 0].get_title() == "✓ right p(ALL)=0.90" and axes[1, 0].title.get_color() == figures.RIGHT[1]
+    assert axes[1, 1].get_title().startswith("✗ wrong") and axes[1, 1].title.get_color() == figures.WRONG[1]
     import matplotlib.pyplot as plt
 
     plt.close("all")

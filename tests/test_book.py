@@ -33,7 +33,7 @@ def _figure_output(monkeypatch, name="fig5_roc", **facts):
 def test_show_gives_caption_alt_text_and_the_papers_figure(monkeypatch):
     image, meta = _figure_output(monkeypatch)
     assert image.data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert meta["caption"].startswith("ROC curves of the five models")
+    assert meta["caption"].startswith("**Our Fig. 5.** ROC curves of the five models")  # the paper's number only
     assert "*The paper's Fig. 5:* The ROC curves of five different CNN models" in meta["caption"]
     assert meta["alt"].startswith("ROC curves, one panel per input size.")
     assert "(a) 450 x 450 px (x: false positive rate)" in meta["alt"]
@@ -118,7 +118,7 @@ def test_only_names_the_chapters_and_needs_the_others_built(tmp_path):
     with pytest.raises(ConfigError, match="unknown chapter.*03_ensemble_ablation"):
         pipeline.run_study("smoke", only=["03_ensemble"], root=tmp_path)
     with pytest.raises(StudyError, match="01_data_exploration.*never executed.*make book"):
-        pipeline.run_study("smoke", only=["03_ensemble_ablation"], root=tmp_path)
+        pipeline.run_study("smoke", only=["03_ensemble_ablation"], root=tmp_path, results_dir=tmp_path / "results")
 
 
 def test_downloads_are_written_once_and_linked_after_their_output(tmp_path):

@@ -287,3 +287,26 @@ def test_no_absolute_local_path_in_the_book(built):
     for page in (root / "_build" / "html").rglob("*.html"):
         text = page.read_text()
         assert str(results) not in text and str(root) not in text, f"{page.name} shows a local path"
+
+
+def test_a_real_browser_finds_every_page_readable(built):
+    """Debian's Chromium, headless, opens every built page at 1280 px and at 414 px (alllib.book.browser):
+    nothing wider than its column (on a phone a results table may scroll, and says so), the key results
+    within the landing page's first screen at both widths, alt text on every image, every local link and
+    anchor resolving, and no log noise. The landing page's screenshots are kept beside the build."""
+    from alllib.book import browser
+
+    root, _, _ = built
+    html = root / "_build" / "html"
+    shots = root / "_build" / "screenshots"
+    reports = browser.inspect(html, screenshots=shots)
+    assert {r.width for r in reports} == {f"{w} px" for _, w, _ in browser.WIDTHS}
+    landing = [r for r in reports if r.page == "book/intro.html"]
+    assert len(landing) == 2
+    for r in landing:
+        k = r.key_results
+        assert k is not None, f"no key-results box on the landing page at {r.width}"
+        assert k["bottom"] <= k["screen"], f"the key results end at {k['bottom']:.0f} px, below the first screen"
+    problems = [p for r in reports for p in r.problems()]
+    assert not problems, f"{len(problems)} problems, first:\n" + "\n".join(problems[:15])
+    assert sorted(p.name for p in shots.glob("*.png")) == ["landing_desktop_1280px.png", "landing_mobile_414px.png"]

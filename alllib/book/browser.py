@@ -30,6 +30,8 @@ WIDTHS = (("desktop", 1280, 800), ("mobile", 414, 896))
 # everything fits its column
 SCROLL_OK = "alllib-scroll"
 PHONE = 600  # px: below this width a SCROLL_OK container may scroll
+# ... and so may the theme's own table container, which book/_static/alllib.css makes say so on a phone
+SCROLL_SELECTOR = f".{SCROLL_OK}, .pst-scrollable-table-container"
 KEY_RESULTS = KEY_RESULTS_ID  # the landing page's box of headline numbers (report.key_results)
 NOISE = (
     (r"WARNING:|\bW\d{4} \d", "a log warning"),
@@ -41,7 +43,9 @@ NOISE = (
 # Run in the page: the elements that can be wider than the column, and the facts the checks need.
 _LAYOUT_JS = r"""
 const article = document.querySelector('article.bd-article') || document.body;
-const limit = article.getBoundingClientRect().right + 1;
+// a full-width cell (sphinx-book-theme's tag) may use the margin: its limit is the content area's edge
+const content = document.querySelector('.bd-content') || article;
+const limitOf = (el) => (el.closest('.tag_full-width') ? content : article).getBoundingClientRect().right + 1;
 const out = {overflow: [], noalt: [], links: [], ids: [], text: article.innerText,
              pageWide: document.documentElement.scrollWidth > window.innerWidth + 1, key: null,
              height: window.innerHeight};
@@ -53,11 +57,11 @@ const describe = (el) => {
 };
 const wide = 'table, pre, mjx-container, .output_area, .cell_output img, figure img, .pst-scrollable-table-container';
 for (const el of article.querySelectorAll(wide)) {
-  if (el.closest('.' + arguments[0])) continue;
+  if (el.closest(arguments[0])) continue;
   const r = el.getBoundingClientRect();
   const scrolls = el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX !== 'visible';
   const width = Math.round(Math.max(el.scrollWidth, r.width));
-  if (r.right > limit || scrolls)
+  if (r.right > limitOf(el) || scrolls)
     out.overflow.push(describe(el) + ' (' + width + ' px in ' + Math.round(article.clientWidth) + ' px)');
 }
 for (const img of document.querySelectorAll('article img')) if (!(img.getAttribute('alt') || '').trim())
@@ -196,7 +200,7 @@ def inspect(html: Path, pages: list[Path] | None = None, screenshots: Path | Non
                     if Path(unquote(urlparse(d.current_url).path)) != page:
                         continue  # a redirect (index.html): its target is a page of its own
                     d.execute_script("return document.fonts ? document.fonts.ready.then(() => true) : true")
-                    exempt = SCROLL_OK if width < PHONE else "alllib-no-exemption"
+                    exempt = SCROLL_SELECTOR if width < PHONE else ".alllib-no-exemption"
                     facts = json.loads(d.execute_script(_LAYOUT_JS, exempt, KEY_RESULTS))
                     r = PageReport(str(page.relative_to(html)), f"{width} px")
                     r.overflow = facts["overflow"]

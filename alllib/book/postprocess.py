@@ -73,13 +73,11 @@ def _link_downloads(cell: dict, gen: Path, page: str) -> list[Path]:
         written.append(target)
         meta["linked"] = True
         link = download_link(target, gen.parent.parent, meta["file"])
-        outputs.append(
-            {
-                "output_type": "display_data",
-                "data": {"text/markdown": f"Download {meta['what']}: {link}", "text/plain": meta["file"]},
-                "metadata": {},
-            }
-        )
+        data = {"text/markdown": f"Download {meta['what']}: {link}", "text/plain": meta["file"]}
+        if meta.get("replace"):  # a file offered on its own (report.offer): the link is the output
+            out["data"] = data
+            continue
+        outputs.append({"output_type": "display_data", "data": data, "metadata": {}})
     cell["outputs"] = outputs
     return written
 

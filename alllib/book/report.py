@@ -60,64 +60,96 @@ def by(d: float, digits: int = 1, up: str = "higher", down: str = "lower", unit:
     return f"{abs(d):.{digits}f} {unit} {up if d > 0 else down}"
 
 
-def headline(ens, var, cam, study) -> str:
-    """The results summary: one paragraph per finding, each from a typed summary."""
-    parts = [
-        f"**Test set:** {ens.test_images} preliminary-test images of {ens.test_subjects} subjects (data "
-        f"fingerprint `{study.data_info['fingerprint']}`); every p-value below takes the subject as its unit."
+SUMMARY_SECTIONS = (
+    "The answer",
+    "The ensemble against its baselines",
+    "The crop against the full image",
+    "Variance over seeds",
+    "Grad-CAM",
+    "Calibration",
+)
+
+
+def summary_sections(ens, var, cam, study) -> dict[str, str]:
+    """The results summary, one section per finding (SUMMARY_SECTIONS), each from a typed summary; a
+    section the build has nothing for says why."""
+    answer = [
+        f"{metrics.spelled(('WFS', 'BA', 'AUC'))}. **Test set:** {ens.test_images} preliminary-test images of "
+        f"{ens.test_subjects} subjects (data fingerprint `{study.data_info['fingerprint']}`), seed {ens.seed}; "
+        "every p-value below takes the subject as its unit."
     ]
     for size in sorted(ens.sizes, reverse=True):
         s = ens.sizes[size]
-        parts.append(comparison_sentence(size, s, 2 * len(ens.sizes)))
+        answer.append(comparison_sentence(size, s, 2 * len(ens.sizes)))
         gap = s.weight_gap_BA_pp.get("WEN-kappa")
         if gap is not None:
-            parts.append(
+            answer.append(
                 f"Measuring the weights on the test labels, as the paper does, changes WEN-kappa's BA by "
                 f"{gap:+.2f} points at {size} px."
             )
     t5 = {r["classifier"]: r for r in var.table}
+    seeds = f"The variance chapter trained {len(var.seeds)} seed(s) at {var.size} px, so there is no spread to give."
     if "WEN-kappa" in t5 and t5["WEN-kappa"]["runs"] > 1:
         r = t5["WEN-kappa"]
         singles = {k: v for k, v in t5.items() if v["kind"] == "single"}
         best = max(singles, key=lambda k: singles[k]["A_BA"]) if singles else None
-        text = (
+        seeds = (
             f"**Over {r['runs']} seeds** at {var.size} px ({var.split} subject split, WEN weights from the "
             f"{var.weights_from} split) WEN-kappa averaged BA {r['A_BA']:.3f} (SD {r['SD_BA_pp']:.2f} points, "
             f"variance {r['V_BA']:.2f} %², as the paper's V_), WFS {r['A_WFS']:.3f}, ACC {r['A_ACC']:.3f}."
         )
         if best is not None:
             b = singles[best]
-            text += (
+            seeds += (
                 f" The single backbone with the highest mean test BA, {best} (picked on test, which favours it), "
-                f"averaged BA {b['A_BA']:.3f}: the ensemble is {'above' if r['A_BA'] > b['A_BA'] else 'not above'} it."
+                f"averaged BA {b['A_BA']:.3f}: over the seeds the ensemble is "
+                f"{'above' if r['A_BA'] > b['A_BA'] else 'not above'} it (the answer above is seed {ens.seed} alone)."
             )
-        parts.append(text)
-    parts += [weighting_sentence(ens), mixture_sentence(ens)]
-    if ens.crop is not None:
-        parts.append(crop_sentence(ens, var))
-    if ens.ece:
-        parts.append(calibration_sentence(ens))
+    out = {
+        "The answer": summary_table(ens) + "\n\n" + "\n\n".join(answer),
+        "The ensemble against its baselines": weighting_sentence(ens) + "\n\n" + mixture_sentence(ens),
+        "The crop against the full image": crop_sentence(ens, var)
+        if ens.crop is not None
+        else "This build trained one input size, so the crop is not compared with the full image.",
+        "Variance over seeds": seeds,
+        "Grad-CAM": gradcam_summary_sentence(cam),
+        "Calibration": calibration_sentence(ens) if ens.ece else "This build measured no calibration.",
+    }
+    return {k: out[k] for k in SUMMARY_SECTIONS}
+
+
+def gradcam_summary_sentence(cam) -> str:
+    """The Grad-CAM finding: against how many single models with usable maps the ensemble's maps are more
+    (or less) concentrated in the cell, with the subject as the unit."""
     with_maps = [m for m in cam.models if m not in cam.models_without_maps]
+    more, less = cam.more_concentrated_than, cam.less_concentrated_than
     text = (
         f"**Grad-CAM** ({cam.images} test images drawn without looking at predictions, stratified by class and "
         f"subject, {cam.subjects} subjects; paired Wilcoxon test on subject means, Holm-adjusted over the "
-        f"{len(with_maps)} models): the ensemble's maps put significantly more energy inside the cell than "
-        f"{len(cam.more_concentrated_than)} of the {len(with_maps)} single models with usable maps"
+        f"{len(with_maps)} models): "
     )
-    text += f" ({', '.join(cam.more_concentrated_than)})" if cam.more_concentrated_than else ""
-    text += (
-        f" and significantly less than {len(cam.less_concentrated_than)} ({', '.join(cam.less_concentrated_than)})"
-        if cam.less_concentrated_than
-        else ""
-    )
-    text += "."
+    if more:
+        text += (
+            f"the ensemble's maps put significantly more energy inside the cell than {len(more)} of the "
+            f"{len(with_maps)} single models with usable maps ({', '.join(more)})"
+        )
+    else:
+        text += (
+            f"the ensemble's maps put significantly more energy inside the cell than none of the {len(with_maps)} "
+            "single models with usable maps"
+        )
+    text += f", and significantly less than {len(less)} ({', '.join(less)})." if less else "."
     if cam.models_without_maps:
         text += (
             f" {', '.join(cam.models_without_maps)} produced no usable map (flat at this tensor size) and "
             "is not counted."
         )
-    parts.append(text)
-    return "\n\n".join(parts)
+    return text
+
+
+def headline(ens, var, cam, study) -> str:
+    """The results summary as one text (each section under its heading)."""
+    return "\n\n".join(f"### {k}\n\n{v}" for k, v in summary_sections(ens, var, cam, study).items())
 
 
 def calibration_sentence(ens) -> str:
@@ -715,5 +747,5 @@ def offer(path, what: str):
     from IPython.display import Markdown, display
 
     path = Path(path)
-    meta = {DOWNLOAD_META: {"file": path.name, "text": path.read_text(), "what": what}}
-    display(Markdown(f"`{path.name}`: {what}."), metadata=meta)
+    meta = {DOWNLOAD_META: {"file": path.name, "text": path.read_text(), "what": what, "replace": True}}
+    display(Markdown(f"`{path.name}`: {what}."), metadata=meta)  # in the book: the download link instead

@@ -201,6 +201,31 @@ def significance(comparisons: dict[str, dict], reference: str) -> pd.DataFrame:
     return table
 
 
+def significance_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The significance table as a page shows it: one row per comparison, each difference in points with its
+    paired CI and its Holm-adjusted subject-level p-value (the per-image tests: `per_image_shown`)."""
+    out = pd.DataFrame(
+        {"comparison": [f"{e} − {a}" for e, a in zip(table["ensemble"], table["against"])]},
+    )
+    out["subjects"] = table["subjects"].astype(int).to_numpy()
+    for m in ("BA", "AUC"):
+        out[f"Δ{m}, points [95 % CI]"] = [
+            f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            for d, lo, hi in zip(table[f"d{m}"], table[f"d{m}_lo"], table[f"d{m}_hi"])
+        ]
+        out[f"p {m} (Holm)"] = [stats.p_text(p) for p in table[f"p d{m} Holm"]]
+    return out.set_index("comparison")
+
+
+def per_image_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The per-image tests of the significance table, labelled as such (images treated as independent)."""
+    out = pd.DataFrame({"comparison": [f"{e} − {a}" for e, a in zip(table["ensemble"], table["against"])]})
+    out["images"] = table["images"].astype(int).to_numpy()
+    out["McNemar p (BA, per image)"] = [stats.p_text(p) for p in table["McNemar p (per image, images independent)"]]
+    out["DeLong p (AUC, per image)"] = [stats.p_text(p) for p in table["DeLong p (per image, images independent)"]]
+    return out.set_index("comparison")
+
+
 def headline_comparison(c: dict, ensemble: str, reference: str) -> dict:
     """The comparison behind the headline sentence (`c`: one entry of `compare_ensembles`); its Holm
     columns hold this size's two tests adjusted together until the chapter adjusts the headline's whole
