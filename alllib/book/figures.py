@@ -792,8 +792,9 @@ def fig10_bars(frame: pd.DataFrame, label: str):
         bar.set_edgecolor("#8b0000" if h == "xx" else "white" if h else bar.get_facecolor())
     ours = t["ours"].to_numpy()
     if synthetic:
-        for yy in y[ours]:
-            ax.text(101, yy, "synthetic: places nothing", va="center", ha="left", fontsize=10, color="#8b0000")
+        ends = t[["wfs", "hi"]].max(axis=1)[ours]  # the bar's end, or its CI's
+        for yy, hi in zip(y[ours], ends):  # beside the bar, inside the axes
+            ax.text(hi + 1.5, yy, "synthetic: places nothing", va="center", ha="left", fontsize=10, color="#8b0000")
         watermark(ax, label)
     ax.errorbar(
         t["wfs"][ours],

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from alllib.book import report
 from alllib.book.report import departures
+from alllib.method.metrics import HEADLINE, spelled
 from alllib.study.prepare import prepare
 
 
@@ -78,4 +79,5 @@ def setup(profile: str = "demo", overrides=(), data_dir=None, results_dir=None, 
         if gone:
             text += f". Departures from the paper in this profile: {gone} (see the method notes)."
         display(Markdown(text))
+        display(Markdown(f"Metrics: {spelled(HEADLINE + ['ECE'])} (see the {{doc}}`glossary </book/glossary>`)."))
     return study, label

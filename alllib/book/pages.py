@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from alllib import __version__, io
 from alllib.book.model_card import model_card_markdown
 from alllib.book.notebook import quiet_tensorflow
-from alllib.book.report import DOWNLOADS, key_results, landing, runs_table_markdown
+from alllib.book.report import DOWNLOADS, key_results, landing, run_title, runs_table_markdown
 from alllib.errors import StudyError
 from alllib.method.dataset import load_manifest
 from alllib.provenance import environment, git_commit
@@ -129,6 +129,8 @@ def write_generated_pages(study, runs: RunSet, timings: dict, gen: Path, chapter
     io.write_text(gen / "model_card.md", model_card_markdown(study, ens, runs=runs))
     io.write_text(gen / "reproduce.md", reproduce_markdown(study, chapters))
     io.write_text(gen / "manifest.md", manifest_markdown())
+    io.write_text(gen / "glossary.md", glossary_markdown())
+    io.write_text(gen / "execution.md", execution_markdown(gen, chapters, runs))
     io.write_text(gen / "cite.md", cite_markdown(git_commit()))
     for run in runs:  # each run's record (settings, timings, accuracies), linked from the runs tables
         io.write_text(gen / DOWNLOADS / "runs" / f"{run.run_id}.json", (run.folder / "run.json").read_text())
@@ -178,6 +180,66 @@ def reproduce_markdown(study, chapters) -> str:
         "(add `DATA_DIR=...` for the real data). In Jupyter, open the notebook under `notebooks/` and set its "
         "parameters cell.\n\n" + chapter_commands(cfg.name, chapters)
     )
+
+
+# Terms of the book besides the metrics (metrics.NAMES), as the paper or this study uses them
+TERMS = {
+    "ALL": "acute lymphoblastic leukaemia: the cancer class (label 1)",
+    "Hem": "normal (haematologically healthy) cells: the other class (label 0)",
+    "WEN": "weighted ensemble of networks: the paper's weighted soft vote of the five backbones (Eqs. 1-4); "
+    "WEN-f1, WEN-auc and WEN-kappa take their weights from the F1-score, AUC or Cohen's kappa of each member",
+    "CI": "confidence interval; here 95 %, from a bootstrap over test subjects (the subject is the unit)",
+    "Holm": "Holm's step-down adjustment of a family of p-values for multiple testing",
+    "subject": "one patient; all of a subject's images fall in one split, and every test resamples subjects",
+    "TTA": "test-time augmentation: the mean prediction over flipped views of each image",
+    "Grad-CAM": "gradient-weighted class activation map: where a network's last convolutional features "
+    "drive its prediction",
+    "V_": "the paper's variance over five runs (Table 5), read as a variance in %²",
+}
+
+
+def execution_markdown(gen: Path, chapters, runs: RunSet) -> str:
+    """Each page's execution as papermill recorded it in the executed notebook (start, duration, status):
+    the chapters in the order they run, then the training runs."""
+    import json
+
+    def row(title: str, nb: Path) -> str:
+        if not nb.is_file():
+            return f"| {title} | – | – | not executed |"
+        pm = json.loads(nb.read_text()).get("metadata", {}).get("papermill", {})
+        status = "failed" if pm.get("exception") else "ok"
+        start = str(pm.get("start_time", ""))[:19].replace("T", " ")
+        return f"| {title} | {start} UTC | {pm.get('duration', float('nan')):.1f} | {status} |"
+
+    lines = ["| page | started | seconds | status |", "|---|---|---|---|"]
+    for nb in chapters:
+        cells = json.loads((PACKAGE_ROOT / "notebooks" / f"{nb}.ipynb").read_text())["cells"]
+        title = "".join(cells[0]["source"]).splitlines()[0].lstrip("# ")
+        lines.append(row(f"{{doc}}`{title} </book/_generated/{nb}>`", gen / f"{nb}.ipynb"))
+    for run in runs:
+        lines.append(
+            row(f"{{doc}}`{run_title(run)} </book/_generated/runs/{run.run_id}>`", gen / "runs" / f"{run.run_id}.ipynb")
+        )
+    total = sum(
+        json.loads(p.read_text()).get("metadata", {}).get("papermill", {}).get("duration") or 0
+        for p in [gen / f"{nb}.ipynb" for nb in chapters] + [gen / "runs" / f"{r.run_id}.ipynb" for r in runs]
+        if p.is_file()
+    )
+    return (
+        f"Papermill's record of each notebook behind a page: {total / 60:.1f} min of notebook execution in all "
+        "(a page kept from an earlier build by `make book CHAPTER=...` shows when it last ran; a reused run shows "
+        "when it was trained).\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def glossary_markdown() -> str:
+    """The glossary: each metric (metrics.NAMES, with the paper's equation where it gives one), then the terms."""
+    from alllib.method.metrics import NAMES
+
+    lines = ["| term | stands for | meaning |", "|---|---|---|"]
+    lines += [f"| **{k}** | {name} | {meaning} |" for k, (name, meaning) in NAMES.items()]
+    lines += [f"| **{k}** | | {meaning} |" for k, meaning in TERMS.items()]
+    return "\n".join(lines) + "\n"
 
 
 def manifest_markdown() -> str:

@@ -74,7 +74,7 @@ def summary_sections(ens, var, cam, study) -> dict[str, str]:
     """The results summary, one section per finding (SUMMARY_SECTIONS), each from a typed summary; a
     section the build has nothing for says why."""
     answer = [
-        f"{metrics.spelled(('WFS', 'BA', 'AUC'))}. **Test set:** {ens.test_images} preliminary-test images of "
+        f"**Test set:** {ens.test_images} preliminary-test images of "
         f"{ens.test_subjects} subjects (data fingerprint `{study.data_info['fingerprint']}`), seed {ens.seed}; "
         "every p-value below takes the subject as its unit."
     ]
@@ -339,10 +339,10 @@ def summary_table(ens) -> str:
                 f"{_ci2(e['AUC'])} |"
             )
     return (
-        f"Table 4's key rows beside the paper's, with {CI} subject-bootstrap CIs. The paper measures WEN's "
-        "weights on the test set; we show WEN-kappa with those weights (as the paper) and with weights from the "
-        "validation split (the leak-free numbers of the sentences above). The paper's Table 4 has no AUC. "
-        "Every classifier and metric is in the ensemble chapter.\n\n" + "\n".join(lines)
+        f"**{ens.label}.** Table 4's key rows beside the paper's, with {CI} subject-bootstrap CIs. The paper "
+        "measures WEN's weights on the test set; we show WEN-kappa with those weights (as the paper) and with "
+        "weights from the validation split (the leak-free numbers of the sentences below). The paper's Table 4 "
+        "has no AUC. Every classifier and metric is in the ensemble chapter.\n\n" + "\n".join(lines)
     )
 
 
@@ -628,7 +628,7 @@ def landing(ens) -> str:
             f"{p_text(c.p_BA_holm)}, {c.subjects} subjects, Holm over BA and AUC at {len(ens.sizes)} input size(s))"
         )
     return (
-        f"On {ens.label}, seed {ens.seed} (one run per size; the variance chapter gives the spread over seeds): "
+        f"On **{ens.label}**, seed {ens.seed} (one run per size; the variance chapter gives the spread over seeds): "
         + "; ".join(verdicts)
         + ". The paper's numbers use weights measured on the test set; ours use the validation split, and the "
         "test-weighted rows show what the paper's choice gives here. The results summary says more.\n\n"
