@@ -3,6 +3,8 @@
 #   make book                  run the study (PROFILE=demo by default) and build the book into _build/html
 #   make test                  lint (ruff), unit tests + the end-to-end smoke run (every notebook, then the book,
 #                              then the built pages in headless Chromium: tools/install_browser.sh installs it)
+#   make pdf                   the whole book as one PDF, _build/book.pdf (after make book; Sphinx's single-page
+#                              HTML printed by Debian's headless Chromium: no LaTeX, nothing downloaded)
 #   make test-book             the built book (_build/html) in headless Chromium at 1280 and 414 px, screenshots kept
 #   make lint                  ruff check and ruff format --check (settings in pyproject.toml)
 #   make test-cluster          the smoke study through a real single-node Slurm (tools/slurm_local.sh starts and stops it)
@@ -19,7 +21,7 @@ EXECUTOR ?=
 CHAPTER ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup book test test-book browser test-cluster unit lint clean-book
+.PHONY: setup book pdf test test-book browser test-cluster unit lint clean-book
 
 setup: $(STAMP)
 
@@ -45,6 +47,14 @@ test: lint browser
 # Debian's chromium and chromium-driver, for the browser test (installed when missing; never downloaded at run time)
 browser:
 	tools/install_browser.sh
+
+pdf: $(STAMP) browser
+	@test -d book/_generated || { echo "make pdf: no generated pages; run make book first" >&2; exit 1; }
+	$(VENV)/bin/jupyter-book build . --builder singlehtml --keep-going > _build/singlehtml.log 2>&1 || { tail -20 _build/singlehtml.log; exit 1; }
+	chromium --headless=new --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+	  --disable-component-update --disable-sync --user-data-dir=$$(mktemp -d) --no-pdf-header-footer \
+	  --virtual-time-budget=20000 --print-to-pdf=_build/book.pdf _build/singlehtml/book/intro.html 2>/dev/null
+	@echo "make pdf: _build/book.pdf ($$(du -h _build/book.pdf | cut -f1))"
 
 test-book: $(STAMP) browser
 	$(PY) -m alllib.book.browser _build/html

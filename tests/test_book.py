@@ -140,3 +140,18 @@ def test_downloads_are_written_once_and_linked_after_their_output(tmp_path):
     assert len(out) == 2 and out[1]["data"]["text/markdown"] == (
         "Download this table as CSV: {download}`table4.csv </book/_generated/downloads/03_x/table4.csv>`"
     )
+
+
+def test_a_results_table_names_its_data_and_drops_only_pandas_own_index():
+    import pandas as pd
+
+    from alllib.book import report
+
+    plain = pd.DataFrame({"classifier": ["A", "B"], "BA": [0.5, 0.75], "n": [30.0, 12.0]})
+    html = report.table_html(plain, "SYNTHETIC C-NMC-like data | profile smoke")
+    assert '<caption class="data-label data-synthetic">SYNTHETIC C-NMC-like data | profile smoke</caption>' in html
+    assert "<th>0</th>" not in html and ">classifier</th>" in html  # pandas' 0, 1 are not shown
+    assert "<td>30</td>" in html and "30.0" not in html  # a count prints as an integer
+    assert "<td>0.50</td>" in html or "<td>0.5</td>" in html  # a metric stays a float
+    seeds = pd.DataFrame({"seed": [0, 1], "dBA_pp": [1.5, -0.5]}).set_index("seed")  # a RangeIndex with a name
+    assert ">seed</th>" in report.table_html(seeds, "") and "<caption" not in report.table_html(seeds, "")

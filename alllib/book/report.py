@@ -172,6 +172,22 @@ def calibration_sentence(ens) -> str:
     return text
 
 
+def v_reading_sentence(reading: dict, synthetic: bool) -> str:
+    """Which reading of the paper's V_ (a variance in %², or a standard deviation in points) our runs come
+    nearer to, with the ratios themselves: a ratio far from one is no match whichever reading is nearer."""
+    closer = reading["closer"]
+    ratios = {k: v for k, v in reading.items() if k != "closer"}
+    text = (
+        "Median ratio of ours to the paper's V_: "
+        + ", ".join(f"our {k} {v:.2f}" for k, v in ratios.items())
+        + f" (the paper's own value would give a ratio of one). The {closer} is the nearer reading"
+    )
+    ratio = ratios.get(closer)
+    if ratio is not None and not 0.5 <= ratio <= 2:
+        text += f", yet still {ratio:.1f} times the paper's: neither reading matches its magnitude"
+    return text + (" (synthetic data and CPU-sized training: a weak check)." if synthetic else ".")
+
+
 def temperatures_sentence(temperatures: dict[str, float]) -> str:
     """Temperature scaling's one temperature per member, each fitted on validation."""
     return (
@@ -407,7 +423,7 @@ def departures(cfg: Profile) -> str:
 def run_header(run: Run) -> str:
     tr = run.training  # as the run recorded it
     return (
-        f"### {run.display}, {run.input_size} px ({run.input_px} px tensors), seed {run.seed}\n\n"
+        f"## {run.display}, {run.input_size} px ({run.input_px} px tensors), seed {run.seed}\n\n"
         f"Run `{run.run_id}` of the `{run.profile}` profile; weights: **{run.weights}**; "
         f"subject split of seed {run.seed if run.split_seed is None else run.split_seed}; "
         f"{run.train_images} training images ({run.train_images_oversampled} per epoch after oversampling), "
@@ -719,7 +735,8 @@ def table_html(frame, label: str = "") -> str:
     import pandas as pd
 
     frame = _counts_as_integers(frame)
-    positional = isinstance(frame.index, pd.RangeIndex)
+    # pandas' own 0, 1, ... (a named index, even one that holds 0, 1, ..., such as seeds, names its rows)
+    positional = isinstance(frame.index, pd.RangeIndex) and frame.index.name is None
     html = two_lines(frame.to_html(index=not positional, na_rep="–", border=0))
     if label:
         kind = "synthetic" if "SYNTHETIC" in label else "real"
