@@ -12,5 +12,5 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install_browser.sh: installing Debian's chromium and chromium-driver"
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 chromium --version
