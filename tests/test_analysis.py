@@ -101,6 +101,10 @@ def test_headline_is_rendered_from_the_summaries(chapter):
     assert "subject sign-flip permutation test" in text and "per-image tests overstate the evidence" in text
     assert "1 of the 4 single models with usable maps (VGG-16)" in text and "less than 1 (Xception)" in text
     assert "InceptionResNet-V2 produced no usable map" in text
+    none = cam.model_copy(update={"more_concentrated_than": [], "less_concentrated_than": []})
+    assert "more energy inside the cell than no single model with usable maps (of 4)." in (
+        report.gradcam_summary_sentence(none)
+    )  # never "than 0 of the 4"
     assert "significant at the 5 % level (p = " in text
     wk = next(r for r in var.table if r["classifier"] == "WEN-kappa")
     assert f"BA {wk['A_BA']:.3f}" in text

@@ -135,8 +135,8 @@ def gradcam_summary_sentence(cam) -> str:
         )
     else:
         text += (
-            f"the ensemble's maps put significantly more energy inside the cell than none of the {len(with_maps)} "
-            "single models with usable maps"
+            f"the ensemble's maps put significantly more energy inside the cell than no single model with usable "
+            f"maps (of {len(with_maps)})"
         )
     text += f", and significantly less than {len(less)} ({', '.join(less)})." if less else "."
     if cam.models_without_maps:
