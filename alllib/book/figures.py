@@ -15,6 +15,7 @@ from alllib.method.models import DISPLAY_ORDER
 from alllib.method.preprocessing import center_crop, crop_box
 from alllib.method.training import triangular2
 from alllib.results import paper
+from alllib.rounding import fmt
 
 if TYPE_CHECKING:  # names used in annotations only
     from alllib.study.runs import Run, RunSet
@@ -439,7 +440,7 @@ def roc_figure(curves: dict, title: str, label: str, ax=None):
             tpr,
             lw=2 if name.startswith("WEN") else 1.2,
             ls=":" if name == PAPER_READING else ("-" if name.startswith("WEN") else "--"),
-            label=f"{name} (AUC {auc:.3f})",
+            label=f"{name} (AUC {fmt(auc, 3)})",
         )
     ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
     ax.set_xlabel("false positive rate (Hem called ALL)")
@@ -458,7 +459,7 @@ def confusion_figure(cms: dict, label: str):
     fig, axes = plt.subplots(1, len(cms), figsize=(3.8 * len(cms), 3.3), squeeze=False)
     for ax, (name, cm) in zip(axes[0], cms.items()):
         pct = metrics.confusion_percent(cm)
-        annot = cm.astype(str) + "\n(" + pct.round(1).astype(str) + "%)"
+        annot = cm.astype(str) + "\n(" + pct.map(lambda v: fmt(v, 1)) + "%)"
         sns.heatmap(pct, annot=annot, fmt="", cmap="Blues", vmin=0, vmax=100, cbar=False, ax=ax)
         ax.set_title(name, fontsize=10)
     fig.tight_layout()
@@ -469,7 +470,7 @@ def reliability_figure(tables: dict, label: str):
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=0.8)
     for name, (ece, t) in tables.items():
-        ax.plot(t["mean_predicted"], t["fraction_all"], "o-", label=f"{name} (ECE {ece:.3f})")
+        ax.plot(t["mean_predicted"], t["fraction_all"], "o-", label=f"{name} (ECE {fmt(ece, 3)})")
     ax.set_xlabel("mean predicted p(ALL)")
     ax.set_ylabel("observed fraction ALL")
     ax.set_title("Reliability diagram (preliminary test)", fontsize=10)
@@ -500,7 +501,7 @@ def metric_bars(frame: pd.DataFrame, metric: str, label: str, hue: str = "input"
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=10)
     low = max(0, np.nanmin(frame[f"{metric}_lo"]) - 0.05)
     ax.set_ylim(low, min(1, np.nanmax(frame[f"{metric}_hi"]) + 0.03))
-    ax.set_ylabel(metric + (f" (axis starts at {low:.2f})" if low > 0 else ""))
+    ax.set_ylabel(metric + (f" (axis starts at {fmt(low, 2)})" if low > 0 else ""))
     ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title or f"{metric} on the preliminary test set, 95% subject-bootstrap CIs", fontsize=10)
     fig.tight_layout()
@@ -542,7 +543,7 @@ def gradcam_rows(rows: list[dict], label: str, title: str):
             ax.imshow(r[key], cmap=MAP_COLOURS, alpha=0.45, vmin=0, vmax=1)
             pred = "ALL" if metrics.predict_labels(p) else "Hem"
             ax.set_title(
-                f"{name}\n{verdict_mark(pred == r['true'])} {pred}, p(ALL)={p:.2f}",
+                f"{name}\n{verdict_mark(pred == r['true'])} {pred}, p(ALL)={fmt(p, 2)}",
                 fontsize=10,
                 color=verdict_colour(pred == r["true"]),
             )
@@ -593,7 +594,7 @@ def gradcam_grid(images, maps: dict, probs: dict, true: list[str], label: str, t
             axes[r, i].imshow(images[i])
             axes[r, i].imshow(maps[name][i], cmap=MAP_COLOURS, alpha=0.45, vmin=0, vmax=1)
             right = bool(metrics.predict_labels(p)) == (true[i] == CLASS_NAMES["all"])
-            axes[r, i].set_title(f"{verdict_mark(right)} p(ALL)={p:.2f}", fontsize=10, color=verdict_colour(right))
+            axes[r, i].set_title(f"{verdict_mark(right)} p(ALL)={fmt(p, 2)}", fontsize=10, color=verdict_colour(right))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -807,7 +808,7 @@ def fig10_bars(frame: pd.DataFrame, label: str):
     ax.set_yticks(y, t["label"], fontsize=10)
     low = max(0, np.floor(np.nanmin(t[["wfs", "lo"]].to_numpy()) / 5) * 5 - 5)
     ax.set_xlim(low, 100)
-    xlabel = f"weighted F1-score, % (the axis starts at {low:.0f}, not at 0)"
+    xlabel = f"weighted F1-score, % (the axis starts at {fmt(low, 0)}, not at 0)"
     if left_out:
         xlabel += f"\nnot drawn, the paper's text gives no number: {', '.join(left_out)}"
     ax.set_xlabel(xlabel, fontsize=10)

@@ -15,6 +15,7 @@ from alllib.method.metrics import HEADLINE, THRESHOLD, evaluate
 from alllib.method.preprocessing import input_pixels, split_summary, subject_split
 from alllib.provenance import git_commit
 from alllib.results.stats import per_subject_accuracy
+from alllib.rounding import fmt
 from alllib.use.predict import FINAL_CROP_NOTE, load_ensemble
 
 if TYPE_CHECKING:  # names used in annotations only
@@ -23,7 +24,7 @@ if TYPE_CHECKING:  # names used in annotations only
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.1f} %"
+    return f"{fmt(100 * x, 1)} %"
 
 
 def model_card_markdown(study, summary: EnsembleSummary, runs: RunSet | None = None) -> str:
@@ -60,7 +61,7 @@ def _synthetic_warning(study) -> list[str]:
 def _details(study, ens) -> list[str]:
     cfg = study.cfg
     seen = "the 450 px image" if ens.size == 450 else "its 300 px centre crop"
-    weights = ", ".join(f"{mm.backbone} {mm.weight:.3f}" for mm in ens.members)
+    weights = ", ".join(f"{mm.backbone} {fmt(mm.weight, 3)}" for mm in ens.members)
     init = "ImageNet weights" if cfg.weights == "imagenet" else f"`{cfg.weights}` (no ImageNet weights)"
     return [
         "## Model details",
@@ -125,7 +126,7 @@ def _metrics(summary: EnsembleSummary, ens, test) -> list[str]:
     ]
     for name in HEADLINE:
         e = cis[name]
-        lines.append(f"| {name} | {e.est:.3f} | {e.lo:.3f} to {e.hi:.3f} |")
+        lines.append(f"| {name} | {fmt(e.est, 3)} | {fmt(e.lo, 3)} to {fmt(e.hi, 3)} |")
     return lines
 
 
@@ -141,8 +142,8 @@ def _per_class_and_subject(test) -> list[str]:
         "| class | images | recall | precision | F1 |",
         "|---|---|---|---|---|",
         *[
-            f"| {CLASS_NAMES[c]} | {m['n_' + c]} | {m['recall_' + c]:.3f} | {m['precision_' + c]:.3f} "
-            f"| {m['f1_' + c]:.3f} |"
+            f"| {CLASS_NAMES[c]} | {m['n_' + c]} | {fmt(m['recall_' + c], 3)} | {fmt(m['precision_' + c], 3)} "
+            f"| {fmt(m['f1_' + c], 3)} |"
             for c in ("all", "hem")
         ],
         "",
@@ -155,7 +156,7 @@ def _per_class_and_subject(test) -> list[str]:
         "|---|---|---|---|",
     ]
     lines += [
-        f"| {r.subject} | {CLASS_NAMES[r.label]} | {r.images} | {r.accuracy:.3f} |"
+        f"| {r.subject} | {CLASS_NAMES[r.label]} | {r.images} | {fmt(r.accuracy, 3)} |"
         for r in subjects.head(5).itertuples(index=False)
     ]
     return lines

@@ -11,18 +11,19 @@ from alllib.method import metrics
 from alllib.method.models import DISPLAY_ORDER, get_backbone
 from alllib.results import paper
 from alllib.results.stats import CI_LEVEL, p_text
+from alllib.rounding import fmt, pct, rounded
 
 if TYPE_CHECKING:  # names used in annotations only
     from alllib.study.profile import Profile
     from alllib.study.runs import Run, RunSet
 
 ALPHA = 0.05
-CI = f"{100 * CI_LEVEL:.0f} %"  # the level of every interval, as sentences write it
-LEVEL = f"{100 * ALPHA:.0f} %"  # the significance level, as sentences write it
+CI = f"{fmt(100 * CI_LEVEL, 0)} %"  # the level of every interval, as sentences write it
+LEVEL = f"{fmt(100 * ALPHA, 0)} %"  # the significance level, as sentences write it
 
 
 def _ci(e) -> str:
-    return f"{e.est:.3f} [{e.lo:.3f}, {e.hi:.3f}]"
+    return f"{fmt(e.est, 3)} [{fmt(e.lo, 3)}, {fmt(e.hi, 3)}]"
 
 
 def comparison_sentence(size: int, s, n_tests: int) -> str:
@@ -36,8 +37,10 @@ def comparison_sentence(size: int, s, n_tests: int) -> str:
         f"**{size} px:** the best single model on validation was **{best}** (test BA {_ci(t[best]['BA'])}, "
         f"AUC {_ci(t[best]['AUC'])}). WEN-kappa with leak-free (validation) weights reached BA "
         f"{_ci(t['WEN-kappa']['BA'])} and AUC {_ci(t['WEN-kappa']['AUC'])}: {by(d_ba)} in BA ({CI} CI "
-        f"{c.dBA.lo * 100:+.1f} to {c.dBA.hi * 100:+.1f}) and {by(d_auc)} in AUC ({c.dAUC.lo * 100:+.1f} to "
-        f"{c.dAUC.hi * 100:+.1f}). With the subject as the unit ({c.subjects} test subjects, {c.images} images; "
+        f"{fmt(c.dBA.lo * 100, 1, sign=True)} to {fmt(c.dBA.hi * 100, 1, sign=True)}) and {by(d_auc)} in AUC "
+        f"({fmt(c.dAUC.lo * 100, 1, sign=True)} to "
+        f"{fmt(c.dAUC.hi * 100, 1, sign=True)}). With the subject as the unit ({c.subjects} test subjects, "
+        f"{c.images} images; "
         f"subject sign-flip permutation test, Holm-adjusted over the {n_tests} tests of this claim: BA and AUC at "
         f"each input size) the BA difference is "
         f"{'' if sig_ba else 'not '}significant at the {LEVEL} level (p = {p_text(c.p_BA_holm)}) and the AUC "
@@ -85,7 +88,7 @@ def summary_sections(ens, var, cam, study) -> dict[str, str]:
         if gap is not None:
             answer.append(
                 f"Measuring the weights on the test labels, as the paper does, changes WEN-kappa's BA by "
-                f"{gap:+.2f} points at {size} px."
+                f"{fmt(gap, 2, sign=True)} points at {size} px."
             )
     t5 = {r["classifier"]: r for r in var.table}
     seeds = f"The variance chapter trained {len(var.seeds)} seed(s) at {var.size} px, so there is no spread to give."
@@ -95,14 +98,14 @@ def summary_sections(ens, var, cam, study) -> dict[str, str]:
         best = max(singles, key=lambda k: singles[k]["A_BA"]) if singles else None
         seeds = (
             f"**Over {r['runs']} seeds** at {var.size} px ({var.split} subject split, WEN weights from the "
-            f"{var.weights_from} split) WEN-kappa averaged BA {r['A_BA']:.3f} (SD {r['SD_BA_pp']:.2f} points, "
-            f"variance {r['V_BA']:.2f} %², as the paper's V_), WFS {r['A_WFS']:.3f}, ACC {r['A_ACC']:.3f}."
+            f"{var.weights_from} split) WEN-kappa averaged BA {fmt(r['A_BA'], 3)} (SD {fmt(r['SD_BA_pp'], 2)} points, "
+            f"variance {fmt(r['V_BA'], 2)} %², as the paper's V_), WFS {fmt(r['A_WFS'], 3)}, ACC {fmt(r['A_ACC'], 3)}."
         )
         if best is not None:
             b = singles[best]
             seeds += (
                 f" The single backbone with the highest mean test BA, {best} (picked on test, which favours it), "
-                f"averaged BA {b['A_BA']:.3f}: over the seeds the ensemble is "
+                f"averaged BA {fmt(b['A_BA'], 3)}: over the seeds the ensemble is "
                 f"{'above' if r['A_BA'] > b['A_BA'] else 'not above'} it (the answer above is seed {ens.seed} alone)."
             )
     out = {
@@ -173,18 +176,18 @@ def calibration_sentence(ens) -> str:
 
 
 def v_reading_sentence(reading: dict, synthetic: bool) -> str:
-    """Which reading of the paper's V_ (a variance in %², or a standard deviation in points) our runs come
+    """Which reading of the paper's ``V_`` (a variance in %², or a standard deviation in points) our runs come
     nearer to, with the ratios themselves: a ratio far from one is no match whichever reading is nearer."""
     closer = reading["closer"]
     ratios = {k: v for k, v in reading.items() if k != "closer"}
     text = (
         "Median ratio of ours to the paper's V_: "
-        + ", ".join(f"our {k} {v:.2f}" for k, v in ratios.items())
+        + ", ".join(f"our {k} {fmt(v, 2)}" for k, v in ratios.items())
         + f" (the paper's own value would give a ratio of one). The {closer} is the nearer reading"
     )
     ratio = ratios.get(closer)
     if ratio is not None and not 0.5 <= ratio <= 2:
-        text += f", yet still {ratio:.1f} times the paper's: neither reading matches its magnitude"
+        text += f", yet still {fmt(ratio, 1)} times the paper's: neither reading matches its magnitude"
     return text + (" (synthetic data and CPU-sized training: a weak check)." if synthetic else ".")
 
 
@@ -193,7 +196,7 @@ def temperatures_sentence(temperatures: dict[str, float]) -> str:
     return (
         "Temperature scaling fits one temperature per member on its validation predictions (WEN-kappa then "
         "combines the rescaled members with its validation weights): "
-        + ", ".join(f"{n} T = {t:.2f}" for n, t in temperatures.items())
+        + ", ".join(f"{n} T = {fmt(t, 2)}" for n, t in temperatures.items())
         + "."
     )
 
@@ -217,10 +220,12 @@ def verdict_sentences(tally: dict, place: dict | None, synthetic: bool) -> str:
 
         lines.append(
             f"**One run against the spread of seeds** (WEN-kappa, {m}, {size} px): our Table 4 run scores "
-            f"{place['ours_run']:.3f}, {against(place['ours_run'], place['ours_mean'])} our mean over "
-            f"{place['seeds']} seeds ({place['ours_mean']:.3f}, SD {100 * place['ours_sd']:.2f} points). The paper's "
-            f"Table 4 run scores {place['paper_run']:.3f}, {against(place['paper_run'], place['paper_mean'])} its "
-            f"Table 5 mean ({place['paper_mean']:.3f}, SD {100 * place['paper_sd']:.2f} points, reading its V_ as a "
+            f"{fmt(place['ours_run'], 3)}, {against(place['ours_run'], place['ours_mean'])} our mean over "
+            f"{place['seeds']} seeds ({fmt(place['ours_mean'], 3)}, SD {fmt(100 * place['ours_sd'], 2)} "
+            "points). The paper's "
+            f"Table 4 run scores {fmt(place['paper_run'], 3)}, {against(place['paper_run'], place['paper_mean'])} its "
+            f"Table 5 mean ({fmt(place['paper_mean'], 3)}, SD {fmt(100 * place['paper_sd'], 2)} points, reading "
+            "its V_ as a "
             "variance in %²)."
         )
     if synthetic:
@@ -233,7 +238,8 @@ def verdict_sentences(tally: dict, place: dict | None, synthetic: bool) -> str:
 
 def points(e) -> str:
     """A difference (an Estimate of proportions) in percentage points with its 95 % CI."""
-    return f"{100 * e.est:+.1f} points ({CI} CI {100 * e.lo:+.1f} to {100 * e.hi:+.1f})"
+    lo, hi = fmt(100 * e.lo, 1, sign=True), fmt(100 * e.hi, 1, sign=True)
+    return f"{fmt(100 * e.est, 1, sign=True)} points ({CI} CI {lo} to {hi})"
 
 
 def _family_test(tests, comparison: str):
@@ -270,7 +276,10 @@ def weighting_sentence(ens) -> str:
         for m in ("BA", "AUC"):
             g = [row[f"d{m}_pp"] for row in gains]
             sd, low, high = statistics.stdev(g), min(g), max(g)
-            spread.append(f"{statistics.mean(g):+.2f} {m} points (SD {sd:.2f}, from {low:+.2f} to {high:+.2f})")
+            spread.append(
+                f"{fmt(statistics.mean(g), 2, sign=True)} {m} points (SD {fmt(sd, 2)}, from "
+                f"{fmt(low, 2, sign=True)} to {fmt(high, 2, sign=True)})"
+            )
         text += f" Over the {len(gains)} seeds at {b.size} px the gain averaged {spread[0]} and {spread[1]}."
     else:
         text += f" The study trained one seed at {b.size} px, so the gain has no seed-to-seed spread here."
@@ -321,9 +330,10 @@ def crop_sentence(ens, var) -> str:
         sd = row["SD_BA_pp"]
         gap = abs(100 * t.dBA.est)
         text += (
-            f" Across the {row['runs']} seeds at 300 px, WEN-kappa's BA has an SD of {sd:.2f} points: a one-seed "
-            f"difference smaller than about {2 * sd:.1f} points (twice that SD) cannot be told from seed-to-seed "
-            f"variation, and the difference found, {gap:.1f} points, is {'larger than' if gap > 2 * sd else 'within'} "
+            f" Across the {row['runs']} seeds at 300 px, WEN-kappa's BA has an SD of {fmt(sd, 2)} points: a one-seed "
+            f"difference smaller than about {fmt(2 * sd, 1)} points (twice that SD) cannot be told from seed-to-seed "
+            f"variation, and the difference found, {fmt(gap, 1)} points, is "
+            f"{'larger than' if gap > 2 * sd else 'within'} "
             "that."
         )
     return text
@@ -371,8 +381,8 @@ def error_concentration_sentence(e: dict, name: str = "WEN-kappa") -> str:
     return (
         f"{name} made {int(e['errors'])} errors on {int(e['subjects'])} test subjects; "
         f"{int(e['subjects_with_errors'])} subjects have at least one, and the worst {int(e['worst_subjects'])} "
-        f"({e['share']:.0%} of the subjects, ranked by error count, which favours the largest) hold "
-        f"{e['share_in_worst']:.0%} of them. Against a permutation null that keeps each subject's size and class "
+        f"({pct(e['share'], 0)} of the subjects, ranked by error count, which favours the largest) hold "
+        f"{pct(e['share_in_worst'], 0)} of them. Against a permutation null that keeps each subject's size and class "
         f"(the errors of a class shuffled over its images, {int(e['permutations'])} permutations), the per-subject "
         f"error rates are "
         + (
@@ -443,7 +453,7 @@ def run_curve_facts(run: Run) -> str:
     return (
         f"{run.epochs_run} epochs run (at most {tr.epochs}), best epoch {run.best_epoch} (lowest validation "
         f"loss, whose weights early stopping restored); early stopping {stopping}. "
-        f"{run.images_per_second:.1f} training images/s, {run.train_seconds:.0f} s training."
+        f"{fmt(run.images_per_second, 1)} training images/s, {fmt(run.train_seconds, 0)} s training."
     )
 
 
@@ -468,7 +478,7 @@ def run_evaluation(run: Run):
 
 def runs_facts(runs: RunSet, cfg: Profile) -> str:
     minutes = sum(r.train_seconds for r in runs) / 60
-    text = f"{len(runs)} runs, {minutes:.1f} min of training in all. Weights: **{cfg.weights}**."
+    text = f"{len(runs)} runs, {fmt(minutes, 1)} min of training in all. Weights: **{cfg.weights}**."
     per = per_backbone_settings(cfg)
     if per:
         text += (
@@ -497,7 +507,7 @@ def auc_gain_sentence(gain: dict) -> str:
 
     return (
         "AUC gain of the 300 px crop over the 450 px image, in points: "
-        + ", ".join(f"{k} {v:+.2f}" for k, v in gain.items())
+        + ", ".join(f"{k} {fmt(v, 2, sign=True)}" for k, v in gain.items())
         + f". Paper: {paper.hyperparameters()['auc_gain_300_vs_450_pct']}."
     )
 
@@ -505,8 +515,8 @@ def auc_gain_sentence(gain: dict) -> str:
 def subset_sentence(sub) -> str:
     full = sub[sub["size"] == sub["size"].max()]
     return (
-        f"Validation prefers **{sub.models.iloc[0]}** (validation BA {sub.val_BA.iloc[0]:.3f}, test BA "
-        f"{sub.test_BA.iloc[0]:.3f}); all {full['size'].iloc[0]} models: test BA {full.test_BA.iloc[0]:.3f}."
+        f"Validation prefers **{sub.models.iloc[0]}** (validation BA {fmt(sub.val_BA.iloc[0], 3)}, test BA "
+        f"{fmt(sub.test_BA.iloc[0], 3)}); all {full['size'].iloc[0]} models: test BA {fmt(full.test_BA.iloc[0], 3)}."
     )
 
 
@@ -551,7 +561,7 @@ def split_sentence(split: str) -> str:
 
 def gradcam_setup_sentence(ch) -> str:
     s = ch.summary
-    weights = ", ".join(f"{n} {w:.3f}" for n, w in ch.weights.items())
+    weights = ", ".join(f"{n} {fmt(w, 3)}" for n, w in ch.weights.items())
     return (
         f"{s.images} sampled test images of {s.subjects} subjects (seed {s.sample_seed}, stratified by class and "
         f"subject, drawn without looking at predictions), {s.method}, {len(ch.names)} models at {ch.size} px "
@@ -567,7 +577,10 @@ def inference_sentence(steps, reference: str) -> str:
     for variant in [v for v in dict.fromkeys(steps["variant"]) if v != base]:
         for name in ("WEN-kappa", reference):
             a, b = t.loc[(base, name)], t.loc[(variant, name)]
-            parts.append(f"{variant}: {name} BA {a['BA']:.3f} → {b['BA']:.3f}, ECE {a['ECE']:.3f} → {b['ECE']:.3f}")
+            parts.append(
+                f"{variant}: {name} BA {fmt(a['BA'], 3)} → {fmt(b['BA'], 3)}, ECE {fmt(a['ECE'], 3)} → "
+                f"{fmt(b['ECE'], 3)}"
+            )
     return "; ".join(parts) + "." if parts else "The profile enables neither step."
 
 
@@ -584,7 +597,7 @@ def key_results(ens, synthetic: bool) -> str:
     for m in ("WFS", "BA", "AUC"):
         rows.append(
             f"| **{m}** | {_ci2(s.leak_free['WEN-kappa'][m])} | {_ci2(s.paper_faithful['WEN-kappa'][m])} | "
-            f"{theirs[m]:.3f} |"
+            f"{fmt(theirs[m], 3)} |"
         )
     label = ens.label.split(" | ")[0]
     where = f"**{label}: a test of the pipeline, not a reproduction.**" if synthetic else f"**{label}.**"
@@ -654,7 +667,7 @@ def landing(ens) -> str:
 
 
 def _num(v: float) -> str:
-    return "n/a" if v != v else f"{v:.3f}"
+    return "n/a" if v != v else f"{fmt(v, 3)}"
 
 
 def runs_table_markdown(runs: RunSet) -> str:
@@ -670,8 +683,8 @@ def runs_table_markdown(runs: RunSet) -> str:
         ba = {s: metrics.evaluate(g["y"], g["p_all"])["BA"] for s, g in p.groupby("split")}
         lines.append(
             f"| {r.display} | {r.input_size} px | {r.seed} | {r.epochs_run} | "
-            f"{ba.get('validation', float('nan')):.3f} | {ba.get('preliminary_test', float('nan')):.3f} | "
-            f"{r.train_seconds / 60:.1f} min | {{doc}}`{run_title(r)} </book/_generated/runs/{r.run_id}>` | "
+            f"{fmt(ba.get('validation', float('nan')), 3)} | {fmt(ba.get('preliminary_test', float('nan')), 3)} | "
+            f"{fmt(r.train_seconds / 60, 1)} min | {{doc}}`{run_title(r)} </book/_generated/runs/{r.run_id}>` | "
             f"{{download}}`run.json </book/_generated/{DOWNLOADS}/runs/{r.run_id}.json>` |"
         )
     return "\n".join(lines) + "\n"
@@ -744,13 +757,16 @@ def table_html(frame, label: str = "") -> str:
     return f'<div class="alllib-scroll">{html}</div>'  # on a phone it may scroll sideways, and says so
 
 
-def show_table(frame, name: str):
+def show_table(frame, name: str, digits=None):
     """Display a results table (`table_html`: the data label as its caption, each "estimate [lo, hi]" cell
     with its CI on a second, smaller line, and "estimate (paper, difference)" alike); the book offers the
     table as `<name>.csv` beside it (book.postprocess.for_the_book reads the CSV carried in the output's
-    metadata, so the download is the table shown)."""
+    metadata, so the download is the table shown). `digits`: places for its numbers, under the book's one
+    rounding rule (`alllib.rounding.rounded`: a number or a mapping of column to places)."""
     from IPython.display import display
 
+    if digits is not None:
+        frame = rounded(frame, digits)
     html = table_html(frame, _DATA_LABEL["text"])
     meta = {DOWNLOAD_META: {"file": f"{name}.csv", "text": frame.to_csv(), "what": "this table as CSV"}}
     meta[DOWNLOAD_META]["wide"] = frame.shape[1] > WIDE_COLUMNS

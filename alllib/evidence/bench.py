@@ -33,6 +33,7 @@ from alllib.method.preprocessing import input_pixels, make_dataset, random_overs
 from alllib.method.training import PHASES, make_optimizer
 from alllib.provenance import stamp
 from alllib.results.analysis import ablation_benchmark
+from alllib.rounding import fmt, pct
 from alllib.study.prepare import prepare
 from alllib.study.profile import load_profile
 from alllib.use import predict as pr
@@ -285,7 +286,7 @@ def gpu(
             for size in sizes:
                 for key in keys:
                     if time.perf_counter() - t_start > seconds:
-                        print(f"bench gpu: {seconds:.0f} s spent, not starting {precision} {mode} {size} px {key}")
+                        print(f"bench gpu: {fmt(seconds, 0)} s spent, not starting {precision} {mode} {size} px {key}")
                         continue
                     tr = cfg.training_for(key)
                     bs, px = tr.batch_size, input_pixels(size, cfg.input_scale)
@@ -427,7 +428,7 @@ def gpu_markdown(table: pd.DataFrame) -> str:
     wide = ok.pivot_table(index="backbone", columns="case", values="train_images_per_s", sort=False)
     lines = ["| backbone | " + " | ".join(wide.columns) + " |", "|---" * (len(wide.columns) + 1) + "|"]
     for key, row in wide.iterrows():
-        lines.append(f"| {key} | " + " | ".join("-" if pd.isna(v) else f"{v:.0f}" for v in row) + " |")
+        lines.append(f"| {key} | " + " | ".join("-" if pd.isna(v) else f"{fmt(v, 0)}" for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -644,8 +645,8 @@ def phase_sentence(table: pd.DataFrame) -> str:
     steps = totals.get("training steps", 0.0)
     other = max((c for c in totals if c != "training steps"), key=totals.get)
     return (
-        f"Over the {int(weights.sum())} runs of this build the training steps took {steps / wall:.0%} of the "
-        f"{wall / 60:.1f} min of run time; the largest other phase was {other} ({totals[other] / wall:.0%}). "
+        f"Over the {int(weights.sum())} runs of this build the training steps took {pct(steps / wall, 0)} of the "
+        f"{fmt(wall / 60, 1)} min of run time; the largest other phase was {other} ({pct(totals[other] / wall, 0)}). "
         "The phases add up to each run's measured wall time by construction: what no phase holds is shown as "
         "'other (not measured apart)'."
     )
@@ -660,7 +661,7 @@ def phase_shares(table: pd.DataFrame) -> pd.DataFrame:
         {
             "phase": c,
             "seconds per run": round(float((table[c] * weights).sum()) / weights.sum(), 1),
-            "share of run time": f"{float((table[c] * weights).sum()) / wall:.1%}",
+            "share of run time": f"{pct(float((table[c] * weights).sum()) / wall, 1)}",
         }
         for c in phase_columns(table)
     ]

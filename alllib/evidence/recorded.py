@@ -17,6 +17,7 @@ from alllib.evidence.bench import data_growth, gpu_note, paper_matrix_hours
 from alllib.method.dataset import load_manifest
 from alllib.method.metrics import evaluate
 from alllib.provenance import STAMP_COLUMNS, git_commit, stamp
+from alllib.rounding import fmt
 from alllib.study.prepare import PACKAGE_ROOT, prepare
 from alllib.study.profile import load_profile
 from alllib.study.runner import notebook_params, run_matrix
@@ -72,16 +73,17 @@ def note_for(table: pd.DataFrame) -> str:
         text += (
             f" The rule (the hardest difficulty whose best backbone reaches a validation BA between "
             f"{CALIBRATION_WINDOW[0]} and {CALIBRATION_WINDOW[1]}) chooses **difficulty {d}** on validation "
-            f"(best validation BA {best['val_BA'].max():.3f}); its best test BA was {best['test_BA'].max():.3f}."
+            f"(best validation BA {fmt(best['val_BA'].max(), 3)}); its best test BA was "
+            f"{fmt(best['test_BA'].max(), 3)}."
         )
     elif "val_BA" in table:
         by = "setting"
         choice = choose_on_validation(table, by)
         best = choice[choice["chosen_on_validation"]].iloc[0]
         text += (
-            f" Validation chooses **{best[by]}** (mean validation BA {best['val_BA_mean']:.3f} over "
-            f"{int(best['runs'])} runs, worst {best['val_BA_worst']:.3f}); its mean test BA was "
-            f"{best['test_BA_mean']:.3f}."
+            f" Validation chooses **{best[by]}** (mean validation BA {fmt(best['val_BA_mean'], 3)} over "
+            f"{int(best['runs'])} runs, worst {fmt(best['val_BA_worst'], 3)}); its mean test BA was "
+            f"{fmt(best['test_BA_mean'], 3)}."
         )
     elif "added MB" in table:
         growth = data_growth(table)
@@ -97,14 +99,15 @@ def note_for(table: pd.DataFrame) -> str:
         if len(full) >= 2:
             rate = full["tree GB"] / full["seconds"]
             text += (
-                f"\n\n*verify full* reads every byte: {rate.iloc[0]:.2f} GB/s on the smallest tree, "
-                f"{rate.iloc[-1]:.2f} GB/s on the largest (page cache: {full['page cache'].iloc[-1]}), the disk's rate "
+                f"\n\n*verify full* reads every byte: {fmt(rate.iloc[0], 2)} GB/s on the smallest tree, "
+                f"{fmt(rate.iloc[-1], 2)} GB/s on the largest (page cache: {full['page cache'].iloc[-1]}), the "
+                "disk's rate "
                 "rather than the code's, which hashes each file in 1 MB blocks."
             )
     elif "train_images_per_s" in table:
         text += " " + gpu_note(table)
     elif "pipeline overhead %" in table:
-        text += f" Median pipeline overhead over the pairs: **{table['pipeline overhead %'].median():.1f} %**."
+        text += f" Median pipeline overhead over the pairs: **{fmt(table['pipeline overhead %'].median(), 1)} %**."
     return text
 
 
@@ -173,8 +176,8 @@ def trial(
                     "best_epoch": run.best_epoch,
                     "val_BA": evaluate(val["y"], val["p_all"])["BA"],
                     "test_BA": evaluate(test["y"], test["p_all"])["BA"],
-                    "train_accuracy_by_epoch": " ".join(f"{v:.3f}" for v in h["accuracy"]),
-                    "val_accuracy_by_epoch": " ".join(f"{v:.3f}" for v in h["val_accuracy"]),
+                    "train_accuracy_by_epoch": " ".join(f"{fmt(v, 3)}" for v in h["accuracy"]),
+                    "val_accuracy_by_epoch": " ".join(f"{fmt(v, 3)}" for v in h["val_accuracy"]),
                 }
             )
     table = stamp(pd.DataFrame(rows), profile)
@@ -208,7 +211,9 @@ def budget_markdown() -> str:
     m = load_manifest()
     cfg = load_profile("paper", data_dir="/path/to/C-NMC_Leukemia")
     runs = sum(len(seeds) for seeds in cfg.runs.values()) * len(cfg.backbones)
-    text = f"**Budget for the real study:** the data, {len(m):,} images, {m['bytes'].sum() / 1e9:.1f} GB to download"
+    text = (
+        f"**Budget for the real study:** the data, {len(m):,} images, {fmt(m['bytes'].sum() / 1e9, 1)} GB to download"
+    )
     table = recorded("bench_gpu")
     if table is None or table.empty:
         return text + "; no GPU benchmark is recorded, so no GPU-hours are estimated.\n"
@@ -221,8 +226,8 @@ def budget_markdown() -> str:
     early = early[early["precision"] == best["precision"]]["hours"].iloc[0]
     gpu = str(table["gpus"].dropna().iloc[0]) if table["gpus"].notna().any() else "one GPU"
     return text + (
-        f"; the paper's {runs} training runs, about **{best['hours']:.0f} GPU-hours** on one {gpu} at the "
-        f"paper's ceiling of {best['epochs per run']} epochs, and {early:.0f} GPU-hours if early stopping ends "
+        f"; the paper's {runs} training runs, about **{fmt(best['hours'], 0)} GPU-hours** on one {gpu} at the "
+        f"paper's ceiling of {best['epochs per run']} epochs, and {fmt(early, 0)} GPU-hours if early stopping ends "
         f"every run at its earliest ({cfg.training.patience + 1} epochs); measured through Keras 3 on "
         f"{best['backend']} ({best['precision']}, {best['compile']}, batch {cfg.training.batch_size}), recorded "
         f"{table['recorded'].iloc[0]}. The engineering appendix has the table.\n"

@@ -13,6 +13,7 @@ from alllib.method import metrics
 from alllib.method.ensemble import WeightSource, ensemble_name, ensemble_predictions, model_weights
 from alllib.method.models import DISPLAY_ORDER
 from alllib.results import paper, stats
+from alllib.rounding import fmt, half_up, rounded
 
 if TYPE_CHECKING:  # names used in annotations only
     from alllib.study.runs import RunSet
@@ -70,7 +71,7 @@ def beside_paper(ours: pd.DataFrame, size: int) -> pd.DataFrame:
         row = {"classifier": r["classifier"]}
         for k in TABLE4:
             theirs = ref.loc[r["classifier"], k]
-            row[k] = f"{r[k]:.3f} ({theirs:.3f}, {(r[k] - theirs) * 100:+.1f})"
+            row[k] = f"{fmt(r[k], 3)} ({fmt(theirs, 3)}, {fmt((r[k] - theirs) * 100, 1, sign=True)})"
         rows.append(row)
     return pd.DataFrame(rows).set_index("classifier")
 
@@ -121,7 +122,7 @@ def confusion_beside_paper(clf: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 ),
             }
         )
-    return pd.DataFrame(rows).set_index("classifier").round(1)
+    return rounded(pd.DataFrame(rows).set_index("classifier"), 1)
 
 
 def best_single(preds: dict[str, pd.DataFrame], metric: str = "BA") -> str:
@@ -141,7 +142,8 @@ def weight_sources(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.Dat
         for source in (WeightSource.TEST, WeightSource.VALIDATION):
             w = model_weights(preds, m[4:], source)
             tag = source.display
-            wrows.append({"ensemble": ensemble_name(m), "weights from": tag, **{k: round(v, 3) for k, v in w.items()}})
+            shown = {k: half_up(v, 3) for k, v in w.items()}
+            wrows.append({"ensemble": ensemble_name(m), "weights from": tag, **shown})
             pred, _ = ensemble_predictions(preds, m, source)
             scores = metrics.evaluate(pred["y"], pred["p_all"])
             by_source[source][ensemble_name(m)] = {k: scores[k] for k in metrics.HEADLINE}
@@ -210,7 +212,7 @@ def significance_shown(table: pd.DataFrame) -> pd.DataFrame:
     out["subjects"] = table["subjects"].astype(int).to_numpy()
     for m in ("BA", "AUC"):
         out[f"Δ{m}, points [95 % CI]"] = [
-            f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            f"{fmt(100 * d, 1, sign=True)} [{fmt(100 * lo, 1, sign=True)}, {fmt(100 * hi, 1, sign=True)}]"
             for d, lo, hi in zip(table[f"d{m}"], table[f"d{m}_lo"], table[f"d{m}_hi"])
         ]
         out[f"p {m} (Holm)"] = [stats.p_text(p) for p in table[f"p d{m} Holm"]]

@@ -28,6 +28,7 @@ from alllib.method.ensemble import WeightSource, ensemble_name
 from alllib.method.models import DISPLAY_ORDER
 from alllib.results import stats
 from alllib.results.analysis import best_single, classifiers, test_rows
+from alllib.rounding import fmt
 
 if TYPE_CHECKING:  # names used in annotations only
     from alllib.study.runs import RunSet
@@ -125,7 +126,7 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"comparison": table["comparison"], "subjects": table["subjects"].astype(int)})
     for m in FAMILY_METRICS:
         out[f"Δ{m} (points) [95 % CI]"] = [
-            f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            f"{fmt(100 * d, 1, sign=True)} [{fmt(100 * lo, 1, sign=True)}, {fmt(100 * hi, 1, sign=True)}]"
             for d, lo, hi in zip(table[f"d{m}"], table[f"d{m}_lo"], table[f"d{m}_hi"])
         ]
         out[f"p {m} (Holm)"] = [stats.p_text(p) for p in table[f"p_{m}_holm"]]

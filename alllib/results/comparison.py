@@ -15,6 +15,7 @@ import pandas as pd
 from alllib.method.ensemble import WeightSource
 from alllib.method.training import LOSS, OPTIMIZER
 from alllib.results import paper
+from alllib.rounding import fmt
 from alllib.study.profile import SIZES
 
 PAPER_ROW = "Mondal et al. (WEN-kappa)"
@@ -91,7 +92,7 @@ def fig10_sentence(frame: pd.DataFrame, synthetic: bool) -> str:
     published = frame[~frame["ours"] & frame["wfs"].notna() & (frame["label"] != PAPER_ROW)]
     lines = []
     for _, r in frame[frame["ours"]].iterrows():
-        line = f"{r['label']}: WFS {r['wfs']:.2f} % [{r['lo']:.2f}, {r['hi']:.2f}]"
+        line = f"{r['label']}: WFS {fmt(r['wfs'], 2)} % [{fmt(r['lo'], 2)}, {fmt(r['hi'], 2)}]"
         if not synthetic:  # on synthetic data there is nothing to rank against
             above = int((published["wfs"] < r["wfs"]).sum())
             line += f", above {above} of the {len(published)} published methods with a number"
@@ -101,7 +102,7 @@ def fig10_sentence(frame: pd.DataFrame, synthetic: bool) -> str:
     text = (
         f"Of the {kinds.drop('paper').sum()} published methods, the paper's text gives {kinds.get('margin', 0)} as "
         f"margins, its Table 2 gives an F1-score for {kinds.get('table2', 0)} more, and {kinds.get('none', 0)} "
-        "has no number. " + "; ".join(lines) + f". The paper's WEN-kappa: {own:.2f} %."
+        "has no number. " + "; ".join(lines) + f". The paper's WEN-kappa: {fmt(own, 2)} %."
     )
     if synthetic:
         text += (
@@ -115,7 +116,7 @@ def fig10_shown(frame: pd.DataFrame) -> pd.DataFrame:
     """Fig. 10's numbers as a table: WFS (%) with its CI where known, and where each number comes from."""
     t = frame.copy()
     t["WFS %"] = [
-        "no number" if w != w else f"{w:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo == lo else "")
+        "no number" if w != w else f"{fmt(w, 2)}" + (f" [{fmt(lo, 2)}, {fmt(hi, 2)}]" if lo == lo else "")
         for w, lo, hi in zip(t["wfs"], t["lo"], t["hi"])
     ]
     return t.rename(columns={"label": "method", "wfs_from": "from"})[["method", "WFS %", "from", "source"]].set_index(

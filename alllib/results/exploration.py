@@ -18,6 +18,7 @@ from alllib.method.preprocessing import (
     subject_split,
 )
 from alllib.results import paper
+from alllib.rounding import fmt, pct
 from alllib.study.profile import SIZES
 
 
@@ -115,8 +116,8 @@ def split_facts(split: pd.DataFrame) -> str:
     )
     return (
         f"Class imbalance of the training folds (train and validation together, as the paper counts it): "
-        f"**{counts['all'] / counts['hem']:.2f} ALL per Hem image** (paper's Table 3: {paper_ratio:.2f}). "
-        f"Validation share of images: ALL {share['all']:.1%}, Hem {share['hem']:.1%}. "
+        f"**{fmt(counts['all'] / counts['hem'], 2)} ALL per Hem image** (paper's Table 3: {fmt(paper_ratio, 2)}). "
+        f"Validation share of images: ALL {pct(share['all'], 1)}, Hem {pct(share['hem'], 1)}. "
         f"Subjects in both train and validation: {len(overlap)}."
     )
 
@@ -151,8 +152,9 @@ def crop_facts(feats: pd.DataFrame) -> str:
     cut = feats["cell_outside_crop"]
     return (
         f"Measured on all {len(feats)} labelled images: the crop cuts away part of the cell in "
-        f"**{(cut > 0).mean():.1%}** of them; on those it removes a median {cut[cut > 0].median():.1%} of the cell "
-        f"pixels (largest: {cut.max():.1%})."
+        f"**{pct((cut > 0).mean(), 1)}** of them; on those it removes a median {pct(cut[cut > 0].median(), 1)} "
+        "of the cell "
+        f"pixels (largest: {pct(cut.max(), 1)})."
         if (cut > 0).any()
         else f"Measured on all {len(feats)} labelled images: no cell reaches outside the 300 px window."
     )
@@ -174,12 +176,13 @@ def leakage_summary(leak: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     gap, noise = image["mean"] - subject["mean"], 2 * max(image["std"], subject["std"])
     seeds = int(leak.groupby("split").size().iloc[0])
     if abs(gap) <= noise:
-        verdict = f"within twice the seed-to-seed SD ({noise:.3f}): no difference is shown"
+        verdict = f"within twice the seed-to-seed SD ({fmt(noise, 3)}): no difference is shown"
     else:
         word = "higher" if gap > 0 else "lower"
-        verdict = f"more than twice the seed-to-seed SD ({noise:.3f}): the leaking split scores {word}"
+        verdict = f"more than twice the seed-to-seed SD ({fmt(noise, 3)}): the leaking split scores {word}"
     return summary, (
-        f"Over {seeds} seeds, the leaking split minus the subject-disjoint one: **{gap:+.3f}** balanced accuracy, "
+        f"Over {seeds} seeds, the leaking split minus the subject-disjoint one: **{fmt(gap, 3, sign=True)}** "
+        "balanced accuracy, "
         f"{verdict}."
     )
 
@@ -198,7 +201,7 @@ def stain_between_subjects(feats: pd.DataFrame) -> float:
 
 def stain_sentence(share: float, subjects: int) -> str:
     return (
-        f"{share:.0%} of the variance of the cells' mean colour lies between the {subjects} training subjects "
+        f"{pct(share, 0)} of the variance of the cells' mean colour lies between the {subjects} training subjects "
         "(the rest within them): "
         + (
             "images of one subject share a stain, so the split keeps subjects apart."

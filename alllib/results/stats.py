@@ -14,13 +14,14 @@ import pandas as pd
 from scipy import stats as st
 
 from alllib.method import metrics
+from alllib.rounding import fmt
 
 CI_LEVEL = 0.95  # every confidence interval of the book
 
 
 def p_text(p: float) -> str:
     """A p-value as the book prints it."""
-    return "n/a" if p != p else (f"{p:.3f}" if p >= 0.001 else "< 0.001")
+    return "n/a" if p != p else (f"{fmt(p, 3)}" if p >= 0.001 else "< 0.001")
 
 
 def bootstrap_indices(frame: pd.DataFrame, n: int, seed: int = 0, cluster: str = "subject", strata: str = "y"):

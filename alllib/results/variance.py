@@ -1,9 +1,9 @@
 """Table 5: mean and variance of each classifier over five training runs (seeds) at the crop size.
 
-The paper calls its column V_ the variance ("A_ depicts the average performance ..., and V_
+The paper calls its column ``V_`` the variance ("``A_`` depicts the average performance ..., and ``V_``
 implies the variance of those metrics", Table 5 caption; "0.19 % variance in accuracy", Section 5)
-and writes it in %. We report the variance of each metric in percent units (V_, % squared, as the
-paper's V_) and the standard deviation (SD, percentage points) beside it. `reading_of_paper_v` is a
+and writes it in %. We report the variance of each metric in percent units (``V_``, % squared, as the
+paper's ``V_``) and the standard deviation (SD, percentage points) beside it. `reading_of_paper_v` is a
 check, not a claim: it says which of the two is of the paper's magnitude on our runs.
 
 With `split: fixed` every seed trains on the same subject split (the paper's single Table 3
@@ -84,7 +84,7 @@ def paper_order(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def five_run_table(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Mean (A_), variance in percent units (V_, as the paper's V_) and SD in percentage points,
+    """Mean (``A_``), variance in percent units (``V_``, as the paper's ``V_``) and SD in percentage points,
     in the paper's order."""
     out = []
     keys = ["classifier", "kind"] + (["weights"] if "weights" in per_seed else [])
@@ -103,7 +103,7 @@ def five_run_table(per_seed: pd.DataFrame) -> pd.DataFrame:
 def beside_paper(
     ours: pd.DataFrame, paper: pd.DataFrame, metric: str, weights: str = WeightSource.TEST.display
 ) -> pd.DataFrame:
-    """One metric of Table 5, ours beside the paper's (A_ and V_), narrow enough for a page. WEN
+    """One metric of Table 5, ours beside the paper's (``A_`` and ``V_``), narrow enough for a page. WEN
     rows use the weights named (the paper's: test)."""
     rows = ours[(ours["kind"] == "single") | (ours["weights"] == weights)]
     ref = paper[["classifier", f"A_{metric}", f"V_{metric}_pct"]].rename(
@@ -116,7 +116,7 @@ def beside_paper(
 
 
 def reading_of_paper_v(ours: pd.DataFrame, paper: pd.DataFrame) -> dict:
-    """A check of the units: median ratio of our SD (pp) and of our variance (%^2) to the paper's V_
+    """A check of the units: median ratio of our SD (pp) and of our variance (%^2) to the paper's ``V_``
     (%); the reading whose ratio is nearer 1 (on a log scale) is the one of the paper's magnitude."""
     if "weights" in ours:
         ours = ours[ours["weights"] != WeightSource.VALIDATION.display]

@@ -20,6 +20,7 @@ from scipy import stats as st
 
 from alllib.results import paper
 from alllib.results.stats import CI_LEVEL
+from alllib.rounding import fmt
 
 TABLE4_METRICS = ("WP", "WR", "WFS", "ACC", "BA")
 TABLE5_METRICS = ("WFS", "ACC", "BA")
@@ -129,10 +130,10 @@ def shown(frame: pd.DataFrame) -> pd.DataFrame:
     """The verdict as a page shows it: ours with its interval, the paper's value, where it falls."""
     out = frame[["table", "input", "classifier", "metric"]].copy()
     out["ours [interval]"] = [
-        f"{e:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else f"{e:.3f}"
+        f"{fmt(e, 3)} [{fmt(lo, 3)}, {fmt(hi, 3)}]" if np.isfinite(lo) else f"{fmt(e, 3)}"
         for e, lo, hi in zip(frame["ours"], frame["lo"], frame["hi"])
     ]
-    out["paper"] = frame["paper"].map(lambda v: f"{v:.3f}")
+    out["paper"] = frame["paper"].map(lambda v: f"{fmt(v, 3)}")
     out["paper's value"] = frame["paper's value"]
     return out.set_index(["table", "input", "classifier", "metric"])
 
