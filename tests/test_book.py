@@ -112,6 +112,30 @@ def test_for_the_book_leaves_a_notebook_without_figures_as_it_was(tmp_path):
     assert len(out["cells"]) == 3 and "".join(out["cells"][1]["outputs"][0]["text"]) == "hi\n"
 
 
+def test_a_run_page_opens_with_its_run_and_ends_with_its_training_log(tmp_path):
+    """The Keras log printed before the run's header moves, in order, to a section at the page's end;
+    making the page again changes nothing."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Fine-tuning one backbone\n\ntext"), nbformat.v4.new_code_cell("train")]
+    nb.cells[1].outputs = [
+        nbformat.from_dict({"output_type": "stream", "name": "stdout", "text": "Epoch 1/2\n"}),
+        nbformat.from_dict({"output_type": "display_data", "data": {"text/markdown": "## VGG-16"}, "metadata": {}}),
+        nbformat.from_dict({"output_type": "stream", "name": "stderr", "text": "Epoch 2/2\n"}),
+    ]
+    path = tmp_path / "run.ipynb"
+    nbformat.write(nb, path)
+    postprocess.for_the_book(path, tmp_path, title="VGG-16 · 300 px · seed 0")
+    once = path.read_text()
+    out = nbformat.read(path, as_version=4)
+    assert out.cells[0].source.startswith("# VGG-16 · 300 px · seed 0")
+    assert [o["output_type"] for o in out.cells[1].outputs] == ["display_data"]
+    assert out.cells[-2].source.startswith(postprocess.LOG_HEADING)
+    assert ["".join(o["text"]) for o in out.cells[-1].outputs] == ["Epoch 1/2\n", "Epoch 2/2\n"]
+    nbformat.validate(out)
+    postprocess.for_the_book(path, tmp_path, title="VGG-16 · 300 px · seed 0")
+    assert path.read_text() == once
+
+
 def test_only_names_the_chapters_and_needs_the_others_built(tmp_path):
     from alllib.errors import ConfigError, StudyError
 

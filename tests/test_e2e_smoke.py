@@ -203,6 +203,23 @@ def _words(page) -> str:
     return " ".join(re.sub(r"<[^>]+>", "", page.read_text()).split())
 
 
+def test_each_step_of_section_4_links_to_its_api_entry_and_source(built):
+    """The method notes' table (alllib.SECTION_4) links each step to its autodoc entry on the API page, and
+    that entry and the table to the function's highlighted source (viewcode)."""
+    import alllib
+
+    root, _, _ = built
+    html = root / "_build" / "html"
+    api = (html / "book" / "api.html").read_text()
+    method = (html / "book" / "method.html").read_text()
+    for _, _, where in alllib.SECTION_4:
+        module, name = where.split(":")
+        assert f'id="{module}.{name}"' in api, f"no API entry for {where}"
+        assert f'href="api.html#{module}.{name}"' in method, f"the method notes do not link {where}"
+        source = f"_modules/{module.replace('.', '/')}.html"
+        assert f'href="../{source}#{name}"' in method and f'id="{name}"' in (html / source).read_text(), where
+
+
 def test_runs_are_grouped_by_size_in_the_sidebar(built):
     root, _, _ = built
     html = root / "_build" / "html" / "book"
@@ -310,3 +327,15 @@ def test_a_real_browser_finds_every_page_readable(built):
     problems = [p for r in reports for p in r.problems()]
     assert not problems, f"{len(problems)} problems, first:\n" + "\n".join(problems[:15])
     assert sorted(p.name for p in shots.glob("*.png")) == ["landing_desktop_1280px.png", "landing_mobile_414px.png"]
+
+
+def test_the_book_s_search_lists_the_chapters_before_the_run_pages(built):
+    """Every run page names kappa: the book's search (its scorer, book/_static/search_scorer.js) ranks every
+    other page that matches before the first run page, and the run pages stay findable."""
+    from alllib.book import browser
+
+    root, _, _ = built
+    found = browser.search_results(root / "_build" / "html", "kappa")
+    runs = [i for i, p in enumerate(found) if p.startswith("book/_generated/runs/")]
+    assert runs and found[: len(found) - len(runs)] == [p for p in found if not p.startswith("book/_generated/runs/")]
+    assert "book/_generated/03_ensemble_ablation.html" in found[: runs[0]], found[:10]

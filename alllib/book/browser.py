@@ -6,7 +6,10 @@ time). `inspect` loads each page at a desktop and a mobile width and reports, fr
   `alllib-scroll` may scroll, and says so), and a page wider than the window;
 - whether the key-results box (`#key-results`) lies within the first screen;
 - images without alt text, local links or downloads that resolve to no file, anchors that name no target;
-- log noise in the text a reader sees (a log WARNING, a memory address, a traceback).
+- log noise in the text a reader sees (a log WARNING, a memory address, a traceback), on every page but
+  the highlighted source of the API reference (`_modules/`), whose code names such patterns.
+
+`search_results` runs the book's own search and returns its result pages in order (run pages rank last).
 
 `python -m alllib.book.browser _build/html` prints the report and keeps screenshots of the landing page."""
 
@@ -32,6 +35,7 @@ SCROLL_OK = "alllib-scroll"
 PHONE = 600  # px: below this width a SCROLL_OK container may scroll
 # ... and so may the theme's own table container, which book/_static/alllib.css makes say so on a phone
 SCROLL_SELECTOR = f".{SCROLL_OK}, .pst-scrollable-table-container"
+SOURCE_PAGES = "_modules"  # viewcode's highlighted source: code, not output, so no noise check
 KEY_RESULTS = KEY_RESULTS_ID  # the landing page's box of headline numbers (report.key_results)
 NOISE = (
     (r"WARNING:|\bW\d{4} \d", "a log warning"),
@@ -209,7 +213,7 @@ def inspect(html: Path, pages: list[Path] | None = None, screenshots: Path | Non
                         r.key_results = {**facts["key"], "screen": facts["height"]}
                     r.images_without_alt = facts["noalt"]
                     r.broken_links = _broken(html, page, facts["links"], set(facts["ids"]), id_cache)
-                    for pattern, what in NOISE:
+                    for pattern, what in NOISE if SOURCE_PAGES not in page.relative_to(html).parts else ():
                         r.noise += [(what, m.group(0)) for m in re.finditer(pattern, facts["text"])][:3]
                     reports.append(r)
                     if screenshots is not None and page == landing_page(html):
@@ -218,6 +222,27 @@ def inspect(html: Path, pages: list[Path] | None = None, screenshots: Path | Non
             finally:
                 d.quit()
     return reports
+
+
+def search_results(html: Path, query: str, timeout: float = 60) -> list[str]:
+    """The book's own search (Sphinx's search page and index, in the browser) for `query`: the pages it
+    lists, best first, relative to `html`."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    html = Path(html).resolve()
+    with tempfile.TemporaryDirectory(prefix="alllib-chromium-") as profile:
+        d = start(*WIDTHS[0][1:], Path(profile))
+        try:
+            d.get((html / "search.html").as_uri() + f"?q={query}")
+            done = "return document.querySelector('#search-results .search-summary') !== null"
+            WebDriverWait(d, timeout).until(lambda drv: drv.execute_script(done))
+            hrefs = d.execute_script(
+                "return [...document.querySelectorAll('#search-results ul.search > li > a')].map(a => a.href)"
+            )
+        finally:
+            d.quit()
+    pages = [Path(unquote(urlparse(h).path)).relative_to(html).as_posix() for h in hrefs]
+    return list(dict.fromkeys(pages))
 
 
 def main(argv=None) -> int:

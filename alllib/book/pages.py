@@ -19,6 +19,7 @@ from alllib.method.dataset import load_manifest
 from alllib.provenance import environment, git_commit
 from alllib.results import summaries
 from alllib.results.paper import choices_markdown
+from alllib.rounding import fmt
 from alllib.study.prepare import PACKAGE_ROOT
 from alllib.study.profile import PROFILES, SIZES, load_profile, settings_table
 
@@ -64,7 +65,7 @@ def provenance_markdown(study, timings: dict) -> str:
         f"{len(study.matrix())} ({timings.get('trained', 0)} trained in this build, {timings.get('reused', 0)} reused)"
     )
     built = (
-        f"{time.strftime('%Y-%m-%d %H:%M:%S')} in {timings.get('wall_seconds', 0) / 60:.1f} min on {env['cpus']} "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} in {fmt(timings.get('wall_seconds', 0) / 60, 1)} min on {env['cpus']} "
         f"CPUs, GPUs: {', '.join(env['gpus'])}"
     )
     lines = [
@@ -130,6 +131,8 @@ def write_generated_pages(study, runs: RunSet, timings: dict, gen: Path, chapter
     io.write_text(gen / "reproduce.md", reproduce_markdown(study, chapters))
     io.write_text(gen / "manifest.md", manifest_markdown())
     io.write_text(gen / "glossary.md", glossary_markdown())
+    io.write_text(gen / "api.md", api_markdown())
+    io.write_text(gen / "steps.md", steps_markdown())
     io.write_text(gen / "execution.md", execution_markdown(gen, chapters, runs))
     io.write_text(gen / "cite.md", cite_markdown(git_commit()))
     for run in runs:  # each run's record (settings, timings, accuracies), linked from the runs tables
@@ -209,7 +212,7 @@ def execution_markdown(gen: Path, chapters, runs: RunSet) -> str:
         pm = json.loads(nb.read_text()).get("metadata", {}).get("papermill", {})
         status = "failed" if pm.get("exception") else "ok"
         start = str(pm.get("start_time", ""))[:19].replace("T", " ")
-        return f"| {title} | {start} UTC | {pm.get('duration', float('nan')):.1f} | {status} |"
+        return f"| {title} | {start} UTC | {fmt(pm.get('duration', float('nan')), 1)} | {status} |"
 
     lines = ["| page | started | seconds | status |", "|---|---|---|---|"]
     for nb in chapters:
@@ -226,7 +229,7 @@ def execution_markdown(gen: Path, chapters, runs: RunSet) -> str:
         if p.is_file()
     )
     return (
-        f"Papermill's record of each notebook behind a page: {total / 60:.1f} min of notebook execution in all "
+        f"Papermill's record of each notebook behind a page: {fmt(total / 60, 1)} min of notebook execution in all "
         "(a page kept from an earlier build by `make book CHAPTER=...` shows when it last ran; a reused run shows "
         "when it was trained).\n\n" + "\n".join(lines) + "\n"
     )
@@ -242,13 +245,48 @@ def glossary_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def api_modules() -> list[str]:
+    """Every module of `alllib` (the command line, `alllib.__main__`, aside), walked from the package itself."""
+    import pkgutil
+
+    import alllib
+
+    names = [m.name for m in pkgutil.walk_packages(alllib.__path__, "alllib.")]
+    return ["alllib", *sorted(n for n in names if not n.endswith(".__main__"))]
+
+
+def api_markdown() -> str:
+    """The API reference: Sphinx autodoc of every module (`api_modules`), each with its source (viewcode)."""
+    blocks = [f"```{{eval-rst}}\n.. automodule:: {name}\n   :members:\n```\n" for name in api_modules()]
+    return "\n".join(blocks)
+
+
+def source_href(module: str, name: str) -> str:
+    """The highlighted source of `module.name`, as Sphinx's viewcode writes it (_modules/<module path>.html),
+    relative to a page of book/."""
+    return f"../_modules/{module.replace('.', '/')}.html#{name}"
+
+
+def steps_markdown() -> str:
+    """The method notes' table: each step of Section 4 (and the results of Section 5 the book reproduces),
+    from `alllib.SECTION_4`, with a link to its function's API entry and to its source."""
+    import alllib
+
+    lines = ["| Paper | What | Code | Source |", "|---|---|---|---|"]
+    for section, what, where in alllib.SECTION_4:
+        module, name = where.split(":")
+        api = f"{{py:obj}}`{module}.{name}`"
+        lines.append(f'| {section} | {what} | {api} | <a href="{source_href(module, name)}">source</a> |')
+    return "\n".join(lines) + "\n"
+
+
 def manifest_markdown() -> str:
     """What the real data set holds, from its official manifest (alllib/data/cnmc/manifest.tsv)."""
 
     m = load_manifest()
     return (
         f"The official manifest (`alllib/data/cnmc/manifest.tsv`) lists {len(m):,} images, "
-        f"{m['bytes'].sum() / 1e9:.1f} GB, each with its size and SHA-256; `verify` checks a download against it.\n"
+        f"{fmt(m['bytes'].sum() / 1e9, 1)} GB, each with its size and SHA-256; `verify` checks a download against it.\n"
     )
 
 

@@ -2,6 +2,8 @@
 
 - papermill's injected cell (this build's parameters, with local paths) is removed from the page; a run
   page states its backbone, size, seed and run id in its header instead, and takes its run's title;
+- a run page's training log (the Keras progress its first cell prints before the run's header) moves to
+  a section of its own at the page's end, so the page opens with the run, not with its log;
 - a cell that shows a table of many columns (report.show_table) takes the page's full width;
 - each figure shown by `figures.show` gets a code cell of its own whose MyST-NB metadata makes it a
   figure: the caption under it, the alt text on the image, a target named after the page and the figure;
@@ -29,6 +31,7 @@ def for_the_book(path: Path, gen: Path, title: str | None = None, page: str | No
     nb = json.loads(path.read_text())
     if title is not None:
         _retitle(nb, title)
+        _log_last(nb)
     cells, written = [], []
     for cell in nb["cells"]:
         _tag_cell(cell)
@@ -47,6 +50,37 @@ def _retitle(nb: dict, title: str) -> None:
             if src[0].startswith("# "):
                 cell["source"] = f"# {title}\n" + (src[1] if len(src) > 1 else "")
             return
+
+
+LOG_HEADING = "## Training log"
+LOG_NOTE = (
+    "What the run printed while it trained (Keras' progress, one line per epoch), moved here from its first cell."
+)
+
+
+def _log_last(nb: dict) -> None:
+    """The stream outputs (stdout, stderr) of the first code cell that also displays something (a run page:
+    the cell that trains and then shows the run's header) move, in order, to a section at the page's end."""
+    for cell in nb["cells"]:
+        outputs = cell.get("outputs", [])
+        if cell["cell_type"] != "code" or not any(o["output_type"] == "display_data" for o in outputs):
+            continue
+        log = [o for o in outputs if o["output_type"] == "stream"]
+        if not log:
+            return
+        cell["outputs"] = [o for o in outputs if o["output_type"] != "stream"]
+        nb["cells"] += [
+            {"cell_type": "markdown", "id": "training-log", "metadata": {}, "source": f"{LOG_HEADING}\n\n{LOG_NOTE}\n"},
+            {
+                "cell_type": "code",
+                "id": "training-log-output",
+                "execution_count": None,
+                "metadata": {"tags": ["remove-input"]},
+                "outputs": log,
+                "source": "",
+            },
+        ]
+        return
 
 
 def _tag_cell(cell: dict) -> None:

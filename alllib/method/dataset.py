@@ -1,4 +1,4 @@
-"""Section 4.1.1: the C-NMC-2019 data set in its official layout (TCIA and its Kaggle mirror).
+"""Section 4.1.1: the C-NMC-2019 data set in its official layout (TCIA and its Kaggle mirror)::
 
     C-NMC_Leukemia/
       training_data/fold_{0,1,2}/{all,hem}/UID_<subject>_<image>_<cell>_<all|hem>.bmp

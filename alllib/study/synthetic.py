@@ -5,6 +5,7 @@ default profiles generate this set and read it back with the same reader (`allli
 Everything made from it is labelled SYNTHETIC (the marker file `SYNTHETIC.json` in the root).
 
 What it imitates (see the data chapter of the book):
+
 - layout, naming, subjects, folds and per-subject image counts of the real training folds
   (`training_subjects.csv`, scaled by `scale`), a labelled preliminary test set and an unlabelled
   final test set with subjects of their own; 450 x 450 RGB (the final test 600 x 600, as the
