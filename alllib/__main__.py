@@ -61,6 +61,11 @@ def _study_parser(sub) -> None:
     s.add_argument("--results", help="results folder (default: results/ in the project)")
     s.add_argument("--root", help="project root with _config.yml, _toc.yml, book/ and notebooks/")
     s.add_argument("--gpus", default="", help="comma-separated GPU ids: one training run per GPU side by side")
+    s.add_argument(
+        "--runs-per-gpu",
+        type=positive_int,
+        help="with --gpus: training runs side by side on each GPU (default: the profile's executor.runs_per_gpu)",
+    )
     s.add_argument("--jobs", type=positive_int, help="CPU training runs side by side (default: the profile's jobs)")
     s.add_argument("--no-book", action="store_true", help="run the notebooks but do not build the HTML")
     s.add_argument(
@@ -220,6 +225,7 @@ def _study(args) -> None:
         [g for g in args.gpus.split(",") if g],
         book=not args.no_book,
         jobs=args.jobs,
+        runs_per_gpu=args.runs_per_gpu,
         only=args.only,
         verify_runs=args.verify_runs,
     )

@@ -99,6 +99,7 @@ def run_study(
     gpus: list[str] | None = None,
     book: bool = True,
     jobs: int | None = None,
+    runs_per_gpu: int | None = None,
     only: list[str] | None = None,
     verify_runs: bool = False,
 ) -> dict:
@@ -115,6 +116,11 @@ def run_study(
     if unknown:
         raise ConfigError(f"unknown chapter(s) {', '.join(unknown)}; the chapters are: {', '.join(chapters)}")
 
+    if runs_per_gpu and not gpus:
+        raise ConfigError(
+            f"--runs-per-gpu {runs_per_gpu} packs runs onto GPUs, but no --gpus were given (e.g. --gpus 0,1); "
+            "on CPU, --jobs sets the runs side by side"
+        )
     t0 = time.time()
     root = Path(root or PACKAGE_ROOT).resolve()
     print(f"[study] profile {profile}: preparing data", flush=True)
@@ -140,7 +146,16 @@ def run_study(
             counts = {"trained": 0, "reused": len(study.runs())}  # says which runs are missing, if any
         else:
             print(f"[study] run matrix: {len(study.matrix())} training runs", flush=True)
-            counts = run_matrix(study, base, root, gpus or [], log, jobs or study.cfg.jobs, hashes=verify_runs)
+            counts = run_matrix(
+                study,
+                base,
+                root,
+                gpus or [],
+                log,
+                jobs or study.cfg.jobs,
+                hashes=verify_runs,
+                runs_per_gpu=runs_per_gpu,
+            )
         runs = study.runs()  # loaded once: run pages and the generated pages read them
         for nb in ANALYSIS_NOTEBOOKS:
             if only and nb not in only:

@@ -155,6 +155,16 @@ class Executor(_Strict):
         description="local: kernels on this machine (--gpus/jobs); slurm: one Slurm job per run through "
         "submitit (a job array); submitit_local: the slurm path with submitit's local executor (tests)",
     )
+    runs_per_gpu: PositiveInt = Field(
+        1,
+        description="local, with --gpus: training runs side by side on each GPU (each its own kernel, memory taken "
+        "as it grows); --runs-per-gpu overrides it",
+    )
+    runs_per_job: PositiveInt = Field(
+        1,
+        description="slurm: training runs packed into one job, trained side by side on its GPU(s), each its own "
+        "papermill notebook in the same run store",
+    )
     partition: str | None = Field(None, description="slurm: partition (null = the cluster's default)")
     gpus_per_job: Annotated[int, Field(ge=0, strict=True)] = Field(1, description="slurm: GPUs per training job")
     cpus_per_job: PositiveInt = Field(4, description="slurm: CPUs per training job")

@@ -4,7 +4,8 @@ the analysis notebooks -> the book. `make book` calls `python -m alllib study`.
 Every notebook is executed by papermill in its own kernel (a subprocess, so that several GPUs can
 each take one training run at a time). A finished training run is recognised by its key (backbone,
 size, seed, profile settings, data fingerprint) and reused; an interrupted study resumes where it
-stopped; a failed notebook stops the study with its path and failing cell and is kept for reading.
+stopped; a failed notebook is kept for reading, and once the other runs have had their turn the study
+stops naming each failed run, its notebook and its failing cell.
 Everything that can be checked before the first notebook (settings, the image files) is.
 """
 
@@ -154,6 +155,10 @@ def run_params(base_params: dict, backbone: str, size: int, seed: int, run_dir: 
     return {**base_params, "backbone": backbone, "input_size": size, "seed": seed, "run_id": run_dir.name}
 
 
+# a run that shares its GPU takes memory as it grows, not all of it up front (TensorFlow, and JAX under Keras 3)
+GROWTH_ENV = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+
+
 class TrainingJob(submitit.helpers.Checkpointable):
     """One training run as a submitted job (executor slurm or submitit_local): the same papermill
     execution of the per-run notebook as a local run, into the same atomic run store. A preempted or
@@ -164,13 +169,45 @@ class TrainingJob(submitit.helpers.Checkpointable):
         self.root, self.params, self.output, self.run_dir, self.executor = root, params, output, run_dir, executor
 
     def __call__(self) -> str:
+        self._train(share=1)
+        return self.run_dir.name
 
+    def _packed(self) -> None:  # one of a PackedTrainingJob's runs
+        self._train(share=self.executor.get("runs_per_job", 1))
+
+    def _train(self, share: int) -> None:
         env = {JOB_ENV: json.dumps(self.executor)}
-        if os.environ.get("SLURM_CPUS_PER_TASK"):  # TensorFlow sized for the job's CPUs, not the node's
-            cpus = os.environ["SLURM_CPUS_PER_TASK"]
+        if share > 1:
+            env.update(GROWTH_ENV)  # the job's GPU is shared: each run takes memory as it grows
+        if os.environ.get("SLURM_CPUS_PER_TASK"):  # TensorFlow sized for its share of the job's CPUs
+            cpus = str(max(1, int(os.environ["SLURM_CPUS_PER_TASK"]) // share))
             env.update({"TF_NUM_INTRAOP_THREADS": cpus, "TF_NUM_INTEROP_THREADS": cpus})
         train_in_kernel(self.run_dir, self.params, self.root, self.output, env, sys.stdout)
-        return self.run_dir.name
+
+
+class PackedTrainingJob(submitit.helpers.Checkpointable):
+    """Several training runs as one submitted job (`executor.runs_per_job`): each its own papermill notebook,
+    trained side by side on the job's GPU(s) (memory taken as it grows) into the same atomic run store.
+    Requeued (preempted or timed out), the job is called again: its finished runs are reused and the
+    others resume from their last finished epoch. A failed run does not stop the others; the job then
+    fails, naming it."""
+
+    def __init__(self, jobs: list[TrainingJob]):
+        self.jobs = jobs
+
+    def __call__(self) -> str:
+        failures = schedule(self.jobs, [None] * len(self.jobs), lambda job, _slot: job._packed())
+        if failures:
+            raise StudyError(
+                f"{len(failures)} of {len(self.jobs)} runs of this job failed:\n"
+                + "\n".join(f"- {job.run_dir.name}: {exc}" for job, exc in failures)
+            )
+        return ",".join(job.run_dir.name for job in self.jobs)
+
+
+def packs(todo: list, per_job: int) -> list[list]:
+    """The runs to do in jobs of `per_job` runs, in the matrix's order (the last job may hold fewer)."""
+    return [todo[i : i + per_job] for i in range(0, len(todo), per_job)]
 
 
 def _submit_matrix(study: Study, todo: list, base_params: dict, root: Path, reused: int) -> None:
@@ -178,11 +215,21 @@ def _submit_matrix(study: Study, todo: list, base_params: dict, root: Path, reus
     opts = study.cfg.executor
     notebooks = study.runs_dir / ".notebooks"
     tasks, failed = {}, {}
-    for bb, size, seed, d in todo:
-        params = run_params(base_params, bb, size, seed, d)
-        tasks[d.name] = TrainingJob(root, params, notebooks / f"{d.name}.ipynb", d, opts.model_dump())
-        failed[d.name] = notebooks / f"{d.name}.failed.ipynb"
-    print(f"[study] {len(todo)} training jobs through submitit ({opts.kind}); logs in {study.results / 'jobs'}")
+    for pack in packs(todo, opts.runs_per_job):
+        one = [
+            TrainingJob(
+                root, run_params(base_params, bb, size, seed, d), notebooks / f"{d.name}.ipynb", d, opts.model_dump()
+            )
+            for bb, size, seed, d in pack
+        ]
+        name = " + ".join(d.name for *_, d in pack)
+        tasks[name] = one[0] if len(one) == 1 else PackedTrainingJob(one)
+        failed[name] = ", ".join(str(notebooks / f"{d.name}.failed.ipynb") for *_, d in pack)
+    per = f", {opts.runs_per_job} runs per job" if opts.runs_per_job > 1 else ""
+    print(
+        f"[study] {len(todo)} training runs in {len(tasks)} jobs through submitit ({opts.kind}{per}); "
+        f"logs in {study.results / 'jobs'}"
+    )
     run_jobs(opts, study.results / "jobs", tasks, failed, initial=reused)
 
 
@@ -207,15 +254,83 @@ def train_in_kernel(d: Path, params: dict, root: Path, output: Path, env: dict |
         return True
 
 
+def slots_for(gpus: list[str], runs_per_gpu: int = 1, jobs: int = 1) -> list[str | None]:
+    """The places a training run can take: each GPU `runs_per_gpu` times, the GPUs taken in turn (0, 1, 0, 1, ...)
+    so that runs spread over the GPUs before they share one; without GPUs, `jobs` CPU places (None)."""
+    if runs_per_gpu < 1 or jobs < 1:
+        raise ConfigError(f"runs per GPU ({runs_per_gpu}) and jobs ({jobs}) must be at least 1")
+    return [g for _ in range(runs_per_gpu) for g in gpus] if gpus else [None] * jobs
+
+
+def slot_env(slot: str | None, cpu_env: dict) -> dict:
+    """A kernel's environment on `slot`: on a GPU, that GPU alone, memory taken as it grows; on CPU, the
+    thread share of `cpu_threads`."""
+    return {"CUDA_VISIBLE_DEVICES": slot, **GROWTH_ENV} if slot is not None else dict(cpu_env)
+
+
+def schedule(jobs: list, slots: list, train, done=None) -> list[tuple]:
+    """Run `train(job, slot)` for every job, each on a slot no other job holds at the time, len(slots) at
+    once; a job takes the next free slot when it starts and gives it back when it ends, failed or not, so a
+    failed run frees its place for the next. Every job runs (one failure does not stop the others).
+    `done(job, slot, error)` is called after each. Returns [(job, exception)] for the jobs that failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    free: queue.Queue = queue.Queue()
+    for slot in slots:
+        free.put(slot)
+    failures: list[tuple] = []
+    lock = threading.Lock()
+
+    def one(job):
+        slot = free.get()
+        error = None
+        try:
+            train(job, slot)
+        except Exception as exc:  # collected and reported after every job has had its turn
+            error = exc
+            with lock:
+                failures.append((job, exc))
+        finally:
+            free.put(slot)
+            if done is not None:
+                with lock:
+                    done(job, slot, error)
+
+    if len(slots) == 1:
+        for job in jobs:
+            one(job)
+    else:
+        with ThreadPoolExecutor(len(slots)) as pool:
+            list(pool.map(one, jobs))
+    return failures
+
+
+def failed_runs_error(failures: list[tuple], total: int) -> StudyError:
+    """One error naming every failed run (a StudyError's own message names its notebook and failing cell)."""
+    lines = [f"- {job[3].name}: {exc}" for job, exc in failures]
+    return StudyError(
+        f"{len(failures)} of {total} training runs failed (the other runs are in the run store):\n" + "\n".join(lines)
+    )
+
+
 def run_matrix(
-    study: Study, base_params: dict, root: Path, gpus: list[str], log, jobs: int = 1, hashes: bool = False
+    study: Study,
+    base_params: dict,
+    root: Path,
+    gpus: list[str],
+    log,
+    jobs: int = 1,
+    hashes: bool = False,
+    runs_per_gpu: int | None = None,
 ) -> dict:
     """Execute the training notebook for every run of the matrix that is not finished yet (or is
-    damaged: sizes always checked, sha256 with `hashes`). With the executor `local`: with GPUs, one
-    run per GPU at a time; on CPU, `jobs` runs side by side (on a 2-core machine two kernels overlap
-    one run's single-threaded graph tracing with the other's training). With `slurm` (or
-    `submitit_local`): one job per run through submitit. Each run is trained under its lock, so two
-    studies on one results folder never train the same run twice."""
+    damaged: sizes always checked, sha256 with `hashes`). With the executor `local`: with GPUs,
+    `runs_per_gpu` runs on each GPU at a time (default: the profile's executor.runs_per_gpu), each seeing
+    only its GPU and taking memory as it grows; on CPU, `jobs` runs side by side (on a 2-core machine two
+    kernels overlap one run's single-threaded graph tracing with the other's training). A failed run frees
+    its place for the next and the others go on; the study then stops naming every failed run. With `slurm`
+    (or `submitit_local`): one job per run, or per `executor.runs_per_job` runs, through submitit. Each run
+    is trained under its lock, so two studies on one results folder never train the same run twice."""
     from tqdm.auto import tqdm
 
     todo, reused = [], 0
@@ -234,6 +349,8 @@ def run_matrix(
         if todo:
             _submit_matrix(study, todo, base_params, root, reused)
         return {"trained": len(todo), "reused": reused}
+    slots = slots_for(gpus, runs_per_gpu or study.cfg.executor.runs_per_gpu, max(1, jobs))
+    cpu_env = cpu_threads(len(slots)) if not gpus else {}
     bar = tqdm(
         total=len(study.matrix()),
         initial=reused,
@@ -243,49 +360,21 @@ def run_matrix(
         dynamic_ncols=False,
         ncols=100,
     )
-    slots: queue.Queue = queue.Queue()
-    for g in gpus or [None] * max(1, jobs):
-        slots.put(g)
-    errors: list[Exception] = []
-    lock = threading.Lock()
-    workers = len(gpus) if gpus else max(1, jobs)
-    threads = cpu_threads(workers) if not gpus else {}
 
-    def one(job):
+    def train(job, slot):
         bb, size, seed, d = job
-        if errors:
-            return
-        gpu = slots.get()
-        try:
-            train_in_kernel(
-                d,
-                run_params(base_params, bb, size, seed, d),
-                root,
-                study.runs_dir / ".notebooks" / f"{d.name}.ipynb",
-                {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else threads or None,
-                log,
-                hashes,
-            )
-        except Exception as exc:  # collected and re-raised after the workers stop
-            with lock:
-                errors.append(exc)
-        finally:
-            slots.put(gpu)
-            with lock:
-                bar.set_postfix_str(f"{bb} {size}px seed {seed}")
-                bar.update(1)
+        output = study.runs_dir / ".notebooks" / f"{d.name}.ipynb"
+        params = run_params(base_params, bb, size, seed, d)
+        train_in_kernel(d, params, root, output, slot_env(slot, cpu_env) or None, log, hashes)
 
-    if workers == 1:
-        for job in todo:
-            one(job)
-            if errors:
-                break
-    else:
-        from concurrent.futures import ThreadPoolExecutor
+    def done(job, slot, error):
+        bb, size, seed, _ = job
+        where = "" if slot is None else f" on GPU {slot}"
+        bar.set_postfix_str(f"{bb} {size}px seed {seed}{where}" + (" FAILED" if error else ""))
+        bar.update(1)
 
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, todo))
+    failures = schedule(todo, slots, train, done)
     bar.close()
-    if errors:
-        raise errors[0]
+    if failures:
+        raise failures[0][1] if len(todo) == 1 else failed_runs_error(failures, len(todo))
     return {"trained": len(todo), "reused": reused}

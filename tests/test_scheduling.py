@@ -1,0 +1,118 @@
+"""Placing training runs (alllib.study.runner), tested on CPU with stand-in runs: several runs per GPU
+(`--gpus 0,1 --runs-per-gpu N`), each seeing only its GPU and taking memory as it grows; a failed run frees
+its place; and several runs packed into one Slurm job (`executor.runs_per_job`)."""
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from alllib import pipeline
+from alllib.errors import ConfigError, StudyError
+from alllib.study import runner
+
+
+def test_slots_take_each_gpu_in_turn_then_share_it():
+    assert runner.slots_for(["0", "1"], 2) == ["0", "1", "0", "1"]
+    assert runner.slots_for(["3"], 3) == ["3", "3", "3"]
+    assert runner.slots_for([], 4, jobs=2) == [None, None]  # on CPU, jobs places; runs per GPU means nothing
+    with pytest.raises(ConfigError, match="runs per GPU \\(0\\)"):
+        runner.slots_for(["0"], 0)
+
+
+def test_a_run_on_a_gpu_sees_only_that_gpu_and_takes_memory_as_it_grows():
+    env = runner.slot_env("1", {"TF_NUM_INTRAOP_THREADS": "1"})
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and "TF_NUM_INTRAOP_THREADS" not in env
+    assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" and env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert runner.slot_env(None, {"TF_NUM_INTRAOP_THREADS": "1"}) == {"TF_NUM_INTRAOP_THREADS": "1"}
+
+
+def _stand_in(fail=(), seconds=0.05):
+    """A stand-in for training: records where each job ran and how many jobs held each slot at once."""
+    lock = threading.Lock()
+    state = {"held": Counter(), "most": Counter(), "at_once": 0, "most_at_once": 0, "ran": []}
+
+    def train(job, slot):
+        with lock:
+            state["held"][slot] += 1
+            state["at_once"] += 1
+            state["most"][slot] = max(state["most"][slot], state["held"][slot])
+            state["most_at_once"] = max(state["most_at_once"], state["at_once"])
+            state["ran"].append((job, slot))
+        time.sleep(seconds)
+        with lock:
+            state["held"][slot] -= 1
+            state["at_once"] -= 1
+        if job in fail:
+            raise RuntimeError(f"run {job} ran out of memory")
+
+    return train, state
+
+
+@pytest.mark.parametrize("gpus,per_gpu", [(["0", "1"], 2), (["0"], 3), (["0", "1", "2"], 1)])
+def test_every_run_is_placed_once_and_no_slot_holds_two(gpus, per_gpu):
+    slots = runner.slots_for(gpus, per_gpu)
+    train, state = _stand_in()
+    assert runner.schedule(list(range(10)), slots, train) == []
+    assert sorted(job for job, _ in state["ran"]) == list(range(10))
+    assert set(Counter(slot for _, slot in state["ran"])) == set(gpus)  # every GPU took runs
+    assert state["most_at_once"] == len(slots)  # ten runs of 50 ms: the pool ran them side by side
+    assert all(state["most"][g] == per_gpu for g in gpus)  # a GPU holds runs_per_gpu runs at once, never more
+
+
+def test_a_failed_run_frees_its_slot_and_the_others_still_run():
+    slots = runner.slots_for(["0"], 1)
+    train, state = _stand_in(fail={1})
+    done = []
+    failures = runner.schedule([0, 1, 2, 3], slots, train, done=lambda job, slot, error: done.append((job, error)))
+    assert [job for job, _ in failures] == [1] and "out of memory" in str(failures[0][1])
+    assert [job for job, _ in state["ran"]] == [0, 1, 2, 3]  # the run after the failure took its slot
+    assert [(job, error is not None) for job, error in done] == [(0, False), (1, True), (2, False), (3, False)]
+
+
+def test_run_matrix_places_runs_on_gpus_and_names_every_failed_run(monkeypatch, synth_root, tmp_path):
+    from alllib.study.prepare import prepare
+
+    study = prepare("smoke", ["backbones=[mobilenet,vgg16]"], str(synth_root), tmp_path, progress=False)
+    seen, lock = [], threading.Lock()
+
+    def train_in_kernel(d, params, root, output, env, log, hashes=False):
+        with lock:
+            seen.append((d.name, env["CUDA_VISIBLE_DEVICES"]))
+        if params["backbone"] == "vgg16" and params["seed"] == 0:
+            raise StudyError(f"notebook train_run.ipynb failed at cell In [3] ({d.name})")
+
+    monkeypatch.setattr(runner, "train_in_kernel", train_in_kernel)
+    with pytest.raises(StudyError) as err:
+        runner.run_matrix(study, {}, Path("."), ["0", "1"], None, runs_per_gpu=2)
+    n = len(study.matrix())
+    assert len(seen) == n and {g for _, g in seen} == {"0", "1"}  # every run had its turn, on both GPUs
+    failed = [d for d, _ in seen if d.startswith(("vgg16_300px_seed0_", "vgg16_450px_seed0_"))]
+    assert str(err.value).startswith(f"{len(failed)} of {n} training runs failed")
+    assert all(f"- {d}: notebook train_run.ipynb failed at cell In [3]" in str(err.value) for d in failed)
+
+
+def test_runs_per_gpu_without_gpus_is_refused_up_front(tmp_path):
+    with pytest.raises(ConfigError, match="--runs-per-gpu 2 .* no --gpus"):
+        pipeline.run_study("smoke", runs_per_gpu=2, root=tmp_path, results_dir=tmp_path / "results")
+
+
+class _Run:
+    def __init__(self, name, fail=False):
+        self.run_dir, self.fail, self.ran = Path(name), fail, False
+
+    def _packed(self):
+        self.ran = True
+        if self.fail:
+            raise StudyError(f"{self.run_dir} diverged")
+
+
+def test_a_packed_job_trains_its_runs_side_by_side_and_fails_naming_the_failed_one():
+    assert runner.packs(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    runs = [_Run("a"), _Run("b", fail=True), _Run("c")]
+    with pytest.raises(StudyError, match=r"1 of 3 runs of this job failed:\n- b: b diverged"):
+        runner.PackedTrainingJob(runs)()
+    assert all(r.ran for r in runs)
+    assert runner.PackedTrainingJob([_Run("a"), _Run("c")])() == "a,c"
