@@ -17,11 +17,25 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from alllib import io
-from alllib.book.pages import build_book, write_generated_pages
+from alllib.book.pages import (
+    BUILD,
+    CHECK,
+    DATA,
+    LOADING,
+    PAGES,
+    STARTUP,
+    STUDY_PHASES_PAGE,
+    TRAINING,
+    build_book,
+    chapter_phase,
+    study_phases_markdown,
+    write_generated_pages,
+)
 from alllib.book.postprocess import for_the_book
 from alllib.book.report import run_title
 from alllib.errors import ConfigError, StudyError
 from alllib.evidence import recorded
+from alllib.provenance import Phases, process_seconds
 from alllib.study.prepare import PACKAGE_ROOT, Study, prepare
 from alllib.study.runner import (
     ANALYSIS_NOTEBOOKS,
@@ -122,9 +136,12 @@ def run_study(
             "on CPU, --jobs sets the runs side by side"
         )
     t0 = time.time()
+    phases = Phases()  # the study's own phases (STUDY_PHASES), from this process's start to the built book
+    phases.add(STARTUP, process_seconds() or 0.0)
     root = Path(root or PACKAGE_ROOT).resolve()
     print(f"[study] profile {profile}: preparing data", flush=True)
-    study = prepare(profile, overrides, data_dir, results_dir)
+    with phases(DATA):
+        study = prepare(profile, overrides, data_dir, results_dir)
     executed = study.results / CHAPTER_DIR  # this study's executed chapters, before they become pages
     missing = [c for c in chapters if only and c not in only and not (executed / f"{c}.ipynb").is_file()]
     if missing:
@@ -133,7 +150,8 @@ def run_study(
             f"this study ({executed}): build the whole book once first (make book)"
         )
     print(f"[study] {study.label()}; data root {study.data_root}; {len(study.table)} images", flush=True)
-    check_before_running(study)
+    with phases(CHECK):
+        check_before_running(study)
     study.results.mkdir(parents=True, exist_ok=True)
     remove_leftovers(study.runs_dir)
     base = notebook_params(study, profile, overrides, data_dir)
@@ -141,36 +159,56 @@ def run_study(
     with open(log_path, "a") as log:
         if not only or DATA_NOTEBOOK in only:
             print("[study] data exploration", flush=True)
-            execute(DATA_NOTEBOOK, executed / f"{DATA_NOTEBOOK}.ipynb", base, root, log=log)
+            with phases(chapter_phase(DATA_NOTEBOOK)):
+                execute(DATA_NOTEBOOK, executed / f"{DATA_NOTEBOOK}.ipynb", base, root, log=log)
         if only:
             counts = {"trained": 0, "reused": len(study.runs())}  # says which runs are missing, if any
         else:
             print(f"[study] run matrix: {len(study.matrix())} training runs", flush=True)
-            counts = run_matrix(
-                study,
-                base,
-                root,
-                gpus or [],
-                log,
-                jobs or study.cfg.jobs,
-                hashes=verify_runs,
-                runs_per_gpu=runs_per_gpu,
-            )
-        runs = study.runs()  # loaded once: run pages and the generated pages read them
+            with phases(TRAINING):
+                counts = run_matrix(
+                    study,
+                    base,
+                    root,
+                    gpus or [],
+                    log,
+                    jobs or study.cfg.jobs,
+                    hashes=verify_runs,
+                    runs_per_gpu=runs_per_gpu,
+                )
+        with phases(LOADING):
+            runs = study.runs()  # loaded once: run pages and the generated pages read them
         for nb in ANALYSIS_NOTEBOOKS:
             if only and nb not in only:
                 continue
             print(f"[study] {nb}", flush=True)
-            execute(nb, executed / f"{nb}.ipynb", base, root, log=log)
+            with phases(chapter_phase(nb)):
+                execute(nb, executed / f"{nb}.ipynb", base, root, log=log)
     timings = {**counts, "wall_seconds": time.time() - t0}
-    io.write_json(study.results / "study.json", {"profile": study.cfg.record(), "data": study.data_info, **timings})
+    record = {"profile": study.cfg.record(), "data": study.data_info, **timings, "only": only or []}
+    io.write_json(study.results / "study.json", {**record, "phases": phases.seconds})
     with book_lock(root):  # the book's pages are one study's at a time
-        publish(study, runs, executed, root, timings, chapters)
+        gen = root / GENERATED
+        with phases(PAGES):
+            publish(study, runs, executed, root, timings, chapters)
+            io.write_text(gen / STUDY_PHASES_PAGE, study_phases_markdown(phases.seconds, None, only))
         result = {"study": study, **timings}
         if book:
             print("[study] building the book", flush=True)
-            result["index"] = build_book(root)
-            print(f"[study] book: {result['index']}", flush=True)
+            with phases(BUILD):
+                result["index"] = build_book(root)
+            total = process_seconds() or sum(phases.seconds.values())
+            io.write_json(study.results / "study.json", {**record, "phases": phases.seconds, "process_seconds": total})
+            # the table, now with the book build, into its page: Sphinx rebuilds that page alone
+            t_again = time.time()
+            io.write_text(gen / STUDY_PHASES_PAGE, study_phases_markdown(phases.seconds, total, only))
+            build_book(root)
+            print(
+                f"[study] book: {result['index']} (the study's phases: {STUDY_PHASES_PAGE}; writing them into the "
+                f"book took {time.time() - t_again:.0f} s more)",
+                flush=True,
+            )
+        result["phases"] = dict(phases.seconds)
     print(
         f"[study] done in {(time.time() - t0) / 60:.1f} min ({counts['trained']} runs trained, "
         f"{counts['reused']} reused)",

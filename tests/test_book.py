@@ -179,3 +179,21 @@ def test_a_results_table_names_its_data_and_drops_only_pandas_own_index():
     assert "<td>0.50</td>" in html or "<td>0.5</td>" in html  # a metric stays a float
     seeds = pd.DataFrame({"seed": [0, 1], "dBA_pp": [1.5, -0.5]}).set_index("seed")  # a RangeIndex with a name
     assert ">seed</th>" in report.table_html(seeds, "") and "<caption" not in report.table_html(seeds, "")
+
+
+def test_the_study_phases_add_up_to_the_measured_total():
+    from alllib.book import pages
+
+    seconds = {pages.STARTUP: 4.0, pages.DATA: 30.0, pages.TRAINING: 600.0, pages.BUILD: 60.0}
+    table = pages.study_phases_markdown(seconds, 700.0, None)
+    rows = {
+        cells[1].strip(): float(cells[2].strip("* "))
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| phase")
+        for cells in [line.split("|")]
+    }
+    assert rows[pages.BETWEEN] == 6.0  # what no phase holds has its own row
+    assert sum(v for k, v in rows.items() if k != "**all**") == rows["**all**"] == 700.0
+    assert "**11.7 min**" in table and "| 85.7% |" in table  # 600 of 700 s
+    building = pages.study_phases_markdown(seconds, None, ["06_results_summary"])
+    assert pages.BETWEEN not in building and "being measured" in building and "`06_results_summary`" in building

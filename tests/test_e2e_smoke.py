@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_project
 
+from alllib.rounding import fmt
 from alllib.study import runner
 
 pytestmark = pytest.mark.e2e
@@ -218,6 +219,22 @@ def test_each_step_of_section_4_links_to_its_api_entry_and_source(built):
         assert f'href="api.html#{module}.{name}"' in method, f"the method notes do not link {where}"
         source = f"_modules/{module.replace('.', '/')}.html"
         assert f'href="../{source}#{name}"' in method and f'id="{name}"' in (html / source).read_text(), where
+
+
+def test_the_engineering_appendix_says_where_the_study_s_time_went(built):
+    """study.json records each phase of the build from the process's start to the built book; the appendix
+    shows them, the book build among them, adding up to the recorded total."""
+    from alllib.book import pages
+
+    root, results, _ = built
+    record = json.loads((results / "smoke" / "study.json").read_text())
+    phases, total = record["phases"], record["process_seconds"]
+    assert {pages.STARTUP, pages.DATA, pages.CHECK, pages.TRAINING, pages.BUILD} <= set(phases)
+    assert all(pages.chapter_phase(c) in phases for c in runner.CHAPTERS)
+    assert 0.9 * total <= sum(phases.values()) <= total
+    page = _words(root / "_build" / "html" / "book" / "_generated" / "07_engineering.html")
+    assert "Where the study's time goes" in page and pages.BUILD in page and "being measured" not in page
+    assert f"to the built book: {fmt(total / 60, 1)} min" in page
 
 
 def test_runs_are_grouped_by_size_in_the_sidebar(built):

@@ -19,7 +19,7 @@ from alllib.method.dataset import load_manifest
 from alllib.provenance import environment, git_commit
 from alllib.results import summaries
 from alllib.results.paper import choices_markdown
-from alllib.rounding import fmt
+from alllib.rounding import fmt, pct
 from alllib.study.prepare import PACKAGE_ROOT
 from alllib.study.profile import PROFILES, SIZES, load_profile, settings_table
 
@@ -243,6 +243,55 @@ def glossary_markdown() -> str:
     lines += [f"| **{k}** | {name} | {meaning} |" for k, (name, meaning) in NAMES.items()]
     lines += [f"| **{k}** | | {meaning} |" for k, meaning in TERMS.items()]
     return "\n".join(lines) + "\n"
+
+
+# The phases of a whole study (pipeline.run_study), in the order it meets them; each chapter is a phase of its own
+STARTUP = "start-up and imports"
+DATA = "data: synthesis (first build only), reading, fingerprint"
+CHECK = "data check (every labelled image opened)"
+TRAINING = "training runs (the run matrix)"
+LOADING = "loading the finished runs"
+PAGES = "the book's pages (run pages, generated pages)"
+BUILD = "book build (jupyter-book)"
+BETWEEN = "between the phases (not measured apart)"
+STUDY_PHASES_PAGE = "study_phases.md"  # under book/_generated, included by the engineering chapter
+
+
+def chapter_phase(notebook: str) -> str:
+    return f"chapter {notebook}"
+
+
+def study_phases_markdown(seconds: dict, total: float | None, only=None) -> str:
+    """Where a whole study's wall time went: each phase (its seconds, minutes and share), from the process's
+    start to the built book, and what no phase holds as its own row, so the rows add up to the measured total.
+    `total`: the process's seconds at the end of the book build (None while the book is being built)."""
+    measured = sum(seconds.values())
+    rows = dict(seconds)
+    if total is not None:
+        rows[BETWEEN] = max(0.0, total - measured)
+    whole = total if total is not None else measured
+    lines = ["| phase | seconds | minutes | share |", "|---|---:|---:|---:|"]
+    for name, sec in rows.items():
+        lines.append(f"| {name} | {fmt(sec, 1)} | {fmt(sec / 60, 1)} | {pct(sec / whole if whole else 0, 1)} |")
+    lines.append(f"| **all** | **{fmt(whole, 1)}** | **{fmt(whole / 60, 1)}** | **{pct(1.0 if whole else 0, 1)}** |")
+    scope = (
+        f"This build executed only {', '.join(f'`{c}`' for c in only)} (`make book CHAPTER=...`), from the finished "
+        "runs. "
+        if only
+        else ""
+    )
+    if total is None:
+        ending = "The book build is being measured; this table is rewritten with it once the build ends."
+    else:
+        ending = (
+            f"From the process's start (`python -m alllib study`, which `make book` runs) to the built book: "
+            f"**{fmt(total / 60, 1)} min**. Writing this table into the book afterwards (Sphinx rebuilds this page "
+            "alone) is not in it; the terminal says how long it took."
+        )
+    return (
+        f"{scope}Each phase of this build, timed by the study runner (`alllib.pipeline.run_study`) and recorded in "
+        f"the study's `study.json` (`phases`). {ending}\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def api_modules() -> list[str]:
