@@ -204,6 +204,11 @@ def _bench_parser(sub) -> None:
         "of the data layer on, with its peak memory (default: read and fingerprint a skeleton of the real tree)",
     )
     b.add_argument("--precisions", default="fp32,mixed", help="gpu: fp32 and/or mixed, in the order measured")
+    b.add_argument(
+        "--concurrency",
+        default="1,2,4,8",
+        help="gpu: training runs side by side on the one GPU (aggregate images/s; 1 = each case alone)",
+    )
     b.add_argument("--profile", default="smoke")
     b.add_argument(
         "--out",
@@ -336,7 +341,12 @@ def _bench(args) -> None:
     if args.what == "gpu":  # writes --out after every case itself
         sizes = [int(x) for x in args.sizes.split(",")]
         table = bench.gpu(
-            args.profile, seconds=args.seconds, sizes=sizes, precisions=args.precisions.split(","), out=args.out
+            args.profile,
+            seconds=args.seconds,
+            sizes=sizes,
+            precisions=args.precisions.split(","),
+            concurrency=tuple(int(k) for k in args.concurrency.split(",")),
+            out=args.out,
         )
         print(table.to_string(index=False))
         print(bench.paper_matrix_hours(table, args.profile).to_string(index=False))

@@ -89,7 +89,16 @@ def test_gpu_benchmark_runs_a_case_on_cpu(tmp_path):
     from alllib.evidence import bench
 
     out = tmp_path / "gpu.csv"
-    table = bench.gpu("smoke", steps=1, warmup=1, backbones=["mobilenet"], sizes=(300,), precisions=("fp32",), out=out)
+    table = bench.gpu(
+        "smoke",
+        steps=1,
+        warmup=1,
+        backbones=["mobilenet"],
+        sizes=(300,),
+        precisions=("fp32",),
+        concurrency=(1,),
+        out=out,
+    )
     assert list(table["status"]) == ["ok", "ok"] and table["compile"].iloc[1] == "graph"
     assert table["compile"].iloc[0] in ("xla", "graph (XLA unsupported)")  # TensorFlow on CPU may fall back
     assert (table["train_images_per_s"] > 0).all() and len(pd.read_csv(out)) == 2
@@ -103,7 +112,14 @@ def test_gpu_benchmark_runs_a_case_on_cpu(tmp_path):
     assert pd.read_csv(out)["backbone"].tolist() == ["mobilenet", "mobilenet"]
     # the time budget is kept: with none left, no case is started
     none = bench.gpu(
-        "smoke", seconds=-1, steps=1, warmup=1, backbones=["mobilenet"], sizes=(300,), precisions=("fp32",)
+        "smoke",
+        seconds=-1,
+        steps=1,
+        warmup=1,
+        backbones=["mobilenet"],
+        sizes=(300,),
+        precisions=("fp32",),
+        concurrency=(1,),
     )
     assert none.empty
 
@@ -156,3 +172,59 @@ def test_run_phases_average_per_backbone_and_size_and_shares_weigh_by_runs():
     assert shares.loc["saving", "share of run time"] == f"{6 / 40:.1%}"  # 6 of the 40 seconds, by runs
     assert "training steps took 85% of the 0.7 min" in bench.phase_sentence(table)
     assert "No run" in bench.phase_sentence(bench.run_phases([]))
+
+
+def test_the_gpu_plan_measures_what_the_estimate_needs_first():
+    from alllib.evidence import bench
+
+    plan = bench.gpu_plan("jax", ["vgg16", "mobilenet"], [300, 450], ["fp32", "mixed"], (1, 2, 4))
+    assert plan[:4] == [
+        ("alone", "vgg16", 300, "fp32", "xla", 1),
+        ("alone", "mobilenet", 300, "fp32", "xla", 1),
+        ("alone", "vgg16", 300, "mixed", "xla", 1),
+        ("alone", "mobilenet", 300, "mixed", "xla", 1),
+    ]
+    together = [c for c in plan if c[0] == "together"]
+    assert [(c[1], c[5]) for c in together] == [("vgg16", 2), ("mobilenet", 2), ("vgg16", 4), ("mobilenet", 4)]
+    assert {c[3] for c in together} == {"mixed"} and plan.index(together[-1]) < plan.index(plan[-1])
+    assert plan[-2:] == [("alone", "vgg16", 300, "fp32", "no jit", 1), ("alone", "mobilenet", 300, "fp32", "no jit", 1)]
+    assert len(plan) == 4 + 4 + 4 + 2  # each case once
+
+
+def test_paper_matrix_hours_with_runs_side_by_side_against_a_hand_count():
+    """Packing speed-ups: each backbone's runs are faster by its own measured factor; a backbone measured
+    alone only takes the mean factor of the others at that packing, and the row says so."""
+    from alllib.evidence import bench
+
+    alone = _gpu_table(100.0, 400.0)
+    alone["concurrent_runs"] = 1
+    factor = {"vgg16": 2.0, "xception": 1.5, "mobilenet": 2.5, "inception_resnet_v2": 1.0}  # densenet121: none
+    together = alone[alone["input_size"] == 300].copy()
+    together = together[together["backbone"].isin(factor)]
+    together["concurrent_runs"] = 4
+    together["train_images_per_s"] = [100.0 * factor[b] for b in together["backbone"]]
+    together["predict_images_per_s"] = float("nan")
+    table = pd.concat([alone, together], ignore_index=True)
+    speedup = bench.packing_speedup(table).set_index("backbone")["speedup"].to_dict()
+    assert speedup == factor
+    hours = bench.paper_matrix_hours(table, epochs=1)
+    one, four = (hours[hours["runs per GPU"] == k].iloc[0] for k in (1, 4))
+    assert one["hours"] == bench.paper_matrix_hours(_gpu_table(100.0, 400.0), epochs=1).iloc[0]["hours"]
+    # equal rates: every backbone's six runs (one at 450 px, five at 300 px) cost the same
+    per_backbone = 6 * (one["train images/epoch"] / 100 + one["validation images"] / 400) / 3600
+    mean = sum(factor.values()) / len(factor)
+    expected = sum(per_backbone / f for f in [*factor.values(), mean])
+    assert four["hours"] == pytest.approx(expected, abs=0.051)  # hours are rounded to 0.1
+    assert (
+        four["speed-up assumed (mean of the others)"] == "densenet121"
+        and one["speed-up assumed (mean of the others)"] == ""
+    )
+
+
+def test_several_runs_side_by_side_are_measured_together_on_cpu():
+    """The concurrency case on CPU (TensorFlow): two worker processes compile, wait for each other, then
+    train together; the row is their aggregate rate."""
+    from alllib.evidence import bench
+
+    row = bench.concurrent_case("smoke", "mobilenet", 300, "fp32", "graph", runs=2, window=1.0, warmup=1)
+    assert row["status"] == "ok" and row["concurrent_runs"] == 2 and row["train_images_per_s"] > 0

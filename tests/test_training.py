@@ -265,6 +265,54 @@ def _counting_callbacks():
     return Interrupt, Count
 
 
+@pytest.mark.parametrize("setting", ["mixed_precision=true", "xla=true", "steps_per_execution=3"])
+def test_each_faster_path_trains_on_cpu_and_keeps_its_promises(setting, synth_root, tmp_path):
+    """Mixed precision, XLA and several steps per graph call, on CPU: the run trains to a finite loss, records
+    its setting, keeps its output layer (softmax and loss) in float32, takes every step of every epoch, and
+    its backup is written at the end of each epoch, also when Keras calls batch callbacks only every N steps."""
+    import keras
+    import pandas as pd
+
+    from alllib.method.models import load_model
+
+    both = ["epochs=2", "patience=5"] + (["deterministic=true"] if setting.startswith("steps") else [])
+    study = _study(synth_root, tmp_path / "r", both + [setting])
+    backup = tmp_path / "backup"
+    seen = {"backups": [], "iterations": [], "batch_calls": 0}
+
+    class Watch(keras.callbacks.Callback):  # runs after the backup callback (extra callbacks come last)
+        def on_train_batch_end(self, batch, logs=None):
+            seen["batch_calls"] += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen["backups"].append(backup_lib.latest(backup).epoch)
+            seen["iterations"].append(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+
+    (tmp_path / "out").mkdir()
+    record = training.fit(
+        study.cfg, MOBILENET_300, study.table, tmp_path / "out", study.data_info, 0, backup, [Watch()]
+    )
+    key, value = setting.split("=")
+    assert record["training"][key] == (True if value == "true" else int(value))
+    history = pd.read_csv(tmp_path / "out" / "history.csv")
+    assert np.isfinite(history[["loss", "val_loss"]].to_numpy()).all() and len(history) == 2
+    steps = record["steps_per_epoch"]
+    assert seen["backups"] == [1, 2] and seen["iterations"] == [steps, 2 * steps]
+    per_call = int(value) if key == "steps_per_execution" else 1
+    assert seen["batch_calls"] == 2 * -(-steps // per_call)  # Keras calls batch callbacks once per graph call
+    model = load_model(tmp_path / "out" / "model.keras")
+    assert model.get_layer("predictions").compute_dtype == "float32" and model.output.dtype == "float32"
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert {layer.compute_dtype for layer in convs} == {"float16" if key == "mixed_precision" else "float32"}
+    assert keras.mixed_precision.global_policy().name == "float32"  # the policy is the process's again
+    if key == "steps_per_execution":  # the same steps: the predictions of one step per call, to the last digit
+        (tmp_path / "one").mkdir()
+        one = _study(synth_root, tmp_path / "r1", both)
+        training.fit(one.cfg, MOBILENET_300, one.table, tmp_path / "one", one.data_info, 0)
+        a, b = (pd.read_csv(tmp_path / d / "predictions.csv")["p_all"].to_numpy() for d in ("out", "one"))
+        np.testing.assert_array_equal(a, b)
+
+
 def test_an_interrupted_run_resumes_at_its_last_epoch_and_equals_an_uninterrupted_one(synth_root, tmp_path):
     """On CPU with op determinism, a run interrupted after two of four epochs and resumed from its
     backup gives the same history and the same predictions, bit for bit, as one never interrupted:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -249,11 +250,153 @@ def data(profile: str = "paper", root=None, repeats: int = 3) -> pd.DataFrame:
 
 
 NO_DATA = ("data.source=synthetic", "weights=none")  # the real profile's settings, without its data root
-GPU_MODES = {  # Keras backend -> how the training step is compiled in this benchmark
+GPU_MODES = {  # Keras backend -> how the training step is compiled in this benchmark (first: XLA on)
     "tensorflow": ("xla", "graph"),  # jit_compile=True / a tf.function graph without XLA
-    "jax": ("xla",),  # JAX always compiles with XLA; its uncompiled path is op-by-op and not a training mode
+    "jax": ("xla", "no jit"),  # jax.jit of the whole step (XLA) / Keras' JAX trainer op by op (XLA off)
     "torch": ("eager",),  # PyTorch eager: the no-XLA path on a machine without TensorFlow
 }
+CONCURRENCY = (1, 2, 4, 8)  # training runs side by side on the one GPU (`--runs-per-gpu`)
+
+
+def _gpu_model(cfg, key: str, size: int, precision: str, mode: str):
+    """One benchmark case's compiled model and a batch of random images for it (in device memory)."""
+    import keras
+
+    tr = cfg.training_for(key)
+    bs, px = tr.batch_size, input_pixels(size, cfg.input_scale)
+    keras.mixed_precision.set_global_policy("mixed_float16" if precision == "mixed" else "float32")
+    model = build_model(key, px, "none")
+    model.compile(
+        optimizer=make_optimizer(tr, 1000),
+        loss="categorical_crossentropy",
+        jit_compile=mode == "xla",  # "eager" is PyTorch's own mode, "no jit" JAX's op-by-op one
+    )
+    rng = np.random.default_rng(0)
+    x = keras.ops.convert_to_tensor(rng.integers(0, 256, (bs, px, px, 3)).astype("float32"))
+    y = keras.ops.convert_to_tensor(np.eye(2, dtype="float32")[rng.integers(0, 2, bs)])
+    return model, x, y, bs, px
+
+
+def _gpu_case(cfg, key: str, size: int, precision: str, mode: str, steps: int, warmup: int) -> dict:
+    """One case run alone: images/s of the training step and of inference (batch 32)."""
+    import gc
+
+    import keras
+
+    row = {"backend": keras.backend.backend(), "backbone": key, "input_size": size}
+    row.update({"precision": precision, "compile": mode, "concurrent_runs": 1})
+    try:
+        model, x, y, bs, px = _gpu_model(cfg, key, size, precision, mode)
+        row.update({"input_px": px, "batch_size": bs})
+        if mode == "xla" and not model.jit_compile:  # Keras fell back: say so, not "xla"
+            row["compile"] = "graph (XLA unsupported)"
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            model.train_on_batch(x, y)  # returns the loss as a number: the step has finished
+        row["first_steps_s"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        row["train_images_per_s"] = round(steps * bs / (time.perf_counter() - t0), 1)
+        xp = keras.ops.convert_to_tensor(np.random.default_rng(1).integers(0, 256, (32, px, px, 3)).astype("float32"))
+        np.asarray(model.predict_on_batch(xp))
+        t0 = time.perf_counter()
+        for _ in range(max(2, steps // 4)):
+            np.asarray(model.predict_on_batch(xp))
+        row["predict_images_per_s"] = round(max(2, steps // 4) * 32 / (time.perf_counter() - t0), 1)
+        row["status"] = "ok"
+    except Exception as exc:  # one failing case must not cost the others (OOM, a backend gap)
+        row["status"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+        keras.backend.clear_session()
+        gc.collect()
+    return row
+
+
+def gpu_worker(spec: dict) -> dict:
+    """One of several training runs side by side on the GPU (a process of its own, started by
+    `concurrent_case`): compile and warm up, say so (a file), wait until every run has, then train for
+    `window` seconds and report the images trained and the seconds taken."""
+    from pathlib import Path
+
+    cfg = load_profile(spec["profile"], NO_DATA)
+    model, x, y, bs, _ = _gpu_model(cfg, spec["backbone"], spec["size"], spec["precision"], spec["compile"])
+    for _ in range(spec["warmup"]):
+        model.train_on_batch(x, y)
+    ready = Path(spec["barrier"])
+    (ready / f"ready_{spec['index']}").touch()
+    deadline = time.time() + spec["wait"]
+    while len(list(ready.glob("ready_*"))) < spec["runs"]:
+        if time.time() > deadline:
+            raise TimeoutError(f"the other runs were not ready within {spec['wait']} s")
+        time.sleep(0.05)
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < spec["window"]:
+        model.train_on_batch(x, y)
+        steps += 1
+    return {"images": steps * bs, "seconds": time.perf_counter() - t0}
+
+
+def concurrent_case(
+    profile: str, key: str, size: int, precision: str, mode: str, runs: int, window: float, warmup: int = 2
+) -> dict:
+    """`runs` training runs of one case side by side on the one GPU, each its own process taking GPU memory
+    as it grows (as `--runs-per-gpu` runs them): their aggregate training images/s while all of them train."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import keras
+
+    from alllib.study.runner import GROWTH_ENV
+
+    cfg = load_profile(profile, NO_DATA)
+    row = {"backend": keras.backend.backend(), "backbone": key, "input_size": size, "precision": precision}
+    row.update({"compile": mode, "concurrent_runs": runs, "batch_size": cfg.training_for(key).batch_size})
+    row["input_px"] = input_pixels(size, cfg.input_scale)
+    with tempfile.TemporaryDirectory(prefix="alllib-bench-") as barrier:
+        spec = {"profile": profile, "backbone": key, "size": size, "precision": precision, "compile": mode}
+        spec.update({"runs": runs, "window": window, "warmup": warmup, "barrier": barrier, "wait": 600})
+        env = {**os.environ, **GROWTH_ENV, "JAX_COMPILATION_CACHE_DIR": str(Path(tempfile.gettempdir()) / "jaxc")}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "alllib.evidence.bench", json.dumps({**spec, "index": i})],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(runs)
+        ]
+        outs = [p.communicate() for p in procs]
+    failed = [
+        err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}"
+        for p, (_, err) in zip(procs, outs)
+        if p.returncode
+    ]
+    if failed:
+        row["status"] = f"{len(failed)} of {runs} runs failed: {failed[0][:160]}"
+        return row
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    row["train_images_per_s"] = round(sum(r["images"] / r["seconds"] for r in results), 1)
+    row["status"] = "ok"
+    return row
+
+
+def gpu_plan(backend: str, keys, sizes, precisions, concurrency) -> list[tuple]:
+    """The cases of `gpu`, most needed first, so that a time budget cuts the least useful: each precision
+    with XLA at the first size (the rates the estimate needs), then several runs side by side at the
+    first size in the last precision listed, then the other sizes, then XLA off at the first size."""
+    modes = GPU_MODES[backend]
+    first, rest = sizes[0], list(sizes[1:])
+    plan = [("alone", key, first, p, modes[0], 1) for p in precisions for key in keys]
+    plan += [("together", key, first, precisions[-1], modes[0], k) for k in concurrency if k > 1 for key in keys]
+    plan += [("alone", key, size, p, modes[0], 1) for size in rest for p in precisions for key in keys]
+    plan += [("alone", key, first, precisions[0], mode, 1) for mode in modes[1:] for key in keys]
+    return plan
 
 
 def gpu(
@@ -264,79 +407,73 @@ def gpu(
     backbones=None,
     sizes=(300, 450),
     precisions=("fp32", "mixed"),
+    concurrency=CONCURRENCY,
+    window: float = 10.0,
     out=None,
 ) -> pd.DataFrame:
-    """For a GPU when one is lent: images/s of the training step (Adamax with the cyclic
-    schedule, the profile's batch size, weights=none) and of inference (batch 32), per backbone, input
-    size, precision (fp32 | mixed_float16) and compilation, on the active Keras backend (GPU_MODES).
-    Inputs are random uint8 images already in memory: this measures the network, not the input
-    pipeline (`bench pipeline` and `bench data` measure that). Stops starting new cases after
-    `seconds`; with `out`, the table is rewritten after every case, so a cut-off run keeps its rows."""
-    import gc
-
+    """For a GPU when one is lent: images/s of the training step (Adamax with the cyclic schedule, the
+    profile's batch size, weights=none) and of inference (batch 32), per backbone, input size, precision
+    (fp32 | mixed_float16) and compilation (XLA on and off, GPU_MODES), on the active Keras backend; and the
+    aggregate training images/s of 2, 4 and 8 runs side by side on the one GPU (`concurrency`, each its own
+    process, over `window` seconds while all of them train). Inputs are random uint8 images already in
+    memory: this measures the network, not the input pipeline (`bench pipeline` and `bench data` measure
+    that). Cases run in `gpu_plan`'s order and no new case starts after `seconds`; with `out`, the table
+    is rewritten after every case, so a cut-off run keeps its rows."""
     import keras
 
     cfg = load_profile(profile, NO_DATA)  # the benchmark feeds random images: no data set needed
     backend = keras.backend.backend()
     keys = [get_backbone(b).key for b in (backbones or cfg.backbones)]
-    rng = np.random.default_rng(0)
     rows, t_start = [], time.perf_counter()
-    for precision in precisions:
-        for mode in GPU_MODES[backend]:
-            for size in sizes:
-                for key in keys:
-                    if time.perf_counter() - t_start > seconds:
-                        print(f"bench gpu: {fmt(seconds, 0)} s spent, not starting {precision} {mode} {size} px {key}")
-                        continue
-                    tr = cfg.training_for(key)
-                    bs, px = tr.batch_size, input_pixels(size, cfg.input_scale)
-                    row = {"backend": backend, "backbone": key, "input_size": size, "input_px": px}
-                    row.update({"precision": precision, "compile": mode, "batch_size": bs})
-                    keras.mixed_precision.set_global_policy("mixed_float16" if precision == "mixed" else "float32")
-                    try:
-                        model = build_model(key, px, "none")
-                        model.compile(
-                            optimizer=make_optimizer(tr, 1000),
-                            loss="categorical_crossentropy",
-                            jit_compile=mode == "xla",  # "eager" is PyTorch's own mode: no run_eagerly needed
-                        )
-                        if mode == "xla" and not model.jit_compile:  # Keras fell back: say so, not "xla"
-                            row["compile"] = "graph (XLA unsupported)"
-                        x = keras.ops.convert_to_tensor(rng.integers(0, 256, (bs, px, px, 3)).astype("float32"))
-                        y = keras.ops.convert_to_tensor(np.eye(2, dtype="float32")[rng.integers(0, 2, bs)])
-                        t0 = time.perf_counter()
-                        for _ in range(warmup):
-                            model.train_on_batch(x, y)  # returns the loss as a number: the step has finished
-                        row["first_steps_s"] = round(time.perf_counter() - t0, 2)
-                        t0 = time.perf_counter()
-                        for _ in range(steps):
-                            model.train_on_batch(x, y)
-                        row["train_images_per_s"] = round(steps * bs / (time.perf_counter() - t0), 1)
-                        xp = keras.ops.convert_to_tensor(rng.integers(0, 256, (32, px, px, 3)).astype("float32"))
-                        np.asarray(model.predict_on_batch(xp))
-                        t0 = time.perf_counter()
-                        for _ in range(max(2, steps // 4)):
-                            np.asarray(model.predict_on_batch(xp))
-                        row["predict_images_per_s"] = round(max(2, steps // 4) * 32 / (time.perf_counter() - t0), 1)
-                        row["status"] = "ok"
-                    except Exception as exc:  # one failing case must not cost the others (OOM, a backend gap)
-                        row["status"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-                    finally:
-                        keras.mixed_precision.set_global_policy("float32")
-                        keras.backend.clear_session()
-                        gc.collect()
-                    rows.append(row)
-                    print(row, flush=True)
-                    if out:
-                        record(pd.DataFrame(rows), out, profile)
+    for kind, key, size, precision, mode, runs in gpu_plan(backend, keys, list(sizes), list(precisions), concurrency):
+        if time.perf_counter() - t_start > seconds:
+            print(f"bench gpu: {fmt(seconds, 0)} s spent, not starting {precision} {mode} {size} px {key} x{runs}")
+            continue
+        if kind == "alone":
+            steps_here = steps if mode == GPU_MODES[backend][0] else max(2, steps // 4)  # XLA off is slow
+            row = _gpu_case(cfg, key, size, precision, mode, steps_here, warmup)
+        else:
+            row = concurrent_case(profile, key, size, precision, mode, runs, window, warmup)
+        rows.append(row)
+        print(row, flush=True)
+        if out:
+            record(pd.DataFrame(rows), out, profile)
     return pd.DataFrame(rows)
+
+
+def packing_speedup(table: pd.DataFrame) -> pd.DataFrame:
+    """From a `gpu` table: per backend, backbone and number of runs side by side, the aggregate training
+    rate over the same case's rate alone (the speed-up of packing that many runs onto the GPU)."""
+    ok = table[table["status"] == "ok"]
+    if "concurrent_runs" not in ok:
+        return pd.DataFrame(columns=["backend", "backbone", "concurrent_runs", "speedup"])
+    together = ok[ok["concurrent_runs"] > 1]
+    alone = ok[ok["concurrent_runs"] == 1].set_index(["backend", "backbone", "input_size", "precision", "compile"])
+    rows = []
+    for _, r in together.iterrows():
+        k = (r["backend"], r["backbone"], r["input_size"], r["precision"], r["compile"])
+        if k in alone.index:
+            rate = alone.loc[k, "train_images_per_s"]
+            rate = rate.iloc[0] if isinstance(rate, pd.Series) else rate
+            rows.append(
+                {
+                    "backend": r["backend"],
+                    "backbone": r["backbone"],
+                    "concurrent_runs": int(r["concurrent_runs"]),
+                    "speedup": float(r["train_images_per_s"]) / float(rate),
+                }
+            )
+    return pd.DataFrame(rows, columns=["backend", "backbone", "concurrent_runs", "speedup"])
 
 
 def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int | None = None) -> pd.DataFrame:
     """The whole run matrix of `profile` on one device, from a `gpu` table: per run and epoch, the
     oversampled training set at the measured training rate plus the validation set at the measured
     inference rate; image counts from the official manifest with the study's own split and oversampling.
-    `epochs`: the epochs each run lasts (default: the profile's maximum, i.e. no early stop)."""
+    One row per backend, precision and compilation with one run at a time ("runs per GPU" 1), then one per
+    number of runs side by side that the table measured: each backbone's runs sped up by its measured
+    packing speed-up (`packing_speedup`; a backbone not measured at that packing takes the mean of those
+    that were). `epochs`: the epochs each run lasts (default: the profile's maximum, i.e. no early stop)."""
 
     cfg = load_profile(profile, NO_DATA)
     split = subject_split(manifest_training_table(), 0)
@@ -345,10 +482,13 @@ def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int 
     n_val = int((split["split"] == "validation").sum())
     n_epochs = epochs or cfg.training.epochs
     ok = table[table["status"] == "ok"]
+    if "concurrent_runs" in ok:
+        ok = ok[ok["concurrent_runs"].fillna(1) == 1]
+    speedups = packing_speedup(table)
     out = []
     for (backend, precision, mode), t in ok.groupby(["backend", "precision", "compile"]):
         rate = t.set_index(["backbone", "input_size"])
-        hours, missing, extrapolated = 0.0, [], []
+        per_backbone, missing, extrapolated = {}, [], []
         for size, seeds in cfg.runs.items():
             for key in cfg.backbones:
                 if (key, int(size)) in rate.index:
@@ -364,21 +504,29 @@ def paper_matrix_hours(table: pd.DataFrame, profile: str = "paper", epochs: int 
                     train_rate, predict_rate = r["train_images_per_s"] * ratio, r["predict_images_per_s"] * ratio
                     extrapolated.append(f"{key} {size} from {r['input_size']}")
                 per_epoch = n_train / train_rate + n_val / predict_rate
-                hours += len(seeds) * n_epochs * per_epoch / 3600
-        out.append(
-            {
-                "backend": backend,
-                "precision": precision,
-                "compile": mode,
-                "train images/epoch": n_train,
-                "validation images": n_val,
-                "epochs per run": n_epochs,
-                "hours": round(hours, 1) if not missing else None,
-                "epochs within 8 h": int(8 * n_epochs / hours) if hours and not missing else None,
-                "extrapolated (pixel ratio)": ", ".join(extrapolated),
-                "missing": ", ".join(missing),
-            }
-        )
+                per_backbone[key] = per_backbone.get(key, 0.0) + len(seeds) * n_epochs * per_epoch / 3600
+        mine = speedups[speedups["backend"] == backend]
+        for runs in [1, *sorted(set(mine["concurrent_runs"]))]:
+            at = mine[mine["concurrent_runs"] == runs].set_index("backbone")["speedup"]
+            assumed = [k for k in per_backbone if runs > 1 and k not in at.index]
+            factor = {k: 1.0 if runs == 1 else float(at.get(k, at.mean())) for k in per_backbone}
+            hours = sum(h / factor[k] for k, h in per_backbone.items())
+            out.append(
+                {
+                    "backend": backend,
+                    "precision": precision,
+                    "compile": mode,
+                    "runs per GPU": runs,
+                    "train images/epoch": n_train,
+                    "validation images": n_val,
+                    "epochs per run": n_epochs,
+                    "hours": round(hours, 1) if not missing else None,
+                    "epochs within 8 h": int(8 * n_epochs / hours) if hours and not missing else None,
+                    "extrapolated (pixel ratio)": ", ".join(extrapolated),
+                    "speed-up assumed (mean of the others)": ", ".join(assumed),
+                    "missing": ", ".join(missing),
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -396,19 +544,29 @@ def gpu_note(table: pd.DataFrame, profile: str = "paper") -> str:
     if "tensorflow" not in backends:
         text += (
             f" Measured through Keras 3 on {' and '.join(backends)}: the GPU machine had no TensorFlow, so XLA "
-            "ran through JAX and the uncompiled path is eager PyTorch; the study itself trains on TensorFlow."
+            "ran through JAX and the uncompiled paths are JAX without jit or eager PyTorch, where measured; the "
+            "study itself trains on TensorFlow."
         )
-    cases = [f"{p} {c} ({b})" for (b, p, c), _ in table.groupby(["backend", "precision", "compile"])]
+    alone = table[table["concurrent_runs"].fillna(1) == 1] if "concurrent_runs" in table else table
+    cases = [f"{p} {c} ({b})" for (b, p, c), _ in alone.groupby(["backend", "precision", "compile"])]
     text += f" Cases measured: {', '.join(cases)}."
     for _, h in hours.dropna(subset=["hours"]).iterrows():
         text += (
-            f" With {h['backend']} {h['precision']} {h['compile']}, the paper's {n_runs} runs at their maximum of "
+            f" With {h['backend']} {h['precision']} {h['compile']}"
+            + (f", {h['runs per GPU']} runs side by side on the GPU" if h["runs per GPU"] > 1 else "")
+            + f", the paper's {n_runs} runs at their maximum of "
             f"{h['epochs per run']} epochs ({h['train images/epoch']} oversampled training and "
             f"{h['validation images']} validation images per epoch) would take **{h['hours']} h**; 8 h allow "
             f"{h['epochs within 8 h']} epochs per run"
             + (
                 f" ({h['extrapolated (pixel ratio)']}, rate scaled by the pixel ratio)"
                 if h["extrapolated (pixel ratio)"]
+                else ""
+            )
+            + (
+                f" (the packing speed-up of {h['speed-up assumed (mean of the others)']} assumed: the mean of the "
+                "backbones measured)"
+                if h["speed-up assumed (mean of the others)"]
                 else ""
             )
             + "."
@@ -422,9 +580,10 @@ def gpu_markdown(table: pd.DataFrame) -> str:
     """A recorded `gpu` table as the README shows it: training images/s per backbone (rows) and
     backend, compilation, precision and input size (columns); `-` where a case was not measured."""
     ok = table[table["status"] == "ok"].copy()
+    runs = ok["concurrent_runs"].fillna(1).astype(int) if "concurrent_runs" in ok else pd.Series(1, index=ok.index)
     ok["case"] = (
         ok["backend"] + " " + ok["compile"] + " " + ok["precision"] + " " + ok["input_size"].astype(str) + " px"
-    )
+    ) + runs.map(lambda k: f" x{k} runs" if k > 1 else "")
     wide = ok.pivot_table(index="backbone", columns="case", values="train_images_per_s", sort=False)
     lines = ["| backbone | " + " | ".join(wide.columns) + " |", "|---" * (len(wide.columns) + 1) + "|"]
     for key, row in wide.iterrows():
@@ -666,3 +825,10 @@ def phase_shares(table: pd.DataFrame) -> pd.DataFrame:
         for c in phase_columns(table)
     ]
     return pd.DataFrame(rows).set_index("phase")
+
+
+if __name__ == "__main__":  # one run of `concurrent_case`, in a process of its own
+    import json
+    import sys
+
+    print(json.dumps(gpu_worker(json.loads(sys.argv[1]))), flush=True)

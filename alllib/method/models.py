@@ -194,7 +194,8 @@ def build_model(backbone: str, input_px: int, weights: str = "none", num_classes
     x = preprocessing_layer(bb.preprocessing)(inputs)
     base = getattr(keras.applications, bb.application)(include_top=False, weights=w, input_tensor=x)
     features = keras.layers.GlobalAveragePooling2D(name="gap")(base.output)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(features)
+    # float32 whatever the policy: under mixed_float16 the softmax and the loss stay in full precision
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(features)
     model = keras.Model(inputs, outputs, name=bb.key)
     model.get_layer(bb.last_conv)  # raises if the registry's Grad-CAM layer name is wrong
     return model

@@ -270,6 +270,7 @@ def _fit(cfg: Profile, spec: RunSpec, table, out_dir: Path, data_info: dict, ver
             metrics=["accuracy"],
             jit_compile=bool(tr.xla),
             run_eagerly=bool(tr.run_eagerly),
+            steps_per_execution=tr.steps_per_execution,
         )
     recal = None
     if tr.recalibrate_batchnorm and count_batchnorm(model):

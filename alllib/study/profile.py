@@ -64,6 +64,11 @@ class Training(_Strict):
     )
     mixed_precision: StrictBool = Field(False, description="train in mixed_float16 (GPU)")
     xla: StrictBool = Field(False, description="compile the training step with XLA")
+    steps_per_execution: PositiveInt = Field(
+        1,
+        description="training steps per call into the compiled graph (fewer Python round trips; Keras then calls "
+        "batch callbacks every N steps, epoch callbacks as before)",
+    )
     run_eagerly: StrictBool = Field(False, description="execute steps op by op, without tracing (smoke profile)")
     deterministic: StrictBool = Field(False, description="TensorFlow op determinism (same seed, same floats)")
 
@@ -85,6 +90,7 @@ class TrainingOverride(_Strict):
     max_train_images: Annotated[int, Field(ge=4, strict=True)] | None = None
     mixed_precision: StrictBool | None = None
     xla: StrictBool | None = None
+    steps_per_execution: PositiveInt | None = None
     run_eagerly: StrictBool | None = None
     deterministic: StrictBool | None = None
 

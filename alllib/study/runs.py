@@ -34,20 +34,32 @@ from alllib.study.profile import SIZES, Augment, Training, fingerprint
 TRAINING_CODE_VERSION = "0.1.0"
 
 
+# Settings added after runs were first keyed, left out of the key at the value that trains as before, so
+# that a finished run keeps its name: steps_per_execution 1 is one step per graph call, as every run had.
+KEYED_WHEN_SET = {"steps_per_execution": 1}
+
+
 def run_key(cfg: dict, backbone: str, size: int, seed: int, data_fingerprint: str) -> dict:
     """Everything that determines a training run's result; its hash names the run."""
-    return {
+    training = cfg.training_for(backbone).model_dump()
+    for name, before in KEYED_WHEN_SET.items():
+        if training.get(name) == before:
+            del training[name]
+    key = {
         "code": TRAINING_CODE_VERSION,
         "backbone": backbone,
         "input_size": size,
         "seed": seed,
         "input_scale": cfg.input_scale,
         "weights": str(cfg.weights),
-        "training": cfg.training_for(backbone).model_dump(),
+        "training": training,
         "augment": cfg.augment.model_dump(),
         "split": cfg.split,
         "data": data_fingerprint,
     }
+    if training["mixed_precision"]:  # since the output layer is float32 under mixed_float16: not the older runs
+        key["mixed_precision_output"] = "float32"
+    return key
 
 
 def run_id(key: dict) -> str:
