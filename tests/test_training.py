@@ -265,6 +265,11 @@ def _counting_callbacks():
     return Interrupt, Count
 
 
+def test_steps_per_execution_divides_the_epoch():
+    assert [training.steps_per_execution(4, n) for n in (1, 2, 3, 4, 8)] == [1, 2, 2, 4, 4]
+    assert training.steps_per_execution(12, 5) == 4 and training.steps_per_execution(7, 3) == 1
+
+
 @pytest.mark.parametrize("setting", ["mixed_precision=true", "xla=true", "steps_per_execution=3"])
 def test_each_faster_path_trains_on_cpu_and_keeps_its_promises(setting, synth_root, tmp_path):
     """Mixed precision, XLA and several steps per graph call, on CPU: the run trains to a finite loss, records
@@ -297,11 +302,17 @@ def test_each_faster_path_trains_on_cpu_and_keeps_its_promises(setting, synth_ro
     history = pd.read_csv(tmp_path / "out" / "history.csv")
     assert np.isfinite(history[["loss", "val_loss"]].to_numpy()).all() and len(history) == 2
     steps = record["steps_per_epoch"]
-    assert seen["backups"] == [1, 2] and seen["iterations"] == [steps, 2 * steps]
-    per_call = int(value) if key == "steps_per_execution" else 1
-    assert seen["batch_calls"] == 2 * -(-steps // per_call)  # Keras calls batch callbacks once per graph call
+    assert seen["backups"] == [1, 2]
+    per_call = record["steps_per_execution_used"]
+    if key == "steps_per_execution":  # the largest divisor of the steps per epoch not above the setting
+        assert per_call == max(d for d in range(1, int(value) + 1) if steps % d == 0)
+    assert seen["batch_calls"] == 2 * steps // per_call  # Keras calls batch callbacks once per graph call
+    if key == "mixed_precision":  # dynamic loss scaling skips the steps whose scaled gradients overflow
+        assert seen["iterations"][0] <= steps and seen["iterations"][1] <= 2 * steps
+    else:  # every step of every epoch updated the weights once, no more (Keras runs whole executions)
+        assert seen["iterations"] == [steps, 2 * steps]
     model = load_model(tmp_path / "out" / "model.keras")
-    assert model.get_layer("predictions").compute_dtype == "float32" and model.output.dtype == "float32"
+    assert model.get_layer("predictions").compute_dtype == "float32" and model.outputs[0].dtype == "float32"
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert {layer.compute_dtype for layer in convs} == {"float16" if key == "mixed_precision" else "float32"}
     assert keras.mixed_precision.global_policy().name == "float32"  # the policy is the process's again

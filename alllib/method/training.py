@@ -270,7 +270,7 @@ def _fit(cfg: Profile, spec: RunSpec, table, out_dir: Path, data_info: dict, ver
             metrics=["accuracy"],
             jit_compile=bool(tr.xla),
             run_eagerly=bool(tr.run_eagerly),
-            steps_per_execution=tr.steps_per_execution,
+            steps_per_execution=steps_per_execution(data.steps, tr.steps_per_execution),
         )
     recal = None
     if tr.recalibrate_batchnorm and count_batchnorm(model):
@@ -343,6 +343,13 @@ def _run_data(cfg: Profile, spec: RunSpec, tr: Training, table: pd.DataFrame, ba
     )
     val_ds = make_dataset(val, spec.size, cfg.input_scale, 32, cache=True)[0]  # validated every epoch: decoded once
     return _RunData(train, val, test, oversampled, steps, start, ds, val_ds, time.time() - t_decode)
+
+
+def steps_per_execution(steps_per_epoch: int, setting: int) -> int:
+    """The steps per graph call a run uses: the largest divisor of its steps per epoch not above the setting.
+    Keras runs whole executions, so a setting that does not divide the epoch would take extra steps (3 per
+    call over 4 steps: 6 steps), moving the data stream, the schedule and a resumed run off their epoch."""
+    return max(d for d in range(1, min(setting, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
 # the parts of model.fit's time measured apart; the rest of it is the training steps
@@ -420,6 +427,7 @@ def _record(
         "profile": cfg.name,
         "split_seed": spec.split_seed,
         "steps_per_epoch": data.steps,
+        "steps_per_execution_used": steps_per_execution(data.steps, tr.steps_per_execution),
         "train_images": len(data.train),
         "train_images_oversampled": data.oversampled,
         "validation_images": len(data.val),
