@@ -129,7 +129,9 @@ def test_each_step_of_section_4_lives_where_the_map_says():
 
     for section, what, where in alllib.SECTION_4:
         module, function = where.split(":")
-        assert callable(getattr(importlib.import_module(module), function, None)), (section, what, where)
+        fn = getattr(importlib.import_module(module), function, None)
+        assert callable(fn), (section, what, where)
+        assert (fn.__doc__ or "").strip(), f"{where} has no docstring: the API reference would leave it out"
     steps = {where.split(":")[0] for section, _, where in alllib.SECTION_4 if section.startswith("4")}
     assert steps == {m for m in import_graph() if m.startswith("alllib.method.")}  # every method module, only them
     notes = (ROOT / "book" / "method.md").read_text()

@@ -234,7 +234,9 @@ def search_results(html: Path, query: str, timeout: float = 60) -> list[str]:
         d = start(*WIDTHS[0][1:], Path(profile))
         try:
             d.get((html / "search.html").as_uri() + f"?q={query}")
-            done = "return document.querySelector('#search-results .search-summary') !== null"
+            # Sphinx lists the results one by one and fills in the summary line when it has listed them all
+            done = "const s = document.querySelector('#search-results .search-summary'); "
+            done += "return !!s && !!s.innerText.trim()"
             WebDriverWait(d, timeout).until(lambda drv: drv.execute_script(done))
             hrefs = d.execute_script(
                 "return [...document.querySelectorAll('#search-results ul.search > li > a')].map(a => a.href)"

@@ -109,6 +109,9 @@ def _stack(preds: dict[str, pd.DataFrame], split: str) -> tuple[np.ndarray, pd.D
 
 
 def model_weights(preds: dict[str, pd.DataFrame], weighting: str, source: str) -> dict[str, float]:
+    """Each model's weight W_k in a WEN (Eqs. 1-4): its `weighting` score (F1, AUC or kappa, `score`) on the
+    split that `source` names (validation, or the test set as the paper did), a score below zero counting
+    as zero; equal weights, with a warning, when no model beats chance."""
     split = WeightSource.of(source).split
     out = {}
     for name, df in preds.items():
