@@ -36,7 +36,7 @@ def fmt(x, digits: int, sign: bool = False) -> str:
     if d == 0:
         d = abs(d)  # no "-0.000"
     text = f"{d:.{digits}f}"
-    return f"+{text}" if sign and d > 0 else text
+    return f"+{text}" if sign and d >= 0 else text  # as format's "+": zero is "+0.0"
 
 
 def pct(x, digits: int) -> str:

@@ -35,8 +35,8 @@ def test_fmt_is_decimal_half_up_of_the_written_number(seed):
 
 
 def test_signs_percentages_and_missing_values():
-    assert fmt(0.25, 1, sign=True) == "+0.3" and fmt(-0.25, 1, sign=True) == "-0.3" and fmt(0.0, 1, sign=True) == "0.0"
-    assert fmt(-0.0004, 3) == "0.000"  # no negative zero
+    assert fmt(0.25, 1, sign=True) == "+0.3" and fmt(-0.25, 1, sign=True) == "-0.3" and fmt(0.0, 1, sign=True) == "+0.0"
+    assert fmt(-0.0004, 3) == "0.000" and fmt(-0.04, 1, sign=True) == "+0.0"  # no negative zero
     assert pct(0.4125, 1) == "41.3%" and pct(0.5, 0) == "50%" and pct(-0.00049, 1) == "0.0%"
     assert fmt(float("nan"), 3) == "nan" and math.isnan(half_up(float("nan"), 2)) and half_up(None, 2) is None
 

@@ -78,6 +78,8 @@ BOOKKEEPING = (  # where and how runs execute, none in a run's key (executor.sba
     "description",
     "jobs",
     "executor.kind",
+    "executor.runs_per_gpu",
+    "executor.runs_per_job",
     "executor.partition",
     "executor.gpus_per_job",
     "executor.cpus_per_job",
@@ -144,8 +146,15 @@ SILENT_OR_AMBIGUOUS = [
         "section": "—",
         "paper": "",
         "ours": "The CPU profiles enable TensorFlow's op determinism (same seed, same floats); the paper profile "
-        "does not (GPU kernels are faster without it).",
-        "keys": ["training.deterministic", "training.run_eagerly", "training.xla", "training.mixed_precision"],
+        "does not (GPU kernels are faster without it). Mixed precision, XLA and several steps per graph call are "
+        "off in every shipped profile; the faster paths' section of these notes says what each changes.",
+        "keys": [
+            "training.deterministic",
+            "training.run_eagerly",
+            "training.xla",
+            "training.mixed_precision",
+            "training.steps_per_execution",
+        ],
     },
     {
         "topic": "Subject split",
