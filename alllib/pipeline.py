@@ -136,7 +136,7 @@ def run_study(
             "on CPU, --jobs sets the runs side by side"
         )
     t0 = time.time()
-    phases = Phases()  # the study's own phases (STUDY_PHASES), from this process's start to the built book
+    phases = Phases()  # the study's own phases (book.pages: STARTUP ... BUILD), from the process's start to the book
     phases.add(STARTUP, process_seconds() or 0.0)
     root = Path(root or PACKAGE_ROOT).resolve()
     print(f"[study] profile {profile}: preparing data", flush=True)
