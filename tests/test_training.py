@@ -416,3 +416,52 @@ def test_a_run_that_early_stopping_had_ended_is_not_trained_further(synth_root, 
         callbacks=[count],
     )
     assert count.epochs == [] and count.batches == 0 and info["epochs_run"] == 2
+
+
+def _traces_of_one_fit(prebuild: bool):
+    """Fit a small BatchNorm network for two epochs; returns how often its training step was traced, the
+    names of the variables created while it was traced, and the trained weights."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    adamax = training.make_optimizer(config.load_profile("smoke").training, 4)  # with the cyclic schedule
+    model.compile(optimizer=adamax, loss=training.LOSS, metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (32, 6, 6, 3)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((images, np.eye(2, dtype="float32")[rng.integers(0, 2, 32)]))
+    ds = ds.batch(8).repeat()
+    if prebuild:
+        training.build_training_state(model, ds)
+    traced, created, step = [], [], model.train_step
+
+    def counted(data):
+        traced.append(1)
+        return step(data)
+
+    def creator(next_creator, **kw):
+        if traced:
+            created.append(kw.get("name"))
+        return next_creator(**kw)
+
+    model.train_step = counted
+    with tf.variable_creator_scope(creator):
+        model.fit(ds, steps_per_epoch=4, epochs=2, verbose=0, shuffle=False)
+    return len(traced), created, model.get_weights() + [v.numpy() for v in model.optimizer.variables]
+
+
+def test_the_training_step_is_traced_once_and_computes_the_same():
+    """Without the state built beforehand, the optimizer's slots and the metrics are created inside the
+    traced step, and tf.function traces it a second time; built beforehand, once, with the same result."""
+    lazy_traces, lazy_created, lazy = _traces_of_one_fit(prebuild=False)
+    traces, created, built = _traces_of_one_fit(prebuild=True)
+    assert lazy_traces == 2 and lazy_created  # what build_training_state removes (the check can fail)
+    assert traces == 1 and created == []
+    assert len(built) == len(lazy)
+    for a, b in zip(built, lazy):
+        np.testing.assert_array_equal(a, b)
