@@ -16,7 +16,8 @@ mode after a few epochs from scratch although they fit the training data: their 
 `run_eagerly` (the smoke profile only) executes the training and prediction steps op by op instead
 of tracing them into a graph. A smoke run takes a handful of training steps, and tracing the step
 costs more than all of them: measured here (75 px, 4 steps of 8 images), InceptionResNet-V2's first
-epoch took 70 s traced (2.8 s once traced) against 20 s eagerly. It is the same computation, but
+epoch took 70 s traced (2.8 s once traced) against 20 s eagerly (the step was then still traced
+twice; `build_training_state` has about halved the first step since). It is the same computation, but
 not bit for bit: graph optimisations fuse and reorder operations, and from random initialisation
 Adamax's sign-like first steps let such float differences grow. Demo and paper trace as usual.
 """
