@@ -161,3 +161,33 @@ def test_saved_model_round_trip(tmp_path):
     m.save(tmp_path / "m.keras")
     again = models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(again.predict(x, verbose=0), m.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def _conv_bn_model(px=16):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((px, px, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+
+
+def test_predict_batches_traces_once_and_predicts_the_same():
+    import tensorflow as tf
+
+    x = np.random.default_rng(1).uniform(0, 255, (11, 16, 16, 3)).astype("uint8")
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(4)  # 4, 4, 3: the last batch is smaller
+
+    plain = _conv_bn_model()
+    expected = plain.predict(ds, verbose=0)
+    assert plain.predict_function.experimental_get_tracing_count() == 2  # what the helper saves: Keras retraces
+    from_array = plain.predict(x, batch_size=4, verbose=0)  # the array path the TTA used before
+
+    once = _conv_bn_model()
+    got = models.predict_batches(once, ds)
+    again = models.predict_batches(once, ds.map(lambda v: v[:, ::-1]))  # a second view: same spec, no new trace
+    assert once.predict_function.experimental_get_tracing_count() == 1
+    assert np.array_equal(got, expected) and np.array_equal(got, from_array)  # bit for bit
+    assert np.array_equal(again, plain.predict(ds.map(lambda v: v[:, ::-1]), verbose=0))

@@ -37,7 +37,7 @@ import pandas as pd
 from alllib import backup, io
 from alllib.errors import ConfigError
 from alllib.method.metrics import predict_labels
-from alllib.method.models import build_model, count_batchnorm, get_backbone
+from alllib.method.models import build_model, count_batchnorm, get_backbone, predict_batches
 from alllib.method.preprocessing import input_pixels, make_dataset, random_oversampling, subject_split
 from alllib.provenance import Phases, environment
 
@@ -136,7 +136,7 @@ def predict_table(
     evaluation pipeline of `table` when the caller holds one already (decoded once, reused)."""
 
     ds = dataset if dataset is not None else make_dataset(table, size, scale, batch_size)[0]
-    probs = model.predict(ds, verbose=0) if len(table) else np.zeros((0, 2))
+    probs = predict_batches(model, ds) if len(table) else np.zeros((0, 2))
     out = table[["split", "image_id", "subject", "label", "y"]].reset_index(drop=True).copy()
     out["p_hem"], out["p_all"] = probs[:, 0].astype(float), probs[:, 1].astype(float)
     return out

@@ -20,7 +20,7 @@ import pandas as pd
 from alllib import io
 from alllib.method import metrics
 from alllib.method.ensemble import WeightSource
-from alllib.method.models import load_model
+from alllib.method.models import load_model, predict_batches
 from alllib.method.preprocessing import load_arrays
 from alllib.results.analysis import classifiers
 
@@ -86,7 +86,10 @@ def tta_predictions(run: Run, table: pd.DataFrame, scale: float, cache_dir, batc
     rows = pred[["image_id"]].merge(table[["image_id", "path", "y"]], on="image_id", how="left")
     images = load_arrays(rows, run.input_size, scale, batch_size)
     model = load_model(run.folder / "model.keras")
-    p = np.mean([model.predict(x, batch_size=batch_size, verbose=0)[:, 1] for x in dihedral(images)], axis=0)
+    import tensorflow as tf
+
+    views = [tf.data.Dataset.from_tensor_slices(x).batch(batch_size) for x in dihedral(images)]
+    p = np.mean([predict_batches(model, view)[:, 1] for view in views], axis=0)  # one trace for all 8
     out = pred.assign(p_all=p.astype(float), p_hem=1 - p.astype(float))
     io.write_csv(cache, out)
     return out

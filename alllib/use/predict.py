@@ -38,7 +38,7 @@ from alllib.errors import ConfigError, DataError, StudyError
 from alllib.method.dataset import FINAL_IMAGE_SIDE, IMAGE_SIDE, IMAGE_SUFFIXES
 from alllib.method.ensemble import WeightSource, ensemble_name, ensemble_predictions, model_weights
 from alllib.method.metrics import evaluate, predict_labels
-from alllib.method.models import get_backbone, load_model, preprocessing_layer
+from alllib.method.models import get_backbone, load_model, predict_batches, preprocessing_layer
 from alllib.method.preprocessing import crop_and_scale, input_pixels
 from alllib.results.gradcam import class_activation_maps, ensemble_map
 from alllib.study.prepare import prepare, prepare_profile
@@ -283,7 +283,7 @@ def predict(ens: Ensemble, paths, resize: bool = False, batch_size: int = 32, pr
     for m in ens.members:
         model = load_model(m.run_dir / "model.keras")
         ds = _dataset(paths, flags, ens.size, ens.scale, batch_size)
-        out[f"p_all {m.backbone}"] = model.predict(ds, verbose=0, callbacks=[Progress()])[:, 1].astype(float)
+        out[f"p_all {m.backbone}"] = predict_batches(model, ds, callbacks=[Progress()])[:, 1].astype(float)
     bar.close()
     w = np.array([m.weight for m in ens.members], float)
     member_cols = [f"p_all {m.backbone}" for m in ens.members]
