@@ -26,6 +26,7 @@ from alllib.book.pages import (
     STARTUP,
     STUDY_PHASES_PAGE,
     TRAINING,
+    analysis_phase,
     build_book,
     chapter_phase,
     study_phases_markdown,
@@ -36,6 +37,7 @@ from alllib.book.report import run_title
 from alllib.errors import ConfigError, StudyError
 from alllib.evidence import recorded
 from alllib.provenance import Phases, process_seconds
+from alllib.results import summaries
 from alllib.study.prepare import PACKAGE_ROOT, Study, prepare
 from alllib.study.runner import (
     ANALYSIS_NOTEBOOKS,
@@ -46,6 +48,7 @@ from alllib.study.runner import (
     execute,
     notebook_params,
     run_matrix,
+    schedule_after,
 )
 from alllib.study.runs import remove_leftovers
 
@@ -104,6 +107,29 @@ def publish(study: Study, runs, executed: Path, root: Path, timings: dict, chapt
     return gen
 
 
+def execute_chapters(chapters: list[str], executed: Path, base: dict, root: Path, log, width: int) -> dict:
+    """Execute the analysis chapters, `width` side by side (the profile's `jobs`, as for the run matrix), a
+    chapter that reads another's summary only once that one has finished (`summaries.chapter_needs`). Each
+    chapter is its own papermill kernel, so side by side they compute what they compute one after another;
+    only the wall time shrinks (their start-up, plotting and Python overlap). Returns each chapter's own
+    seconds. A failed chapter stops the chapters not yet started; the error names the chapter and its cell."""
+    needs = {c: summaries.chapter_needs().get(c, set()) & set(chapters) for c in chapters}
+    seconds: dict[str, float] = {}
+
+    def one(nb):
+        print(f"[study] {nb}", flush=True)
+        t = time.perf_counter()
+        execute(nb, executed / f"{nb}.ipynb", base, root, log=log)
+        seconds[nb] = time.perf_counter() - t
+
+    waited_for = set().union(*needs.values()) if needs else set()
+    first = sorted(chapters, key=lambda c: c not in waited_for)  # what others wait for starts first
+    failures = schedule_after(first, needs, width, one)
+    if failures:
+        raise failures[0][1]  # execute's StudyError: the notebook, its failing cell, the partial notebook kept
+    return {nb: seconds[nb] for nb in chapters}
+
+
 def run_study(
     profile: str = "demo",
     overrides=(),
@@ -138,6 +164,7 @@ def run_study(
     t0 = time.time()
     phases = Phases()  # the study's own phases (book.pages: STARTUP ... BUILD), from the process's start to the book
     phases.add(STARTUP, process_seconds() or 0.0)
+    since_startup = time.perf_counter()  # the total is start-up plus this clock: /proc's ticks are 10 ms coarse
     root = Path(root or PACKAGE_ROOT).resolve()
     print(f"[study] profile {profile}: preparing data", flush=True)
     with phases(DATA):
@@ -178,30 +205,29 @@ def run_study(
                 )
         with phases(LOADING):
             runs = study.runs()  # loaded once: run pages and the generated pages read them
-        for nb in ANALYSIS_NOTEBOOKS:
-            if only and nb not in only:
-                continue
-            print(f"[study] {nb}", flush=True)
-            with phases(chapter_phase(nb)):
-                execute(nb, executed / f"{nb}.ipynb", base, root, log=log)
+        todo = [nb for nb in ANALYSIS_NOTEBOOKS if not only or nb in only]
+        width = max(1, jobs or study.cfg.jobs)
+        with phases(analysis_phase(width)):
+            chapter_seconds = execute_chapters(todo, executed, base, root, log, width)
     timings = {**counts, "wall_seconds": time.time() - t0}
     record = {"profile": study.cfg.record(), "data": study.data_info, **timings, "only": only or []}
+    record["chapters"] = chapter_seconds  # each analysis chapter's own seconds (side by side, they overlap)
     io.write_json(study.results / "study.json", {**record, "phases": phases.seconds})
     with book_lock(root):  # the book's pages are one study's at a time
         gen = root / GENERATED
         with phases(PAGES):
             publish(study, runs, executed, root, timings, chapters)
-            io.write_text(gen / STUDY_PHASES_PAGE, study_phases_markdown(phases.seconds, None, only))
+            io.write_text(gen / STUDY_PHASES_PAGE, study_phases_markdown(phases.seconds, None, only, chapter_seconds))
         result = {"study": study, **timings}
         if book:
             print("[study] building the book", flush=True)
             with phases(BUILD):
                 result["index"] = build_book(root)
-            total = process_seconds() or sum(phases.seconds.values())
+            total = phases.seconds[STARTUP] + time.perf_counter() - since_startup
             io.write_json(study.results / "study.json", {**record, "phases": phases.seconds, "process_seconds": total})
             # the table, now with the book build, into its page: Sphinx rebuilds that page alone
             t_again = time.time()
-            io.write_text(gen / STUDY_PHASES_PAGE, study_phases_markdown(phases.seconds, total, only))
+            io.write_text(gen / STUDY_PHASES_PAGE, study_phases_markdown(phases.seconds, total, only, chapter_seconds))
             build_book(root)
             print(
                 f"[study] book: {result['index']} (the study's phases: {STUDY_PHASES_PAGE}; writing them into the "

@@ -116,3 +116,73 @@ def test_a_packed_job_trains_its_runs_side_by_side_and_fails_naming_the_failed_o
         runner.PackedTrainingJob(runs)()
     assert all(r.ran for r in runs)
     assert runner.PackedTrainingJob([_Run("a"), _Run("c")])() == "a,c"
+
+
+# ---------------------------------------------------------------- the analysis chapters, side by side
+
+
+def test_chapters_side_by_side_wait_for_the_summaries_they_read():
+    """Two at a time, a job never starts before the jobs it needs have ended, and never more than two run."""
+    needs = {"e": {"a", "b"}, "f": {"a"}}
+    started, ended, running, most = [], [], set(), [0]
+    lock = threading.Lock()
+
+    def run(job):
+        with lock:
+            assert needs.get(job, set()) <= set(ended), f"{job} started before {needs[job] - set(ended)}"
+            started.append(job)
+            running.add(job)
+            most[0] = max(most[0], len(running))
+        time.sleep({"a": 0.2, "b": 0.05}.get(job, 0.01))
+        with lock:
+            running.discard(job)
+            ended.append(job)
+
+    assert runner.schedule_after(["a", "b", "c", "d", "e", "f"], needs, 2, run) == []
+    assert sorted(started) == list("abcdef") and most[0] == 2
+    assert started[:2] == ["a", "b"] and started.index("e") > ended.index("a")  # e waited for the long a
+    assert started.index("c") < started.index("e")  # a ready job is not held back by a waiting one
+
+
+def test_a_failed_chapter_stops_the_chapters_not_yet_started():
+    started = []
+
+    def run(job):
+        started.append(job)
+        if job == "a":
+            raise StudyError("notebook a failed at cell 3")
+
+    failures = runner.schedule_after(["a", "b", "c"], {"b": {"a"}}, 1, run)
+    assert [(j, str(e)) for j, e in failures] == [("a", "notebook a failed at cell 3")] and started == ["a"]
+    with pytest.raises(ConfigError, match="circle"):
+        runner.schedule_after(["a", "b"], {"a": {"b"}, "b": {"a"}}, 2, run)
+    with pytest.raises(ConfigError, match="not scheduled.*'z'"):
+        runner.schedule_after(["a"], {"a": {"z"}}, 2, run)
+
+
+def test_the_chapters_wait_for_exactly_the_summaries_their_notebooks_read():
+    """summaries.READ_BY, which orders the chapters, against each notebook's own summaries.read calls."""
+    import json
+    import re
+
+    from alllib.results import summaries
+
+    read = {}
+    for chapter in runner.CHAPTERS:
+        nb = json.loads((Path(runner.PACKAGE_ROOT) / "notebooks" / f"{chapter}.ipynb").read_text())
+        code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        for kind in re.findall(r"summaries\.read\(\s*summaries\.(\w+)", code):
+            read.setdefault(chapter, set()).add(summaries.WRITTEN_BY[getattr(summaries, kind)])
+    assert read == summaries.chapter_needs()
+    assert read["06_results_summary"] == {"03_ensemble_ablation", "04_variance", "05_gradcam"}
+
+
+def test_the_study_runs_the_analysis_chapters_through_the_scheduler(monkeypatch, tmp_path):
+    """pipeline.execute_chapters: every chapter executed once, the results summary after its three writers
+    (one at a time here, so that the order is the scheduler's)."""
+    order = []
+    monkeypatch.setattr(pipeline, "execute", lambda nb, out, base, root, log=None: order.append(nb))
+    seconds = pipeline.execute_chapters(runner.ANALYSIS_NOTEBOOKS, tmp_path, {}, tmp_path, None, 1)
+    assert sorted(order) == sorted(runner.ANALYSIS_NOTEBOOKS) and list(seconds) == list(runner.ANALYSIS_NOTEBOOKS)
+    assert order[:3] == ["03_ensemble_ablation", "04_variance", "05_gradcam"]  # what others wait for starts first
+    assert order.index("06_results_summary") > max(order.index(c) for c in ("03_ensemble_ablation", "05_gradcam"))

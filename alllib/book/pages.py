@@ -78,8 +78,8 @@ def provenance_markdown(study, timings: dict) -> str:
         f"| Initialisation | {init} |",
         f"| Input tensors | 450 px and 300 px crops x input scale {cfg.input_scale} |",
         f"| Training runs | {runs} |",
-        f"| Code | alllib {__version__} ({{doc}}`changelog </book/changelog>`), git commit `{env['git_commit']}`; "
-        f"TensorFlow {env['tensorflow']}, Keras {env['keras']} |",
+        f"| Code | alllib {__version__} ({{doc}}`changelog </book/changelog>`), git commit `{env['git_commit']}`"
+        f"{repository_clause()}; TensorFlow {env['tensorflow']}, Keras {env['keras']} |",
         f"| Built | {built} |",
     ]
     if study.synthetic:
@@ -176,6 +176,7 @@ def reproduce_markdown(study, chapters) -> str:
     cfg = study.cfg
     data = "" if study.synthetic else " DATA_DIR=/path/to/C-NMC_Leukemia"
     return (
+        repository_markdown(git_commit()) + "\n\n"
         f"This book was built with `make book PROFILE={cfg.name}{data}`.\n\n"
         "## Profiles\n\n" + profiles_table() + "\n## One chapter at a time\n\n"
         "Each chapter reads the finished runs from `results/<profile>/` and trains nothing, so it can be "
@@ -261,10 +262,15 @@ def chapter_phase(notebook: str) -> str:
     return f"chapter {notebook}"
 
 
-def study_phases_markdown(seconds: dict, total: float | None, only=None) -> str:
+def analysis_phase(width: int) -> str:
+    return "the analysis chapters" + (f" ({width} side by side)" if width > 1 else "")
+
+
+def study_phases_markdown(seconds: dict, total: float | None, only=None, chapters: dict | None = None) -> str:
     """Where a whole study's wall time went: each phase (its seconds, minutes and share), from the process's
     start to the built book, and what no phase holds as its own row, so the rows add up to the measured total.
-    `total`: the process's seconds at the end of the book build (None while the book is being built)."""
+    `total`: the process's seconds at the end of the book build (None while the book is being built).
+    `chapters`: each analysis chapter's own seconds, shown in a second table (side by side they overlap)."""
     measured = sum(seconds.values())
     rows = dict(seconds)
     if total is not None:
@@ -288,10 +294,25 @@ def study_phases_markdown(seconds: dict, total: float | None, only=None) -> str:
             f"**{fmt(total / 60, 1)} min**. Writing this table into the book afterwards (Sphinx rebuilds this page "
             "alone) is not in it; the terminal says how long it took."
         )
-    return (
+    text = (
         f"{scope}Each phase of this build, timed by the study runner (`alllib.pipeline.run_study`) and recorded in "
         f"the study's `study.json` (`phases`). {ending}\n\n" + "\n".join(lines) + "\n"
     )
+    if chapters:
+        own = ["| chapter | seconds | minutes |", "|---|---:|---:|"]
+        own += [f"| {name} | {fmt(sec, 1)} | {fmt(sec / 60, 1)} |" for name, sec in chapters.items()]
+        side = [k for k in rows if k.startswith(analysis_phase(1)) and k != analysis_phase(1)]
+        overlap = (
+            f" They ran side by side (the row “{side[0]}” above is their wall time), so their own times overlap "
+            f"and add up to more: {fmt(sum(chapters.values()) / 60, 1)} min."
+            if side
+            else ""
+        )
+        text += (
+            f"\nEach analysis chapter's own time (`study.json`, `chapters`), from its kernel's start to its "
+            f"saved notebook.{overlap}\n\n" + "\n".join(own) + "\n"
+        )
+    return text
 
 
 def api_modules() -> list[str]:
@@ -346,6 +367,29 @@ def citation() -> dict:
     return yaml.safe_load((PACKAGE_ROOT / "CITATION.cff").read_text())
 
 
+def repository_url() -> str:
+    """CITATION.cff's `repository-code`, the project's public address ("" where none is set)."""
+    return (citation().get("repository-code") or "").rstrip("/")
+
+
+def repository_clause() -> str:
+    url = repository_url()
+    return f" of [{url}]({url})" if url else " (a local checkout: no public repository set, see {doc}`/book/cite`)"
+
+
+def repository_markdown(commit: str) -> str:
+    """Where the code is: CITATION.cff's `repository-code` (the one setting of the project's address, which
+    GitHub and reference managers read too), with this build's commit; without it, what to set."""
+    url = repository_url()
+    if not url:
+        return (
+            f"**The code:** this copy was built from a local checkout (git commit `{commit}`) that names no "
+            "public repository; publishing the project, set `repository-code` in `CITATION.cff` and the book "
+            "links to it here and on the Reproduce page."
+        )
+    return f"**The code:** [{url}]({url}), at git commit [`{commit}`]({url}/tree/{commit})."
+
+
 def _authors(ref: dict) -> str:
     return ", ".join(
         a.get("name") or f"{a['family-names']} {''.join(w[0] for w in a['given-names'].split())}"
@@ -366,6 +410,7 @@ def cite_markdown(commit: str) -> str:
     lines = [
         f"**This study:** {c['title']}, version {c['version']} (git commit `{commit}`), {c['date-released'][:4]}. "
         "It has no DOI of its own: cite the version and commit.\n",
+        repository_markdown(commit) + "\n",
         f"**The paper it reproduces:** {_authors(paper)}. {paper['title']}. *{paper['journal']}* {paper['year']}. "
         f"DOI [{paper['doi']}](https://doi.org/{paper['doi']}).\n",
         f"**The data set:** {_authors(data)}. {data['title']}. {data['publisher']['name']}, {data['year']}. "

@@ -158,6 +158,22 @@ WRITTEN_BY = {  # the chapter notebook that writes each (tests/test_faults.py ch
     VarianceSummary: "04_variance",
     GradcamSummary: "05_gradcam",
 }
+READ_BY = {  # the chapters that read each: the study runner starts them only after its writer has finished
+    EnsembleSummary: ("06_results_summary", "09_comparison"),
+    VarianceSummary: ("06_results_summary",),
+    GradcamSummary: ("06_results_summary",),
+}  # tests/test_scheduling.py holds this against the notebooks' own summaries.read calls
+
+
+def chapter_needs() -> dict[str, set[str]]:
+    """Chapter -> the chapters whose summaries it reads (what it waits for when chapters run side by side)."""
+    needs: dict[str, set[str]] = {}
+    for kind, readers in READ_BY.items():
+        for chapter in readers:
+            needs.setdefault(chapter, set()).add(WRITTEN_BY[kind])
+    return needs
+
+
 # what the results summary offers for download, and how it names each
 OFFERED = {
     EnsembleSummary: "the ensemble chapter's summary (JSON: every estimate with its CI, the comparisons)",

@@ -11,6 +11,7 @@ Everything that can be checked before the first notebook (settings, the image fi
 
 from __future__ import annotations
 
+import graphlib
 import json
 import os
 import queue
@@ -302,6 +303,54 @@ def schedule(jobs: list, slots: list, train, done=None) -> list[tuple]:
     else:
         with ThreadPoolExecutor(len(slots)) as pool:
             list(pool.map(one, jobs))
+    return failures
+
+
+def schedule_after(jobs: list, needs: dict, width: int, run) -> list[tuple]:
+    """Run `run(job)` for every job, at most `width` at once, each only after the jobs it `needs` (job -> the
+    jobs it waits for) have ended well; among the jobs ready, the first in `jobs`' order starts first. After a
+    failure no new job starts (a job waiting for a failed one could never run); the jobs running finish.
+    Returns [(job, exception)] for the jobs that failed; the jobs never started are not in it."""
+    unknown = {j: sorted(set(needs.get(j, ())) - set(jobs)) for j in jobs}
+    unknown = {j: u for j, u in unknown.items() if u}
+    if unknown:
+        raise ConfigError(f"jobs wait for jobs that are not scheduled: {unknown}")
+    try:
+        graphlib.TopologicalSorter({j: needs.get(j, ()) for j in jobs}).prepare()
+    except graphlib.CycleError as exc:
+        raise ConfigError(f"jobs wait for each other in a circle: {' -> '.join(map(str, exc.args[1]))}") from None
+    pending, finished, failures = list(jobs), set(), []
+    turn = threading.Condition()
+
+    def worker():
+        while True:
+            with turn:
+                while True:
+                    if failures or not pending:
+                        return
+                    ready = [j for j in pending if set(needs.get(j, ())) <= finished]
+                    if ready:
+                        job = ready[0]
+                        pending.remove(job)
+                        break
+                    turn.wait()  # every pending job waits for a running one
+            error = None
+            try:
+                run(job)
+            except Exception as exc:  # reported once the running jobs have finished
+                error = exc
+            with turn:
+                if error is None:
+                    finished.add(job)
+                else:
+                    failures.append((job, error))
+                turn.notify_all()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(width, len(jobs))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return failures
 
 
