@@ -39,3 +39,16 @@ def test_paper_title_is_the_one_the_shared_text_carries():
         pytest.skip("shared/paper not present")
     title = yaml.safe_load((ROOT / "CITATION.cff").read_text())["references"][0]["title"]
     assert title.lower() in text.read_text().lower()
+
+
+def test_the_repository_is_one_setting_the_pages_link_to(monkeypatch):
+    """CITATION.cff's repository-code, when set, becomes a link with the build's commit on the How-to-cite and
+    Reproduce pages; unset (this copy), the pages say so and name the setting instead of inventing an address."""
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    unset = book.cite_markdown("abc1234")
+    if "repository-code" not in cff:
+        assert "names no public repository" in unset and "`repository-code` in `CITATION.cff`" in unset
+    monkeypatch.setattr(book, "citation", lambda: {**cff, "repository-code": "https://example.org/all-study/"})
+    page = book.cite_markdown("abc1234")
+    assert "[https://example.org/all-study](https://example.org/all-study)" in page
+    assert "[`abc1234`](https://example.org/all-study/tree/abc1234)" in page and "names no public" not in page
