@@ -103,3 +103,25 @@ def test_evaluate_matches_scikit_learn(case):
         assert m["AUC"] == pytest.approx(skm.roc_auc_score(y, p))
     else:
         assert np.isnan(m["AUC"])
+
+
+def test_midranks_are_scipy_s_average_ranks_value_for_value():
+    """The AUC's ranks, in plain numpy, against scipy.stats.rankdata: equal bit for bit, ties (coarse
+    probabilities, all equal) and a single value included, and so is the AUC computed from them."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(7)
+    for x in (
+        rng.random(97),
+        np.round(rng.random(200), 2),  # many ties
+        np.full(5, 0.5),
+        np.array([0.3]),
+        rng.integers(0, 3, 40).astype(float),
+    ):
+        assert np.array_equal(metrics.midranks(x), rankdata(x, method="average"))
+        y = np.arange(len(x)) % 2
+        if 0 < y.sum() < len(y):
+            m, n = int(y.sum()), len(y) - int(y.sum())
+            by_scipy = float((rankdata(x, method="average")[y == 1].sum() - m * (m + 1) / 2) / (m * n))
+            assert metrics.auc_score(y, x) == by_scipy
+    assert np.isnan(metrics.midranks([0.1, np.nan])).all()

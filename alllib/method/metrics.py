@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 HEADLINE = ["WP", "WR", "WFS", "ACC", "BA", "AUC", "kappa"]
@@ -46,6 +45,23 @@ def _safe_div(a, b) -> float:
     return float(a) / float(b) if b else 0.0
 
 
+def midranks(x) -> np.ndarray:
+    """Ranks 1..n, tied values sharing the mean of their ranks: `scipy.stats.rankdata(x, "average")`, value
+    for value (the ranks are whole or half numbers, exact in floating point), in plain numpy. The subject
+    bootstrap and the permutation tests rank about 160,000 times per ensemble chapter, and scipy's checks
+    and array-API dispatch took most of that time (tests/test_metrics.py holds the two equal)."""
+    x = np.asarray(x, float)
+    if np.isnan(x).any():
+        return np.full(x.shape, np.nan)  # as rankdata propagates NaN
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    counts = np.diff(np.r_[starts, len(x)])
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(starts + 1 + (counts - 1) / 2, counts)
+    return ranks
+
+
 def auc_score(y_true, p_all) -> float:
     """Area under the ROC curve as the Mann-Whitney statistic with mid-ranks for ties:
     the share of (ALL, Hem) pairs that p(ALL) ranks correctly, ties counting one half."""
@@ -53,7 +69,7 @@ def auc_score(y_true, p_all) -> float:
     m, n = int(y.sum()), int(len(y) - y.sum())
     if m == 0 or n == 0:
         return float("nan")
-    ranks = rankdata(np.asarray(p_all, float), method="average")
+    ranks = midranks(p_all)
     return float((ranks[y == 1].sum() - m * (m + 1) / 2) / (m * n))
 
 
