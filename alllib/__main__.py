@@ -66,7 +66,11 @@ def _study_parser(sub) -> None:
         type=positive_int,
         help="with --gpus: training runs side by side on each GPU (default: the profile's executor.runs_per_gpu)",
     )
-    s.add_argument("--jobs", type=positive_int, help="CPU training runs side by side (default: the profile's jobs)")
+    s.add_argument(
+        "--jobs",
+        type=positive_int,
+        help="CPU training runs, then analysis chapters, side by side (default: the profile's jobs)",
+    )
     s.add_argument("--no-book", action="store_true", help="run the notebooks but do not build the HTML")
     s.add_argument(
         "--verify-runs",

@@ -196,7 +196,9 @@ class Profile(_Strict):
         description="tensor side = crop (450 or 300 px) x this (CPU profiles shrink the tensors after cropping)"
     )
     weights: str = Field(description="'imagenet', 'none' (random initialisation) or a weights file")
-    jobs: PositiveInt = Field(1, description="training runs side by side on CPU")
+    jobs: PositiveInt = Field(
+        1, description="notebooks side by side: training runs on CPU, then the analysis chapters (on CPU or GPU)"
+    )
     split: Literal["fixed", "per_seed"] = Field(
         "fixed", description="subject split: one split for every seed (the paper's Table 3) or one per seed"
     )
