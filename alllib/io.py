@@ -1,7 +1,8 @@
 """Atomic writes: a result either exists whole or not at all, so an interrupted study never
 leaves a half-written file that looks finished. Files and folders get the permissions the user's
 umask gives (tempfile alone would make every result private: 0600 and 0700). `file_record` and
-`damaged` are the size and sha256 record of finished artifacts, and its check."""
+`damaged` are the size and sha256 record of finished artifacts, and its check; `held` is the file
+lock that keeps two processes from writing the same result at once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from alllib.errors import StudyError
 
@@ -140,3 +143,19 @@ def damaged(folder, records: dict, hashes: bool = True) -> list[str]:
         elif hashes and sha256(path) != rec["sha256"]:
             problems.append(f"{name}: sha256 differs from the one recorded")
     return problems
+
+
+@contextlib.contextmanager
+def held(lock: FileLock | str | os.PathLike, waiting: str):
+    """Hold `lock` (a FileLock, or the path of its file) for the block. When another process holds
+    it, print `waiting` once and wait for it."""
+    lock = lock if isinstance(lock, FileLock) else FileLock(lock)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(waiting, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -14,8 +14,6 @@ import shutil
 import time
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from alllib import io
 from alllib.book.pages import (
     BUILD,
@@ -75,16 +73,8 @@ def book_lock(root: Path):
     builds at a time; another waits, saying so once."""
     gen = Path(root) / GENERATED
     gen.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(gen / ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        print(f"[study] another study is writing the book in {gen}: waiting for it", flush=True)
-        lock.acquire()
-    try:
+    with io.held(gen / ".lock", f"[study] another study is writing the book in {gen}: waiting for it"):
         yield
-    finally:
-        lock.release()
 
 
 def publish(study: Study, runs, executed: Path, root: Path, timings: dict, chapters) -> Path:

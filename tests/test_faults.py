@@ -323,6 +323,27 @@ def test_two_studies_write_the_book_one_at_a_time(tmp_path):
         other.kill()
 
 
+def test_a_held_lock_is_waited_for_saying_so_once(tmp_path, capsys):
+    lock = tmp_path / "x.lock"
+    code = (
+        f"from alllib import io\nwith io.held({str(lock)!r}, 'never'):\n"
+        "    print('in', flush=True); import time; time.sleep(3)"
+    )
+    other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "in"
+        t0 = time.time()
+        with io.held(lock, "[x] waiting for the other"):
+            waited = time.time() - t0
+        assert waited > 1  # it let go after its three seconds
+        assert capsys.readouterr().out == "[x] waiting for the other\n"
+        with io.held(lock, "not said: nobody holds it"):
+            pass
+        assert capsys.readouterr().out == ""
+    finally:
+        other.kill()
+
+
 # ---------------------------------------------------------------- the disk, permissions
 
 

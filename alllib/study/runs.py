@@ -127,16 +127,8 @@ def holding(run: Path, who: str = "[study]"):
     if os.environ.get(LOCK_HELD) == Path(run).name:
         yield
         return
-    lock = run_lock(run)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        print(f"{who} run {Path(run).name} is being trained by another process: waiting for it", flush=True)
-        lock.acquire()
-    try:
+    with io.held(run_lock(run), f"{who} run {Path(run).name} is being trained by another process: waiting for it"):
         yield
-    finally:
-        lock.release()
 
 
 def remove_leftovers(runs_dir) -> list[Path]:
