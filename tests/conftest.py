@@ -1,5 +1,7 @@
+import contextlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,20 @@ def copy_project(dst: Path) -> Path:
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated"))
     return root
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str = "size=1m"):
+    """A small tmpfs made at `folder`, mounted for the block and unmounted after it (root only: the
+    test is skipped otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 @pytest.fixture(scope="session")

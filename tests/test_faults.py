@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, tmpfs
 
 from alllib import backup, io
 from alllib.errors import StudyError
@@ -350,15 +350,8 @@ def test_a_held_lock_is_waited_for_saying_so_once(tmp_path, capsys):
 @pytest.fixture()
 def tiny_disk(tmp_path):
     """A 1 MB tmpfs, mounted and unmounted by the test (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_a_full_disk_is_named_in_one_line_and_leaves_nothing_that_looks_complete(tiny_disk):

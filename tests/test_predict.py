@@ -2,6 +2,7 @@
 challenge submission has the challenge's format and scores the study's ensemble exactly, and bad
 input is refused by name without leaving a partial file."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tmpfs
 from PIL import Image
 
 from alllib.errors import ConfigError, DataError, StudyError
@@ -342,20 +344,11 @@ def test_destinations_are_refused_before_any_work(tmp_path):
 
 
 def test_a_read_only_destination_is_refused_before_any_work(tmp_path):
-    import os
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], check=True)
-    try:
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as ro:
         with pytest.raises(ConfigError, match=f"cannot write {ro / 'p.csv'}: {ro} is not writable"):
             pr.check_destination(ro / "p.csv", "file")
         with pytest.raises(ConfigError, match=f"cannot write {ro / 'cam'}: {ro} is not writable"):
             pr.check_destination(ro / "cam", "folder")
-    finally:
-        subprocess.run(["umount", str(ro)], check=True)
 
 
 @pytest.mark.parametrize(
@@ -387,19 +380,12 @@ def test_impossible_counts_are_refused_on_the_command_line():
 def test_a_full_disk_during_export_is_named_and_leaves_no_half_export(study, tmp_path):
     """A disk that holds neither file, and one that holds ensemble.keras but not the SavedModel: one
     line naming the path, and nothing left (a rerun needs no --force)."""
-    import os
-
-    if os.geteuid() != 0:
+    if os.geteuid() != 0:  # before the ensemble is loaded
         pytest.skip("mounting a tmpfs needs root")
     ens = pr.load_ensemble(study, size=300)
     sizes = pr.export(ens, tmp_path / "whole")
     for megabytes, stage in ((1, "ensemble.keras"), (int(sizes["keras MB"] * 1.2) + 1, "saved_model")):
-        disk = tmp_path / f"disk{megabytes}"
-        disk.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(disk)], check=True)
-        try:
+        with tmpfs(tmp_path / f"disk{megabytes}", f"size={megabytes}m") as disk:
             with pytest.raises(StudyError, match=f"cannot write {disk / 'out'}/{stage}.*: the disk is full"):
                 pr.export(ens, disk / "out")
             assert [p.name for p in (disk / "out").iterdir()] == []
-        finally:
-            subprocess.run(["umount", str(disk)], check=True)
