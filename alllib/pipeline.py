@@ -27,6 +27,7 @@ from alllib.book.pages import (
     analysis_phase,
     build_book,
     chapter_phase,
+    matrix_markdown,
     study_phases_markdown,
     write_generated_pages,
 )
@@ -173,6 +174,7 @@ def run_study(
     remove_leftovers(study.runs_dir)
     base = notebook_params(study, profile, overrides, data_dir)
     log_path = study.results / "notebooks.log"
+    timed: dict = {}  # the run matrix's places and each executed run's seconds from the runner's side
     with open(log_path, "a") as log:
         if not only or DATA_NOTEBOOK in only:
             print("[study] data exploration", flush=True)
@@ -192,9 +194,13 @@ def run_study(
                     jobs or study.cfg.jobs,
                     hashes=verify_runs,
                     runs_per_gpu=runs_per_gpu,
+                    timed=timed,
                 )
         with phases(LOADING):
             runs = study.runs()  # loaded once: run pages and the generated pages read them
+        matrix = matrix_markdown(
+            timed, phases.seconds.get(TRAINING, 0.0), {r.run_id: getattr(r, "wall_seconds", 0.0) for r in runs}
+        )
         todo = [nb for nb in ANALYSIS_NOTEBOOKS if not only or nb in only]
         width = max(1, jobs or study.cfg.jobs)
         with phases(analysis_phase(width)):
@@ -202,12 +208,15 @@ def run_study(
     timings = {**counts, "wall_seconds": time.time() - t0}
     record = {"profile": study.cfg.record(), "data": study.data_info, **timings, "only": only or []}
     record["chapters"] = chapter_seconds  # each analysis chapter's own seconds (side by side, they overlap)
+    record["matrix"] = timed
     io.write_json(study.results / "study.json", {**record, "phases": phases.seconds})
     with book_lock(root):  # the book's pages are one study's at a time
         gen = root / GENERATED
         with phases(PAGES):
             publish(study, runs, executed, root, timings, chapters)
-            io.write_text(gen / STUDY_PHASES_PAGE, study_phases_markdown(phases.seconds, None, only, chapter_seconds))
+            io.write_text(
+                gen / STUDY_PHASES_PAGE, study_phases_markdown(phases.seconds, None, only, chapter_seconds, matrix)
+            )
         result = {"study": study, **timings}
         if book:
             print("[study] building the book", flush=True)
@@ -217,7 +226,9 @@ def run_study(
             io.write_json(study.results / "study.json", {**record, "phases": phases.seconds, "process_seconds": total})
             # the table, now with the book build, into its page: Sphinx rebuilds that page alone
             t_again = time.time()
-            io.write_text(gen / STUDY_PHASES_PAGE, study_phases_markdown(phases.seconds, total, only, chapter_seconds))
+            io.write_text(
+                gen / STUDY_PHASES_PAGE, study_phases_markdown(phases.seconds, total, only, chapter_seconds, matrix)
+            )
             build_book(root)
             print(
                 f"[study] book: {result['index']} (the study's phases: {STUDY_PHASES_PAGE}; writing them into the "

@@ -197,3 +197,21 @@ def test_the_study_phases_add_up_to_the_measured_total():
     assert "**11.7 min**" in table and "| 85.7% |" in table  # 600 of 700 s
     building = pages.study_phases_markdown(seconds, None, ["06_results_summary"])
     assert pages.BETWEEN not in building and "being measured" in building and "`06_results_summary`" in building
+
+
+def test_the_run_matrix_place_seconds_split_into_kernels_around_them_and_idle():
+    from alllib.book import pages
+
+    timed = {"slots": 2, "runs": {"a": 45.0, "b": 40.0}}  # the runner's seconds per run
+    table = pages.matrix_markdown(timed, 100.0, {"a": 40.0, "b": 36.0, "reused": 99.0})  # run.json's walls
+    rows = {
+        cells[1].strip(): float(cells[2].strip("* "))
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| place-seconds")
+        for cells in [line.split("|")]
+    }
+    assert rows[pages.MATRIX_KERNELS] == 76.0 and rows[pages.MATRIX_AROUND] == 9.0  # 85 - 76; the reused run is out
+    assert rows[pages.MATRIX_IDLE] == 115.0 and rows["**all**"] == 200.0 == sum(list(rows.values())[:3])
+    assert "(4.5 s per run)" in table and "for the 2 runs" in table
+    assert pages.matrix_markdown({"slots": 2, "runs": {}}, 100.0, {}) == ""  # every run reused: no table
+    assert pages.matrix_markdown({}, 0.0, {}) == ""  # runs submitted as jobs

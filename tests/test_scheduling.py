@@ -94,6 +94,26 @@ def test_run_matrix_places_runs_on_gpus_and_names_every_failed_run(monkeypatch, 
     assert all(f"- {d}: notebook train_run.ipynb failed at cell In [3]" in str(err.value) for d in failed)
 
 
+def test_run_matrix_times_each_run_it_executes_and_counts_its_places(monkeypatch, synth_root, tmp_path):
+    from alllib.study.prepare import prepare
+
+    study = prepare("smoke", ["backbones=[mobilenet,vgg16]"], str(synth_root), tmp_path, progress=False)
+    other = study.run_dir("vgg16", 300, 0).name  # trained meanwhile by another process: not executed here
+
+    def train_in_kernel(d, params, root, output, env, log, hashes=False):
+        if d.name == other:
+            return False
+        time.sleep(0.05)
+        return True
+
+    monkeypatch.setattr(runner, "train_in_kernel", train_in_kernel)
+    timed: dict = {}
+    runner.run_matrix(study, {}, Path("."), [], None, jobs=2, timed=timed)
+    names = {study.run_dir(*run).name for run in study.matrix()}
+    assert timed["slots"] == 2 and set(timed["runs"]) == names - {other}
+    assert all(0.05 <= s < 5 for s in timed["runs"].values())  # the runner's own clock around each kernel
+
+
 def test_runs_per_gpu_without_gpus_is_refused_up_front(tmp_path):
     with pytest.raises(ConfigError, match="--runs-per-gpu 2 .* no --gpus"):
         pipeline.run_study("smoke", runs_per_gpu=2, root=tmp_path, results_dir=tmp_path / "results")

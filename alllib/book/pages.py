@@ -266,11 +266,14 @@ def analysis_phase(width: int) -> str:
     return "the analysis chapters" + (f" ({width} side by side)" if width > 1 else "")
 
 
-def study_phases_markdown(seconds: dict, total: float | None, only=None, chapters: dict | None = None) -> str:
+def study_phases_markdown(
+    seconds: dict, total: float | None, only=None, chapters: dict | None = None, matrix: str = ""
+) -> str:
     """Where a whole study's wall time went: each phase (its seconds, minutes and share), from the process's
     start to the built book, and what no phase holds as its own row, so the rows add up to the measured total.
     `total`: the process's seconds at the end of the book build (None while the book is being built).
-    `chapters`: each analysis chapter's own seconds, shown in a second table (side by side they overlap)."""
+    `chapters`: each analysis chapter's own seconds, shown in a second table (side by side they overlap).
+    `matrix`: the run matrix's own table (`matrix_markdown`), placed after the phases."""
     measured = sum(seconds.values())
     rows = dict(seconds)
     if total is not None:
@@ -296,7 +299,7 @@ def study_phases_markdown(seconds: dict, total: float | None, only=None, chapter
         )
     text = (
         f"{scope}Each phase of this build, timed by the study runner (`alllib.pipeline.run_study`) and recorded in "
-        f"the study's `study.json` (`phases`). {ending}\n\n" + "\n".join(lines) + "\n"
+        f"the study's `study.json` (`phases`). {ending}\n\n" + "\n".join(lines) + "\n" + matrix
     )
     if chapters:
         own = ["| chapter | seconds | minutes |", "|---|---:|---:|"]
@@ -313,6 +316,34 @@ def study_phases_markdown(seconds: dict, total: float | None, only=None, chapter
             f"saved notebook.{overlap}\n\n" + "\n".join(own) + "\n"
         )
     return text
+
+
+MATRIX_KERNELS = "inside the runs' kernels (each run.json's wall: the kernel's start to the saved model)"
+MATRIX_AROUND = "around them: papermill's start, the run page's cells after the saved model, the kernel's shutdown"
+MATRIX_IDLE = "places left idle (waiting for a run to end, at the end of the matrix)"
+
+
+def matrix_markdown(timed: dict, wall: float, kernels: dict) -> str:
+    """The run matrix's wall time as place-seconds: `timed["slots"]` places for `wall` seconds, split into the
+    runs' own kernels (`kernels`: run id -> run.json's wall seconds), what the runner spent around each kernel
+    (`timed["runs"]`: run id -> papermill's seconds, less the kernel's) and what no run held. Empty when this
+    build executed no run on a local place (every run reused, or submitted as jobs)."""
+    runs = timed.get("runs") or {}
+    if not runs or not wall:
+        return ""
+    places = timed["slots"] * wall
+    inside = sum(kernels.get(name, 0.0) for name in runs)
+    around = max(0.0, sum(runs.values()) - inside)
+    rows = {MATRIX_KERNELS: inside, MATRIX_AROUND: around, MATRIX_IDLE: max(0.0, places - inside - around)}
+    lines = ["| place-seconds | seconds | share |", "|---|---:|---:|"]
+    lines += [f"| {name} | {fmt(sec, 1)} | {pct(sec / places, 1)} |" for name, sec in rows.items()]
+    lines.append(f"| **all** | **{fmt(places, 1)}** | **{pct(1.0, 1)}** |")
+    return (
+        f"\nThe run matrix's wall time, {fmt(wall / 60, 1)} min on {timed['slots']} places side by side, as "
+        f"place-seconds ({timed['slots']} × its wall), for the {len(runs)} runs this build executed: what the runs' "
+        f"kernels held (the per-run phases below divide it), what the runner spent around each kernel "
+        f"({fmt(around / len(runs), 1)} s per run), and what no run held.\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def api_modules() -> list[str]:

@@ -371,6 +371,7 @@ def run_matrix(
     jobs: int = 1,
     hashes: bool = False,
     runs_per_gpu: int | None = None,
+    timed: dict | None = None,
 ) -> dict:
     """Execute the training notebook for every run of the matrix that is not finished yet (or is
     damaged: sizes always checked, sha256 with `hashes`). With the executor `local`: with GPUs,
@@ -379,7 +380,10 @@ def run_matrix(
     kernels overlap one run's single-threaded graph tracing with the other's training). A failed run frees
     its place for the next and the others go on; the study then stops naming every failed run. With `slurm`
     (or `submitit_local`): one job per run, or per `executor.runs_per_job` runs, through submitit. Each run
-    is trained under its lock, so two studies on one results folder never train the same run twice."""
+    is trained under its lock, so two studies on one results folder never train the same run twice.
+    `timed`, when given, receives "slots" (the number of places) and "runs": each run executed here, run id ->
+    its seconds from the runner's side (papermill's start to its end), so that a study can say how much of the
+    run matrix's wall time went to the runs' kernels, to what surrounds them, and to places left idle."""
     from tqdm.auto import tqdm
 
     todo, reused = [], 0
@@ -399,6 +403,8 @@ def run_matrix(
             _submit_matrix(study, todo, base_params, root, reused)
         return {"trained": len(todo), "reused": reused}
     slots = slots_for(gpus, runs_per_gpu or study.cfg.executor.runs_per_gpu, max(1, jobs))
+    if timed is not None:
+        timed.update(slots=len(slots), runs={})
     cpu_env = cpu_threads(len(slots)) if not gpus else {}
     bar = tqdm(
         total=len(study.matrix()),
@@ -414,7 +420,9 @@ def run_matrix(
         bb, size, seed, d = job
         output = study.runs_dir / ".notebooks" / f"{d.name}.ipynb"
         params = run_params(base_params, bb, size, seed, d)
-        train_in_kernel(d, params, root, output, slot_env(slot, cpu_env) or None, log, hashes)
+        t0 = time.perf_counter()
+        if train_in_kernel(d, params, root, output, slot_env(slot, cpu_env) or None, log, hashes) and timed is not None:
+            timed["runs"][d.name] = time.perf_counter() - t0
 
     def done(job, slot, error):
         bb, size, seed, _ = job
