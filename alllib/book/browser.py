@@ -248,8 +248,15 @@ def search_results(html: Path, query: str, timeout: float = 60) -> list[str]:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    html = Path(argv[0] if argv else "_build/html")
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m alllib.book.browser",
+        description="Open a built book in headless Chromium at 1280 px and 414 px and report layout problems, "
+        "missing alt text, broken links and log noise (exit 1 on any); screenshots go beside the html folder.",
+    )
+    parser.add_argument("html", nargs="?", default="_build/html", help="the built book's html folder")
+    html = Path(parser.parse_args(argv).html)
     reports = inspect(html, screenshots=html.parent / "screenshots")
     problems = [p for r in reports for p in r.problems()]
     for r in reports:
