@@ -5,6 +5,7 @@ single-node Slurm runs in `make test-cluster` (tests/test_slurm.py)."""
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,8 +66,13 @@ def test_a_failed_job_is_named_and_the_others_finish(tmp_path):
     assert len(results) == 3  # every job ran to its end, the failed one included
 
 
-def test_ctrl_c_cancels_its_own_jobs_only(tmp_path, monkeypatch):
+@pytest.mark.parametrize("inherited", ["handled", "ignored"])
+def test_ctrl_c_cancels_its_own_jobs_only(tmp_path, monkeypatch, inherited):
+    """Also when the study inherited an ignored SIGINT (started with `&` from a script): the jobs it
+    starts must still answer submitit's cancel(), which sends SIGINT."""
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    given = signal.SIG_IGN if inherited == "ignored" else signal.default_int_handler
+    before = signal.signal(signal.SIGINT, given)
     try:
         submitted = []
         real_submit = cluster.make_executor
@@ -102,7 +108,9 @@ def test_ctrl_c_cancels_its_own_jobs_only(tmp_path, monkeypatch):
             time.sleep(0.2)
         assert all(j.state != "RUNNING" for j in submitted)
         assert bystander.poll() is None  # a process the study did not start is untouched
+        assert signal.getsignal(signal.SIGINT) == given  # the study's own process is left as it was
     finally:
+        signal.signal(signal.SIGINT, before)
         bystander.kill()
 
 

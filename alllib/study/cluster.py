@@ -12,10 +12,13 @@ without accounting storage has no `sacct`, and submitit then reports every state
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +32,24 @@ JOB_ENV = "ALLLIB_EXECUTOR"  # the executor settings a job's run records in its 
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD"}
 ENDED_GRACE_S = 30.0  # a job gone from the queue gets this long for its result file to appear
+
+
+@contextlib.contextmanager
+def _children_answer_ctrl_c():
+    """While a local job is started: a process that inherited an ignored SIGINT (started with `&`
+    from a script, for example) passes that on to every child, and submitit's `cancel()`, which sends
+    SIGINT, then stops nothing. Python's own handler instead is reset to the default when a child
+    starts, so the jobs started here always answer Ctrl-C; afterwards this process is as it was."""
+    ignored = (
+        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    )
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def executor_record() -> dict:
@@ -181,7 +202,8 @@ def run_jobs(opts: Executor, folder: Path, tasks: dict, failed_notebook: dict, l
             active = {n: j for n, j in jobs.items() if n not in finished}
             while waiting and len(active) < cap:
                 n = waiting.pop(0)
-                jobs[n] = active[n] = ex.submit(tasks[n])
+                with _children_answer_ctrl_c():
+                    jobs[n] = active[n] = ex.submit(tasks[n])
             states = tracker.states(active)
             for n, (state, detail) in states.items():
                 if state in ("done", "failed"):
