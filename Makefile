@@ -11,6 +11,7 @@
 # Variables: PROFILE=smoke|demo|paper  DATA_DIR=/path/to/C-NMC_Leukemia  SET="epochs=3 batch_size=16"
 #            CHAPTER="03_ensemble_ablation" (execute only these chapters from the finished runs, rebuild the book)
 #            EXECUTOR=local|slurm (slurm: one job per training run through submitit; SET="partition=gpu")
+#            TEST_WORKERS=2 (pytest-xdist processes for make test and make unit, one test file each; 0: in this process)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,6 +20,8 @@ DATA_DIR ?=
 SET ?=
 EXECUTOR ?=
 CHAPTER ?=
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 STAMP := $(VENV)/.installed
 
 .PHONY: setup book pdf test test-book browser test-cluster unit lint clean-book
@@ -42,7 +45,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 test: lint browser
-	$(PY) -m pytest tests
+	$(PYTEST)
 
 # Debian's chromium and chromium-driver, for the browser test (installed when missing; never downloaded at run time)
 browser:
@@ -64,7 +67,7 @@ test-cluster: $(STAMP)
 	tools/test_cluster.sh
 
 unit: lint
-	$(PY) -m pytest tests -m "not e2e"
+	$(PYTEST) -m "not e2e"
 
 clean-book:
 	rm -rf _build book/_generated

@@ -76,3 +76,9 @@ def fake_predictions(quality, seed, n_subjects=12, per_subject=6, noise=0.25):
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def pytest_collection_modifyitems(items):
+    """The end-to-end smoke study first: it is the longest file by far, and under pytest-xdist
+    (`-n 2 --dist loadfile`, as `make test` runs) it then runs beside all the others, not after them."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
