@@ -173,7 +173,13 @@ def _fake_run(study, seed=0, text="x" * 100):
     def fake_fit(cfg, spec, table, out_dir, data_info, verbose=2, backup_dir=None):
         for name in runs.ARTIFACTS:
             (out_dir / name).write_text(text)
-        return {"backbone": spec.backbone, "display": "MobileNet", "input_size": spec.size, "seed": spec.seed}
+        return {
+            "backbone": spec.backbone,
+            "display": "MobileNet",
+            "input_size": spec.size,
+            "seed": spec.seed,
+            "split_seed": spec.split_seed,
+        }
 
     real, runs.fit = runs.fit, fake_fit
     try:
@@ -228,6 +234,68 @@ def test_a_cut_off_run_json_is_not_a_finished_run(small_study):
     with pytest.raises(StudyError, match=f"{d / 'run.json'} is damaged .*run the study again"):
         runs.load_run(d)
     assert _fake_run(small_study) == d and runs.is_complete(d)  # trained again, the cut one set aside
+
+
+def _study_of_seeds(synth_root, tmp_path, seeds):
+    from alllib.study.prepare import prepare
+
+    return prepare(
+        "smoke",
+        RUN + [f"runs={{300: {seeds}}}"],
+        data_dir=str(synth_root),
+        results_dir=tmp_path / "results",
+        progress=False,
+    )
+
+
+def test_a_runs_name_holds_the_subject_split_it_trains_on(synth_root, tmp_path):
+    """With one split for every seed (`split: fixed`), the split is the first seed's: a study of seeds [2] trains
+    seed 2 on another split than a study of seeds [0, 2], so the two runs must not share a name (they did)."""
+    from_0, from_2 = _study_of_seeds(synth_root, tmp_path, [0, 2]), _study_of_seeds(synth_root, tmp_path, [2])
+    assert (from_0.split_seed(2), from_2.split_seed(2)) == (0, 2)
+    assert from_0.run_dir("mobilenet", 300, 2) != from_2.run_dir("mobilenet", 300, 2)
+    assert from_0.run_dir("mobilenet", 300, 2) == _study_of_seeds(synth_root, tmp_path, [0, 1, 2]).run_dir(
+        "mobilenet", 300, 2
+    )
+    # runs on seed 0's split, as every shipped profile's, keep the names they had: finished runs stay reused
+    key = runs.run_key(from_0.cfg, "mobilenet", 300, 2, "x")
+    assert "split_seed" not in key and runs.run_key(from_2.cfg, "mobilenet", 300, 2, "x") == {**key, "split_seed": 2}
+
+
+def _stored_under_the_old_name(synth_root, tmp_path):
+    """A store written before names held the split: the seed-2 run of a study of seeds [2] (its split: seed 2's)
+    under the name the seed-2 run of a study of seeds [0, 2] has (its split: seed 0's)."""
+    from_0, from_2 = _study_of_seeds(synth_root, tmp_path, [0, 2]), _study_of_seeds(synth_root, tmp_path, [2])
+    d = from_0.run_dir("mobilenet", 300, 2)
+    os.replace(_fake_run(from_2, seed=2), d)
+    return from_0, d
+
+
+def test_a_run_stored_on_another_split_is_set_aside_and_trained_again(synth_root, tmp_path, capsys):
+    study, d = _stored_under_the_old_name(synth_root, tmp_path)
+    wrong = "run.json: trained on the subject split of seed 2; this study trains seed 2 on that of seed 0"
+    assert runs.damage(d) == [] and runs.damage(d, split_seed=0) == [wrong] and runs.damage(d, split_seed=2) == []
+    assert d not in [r.folder for r in study.runs(require_all=False)]  # the chapters do not read it
+    assert _fake_run(study, seed=2) == d and json.loads((d / "run.json").read_text())["split_seed"] == 0
+    [aside] = (d.parent / ".damaged").iterdir()  # kept, not deleted
+    assert aside.name.startswith(d.name) and json.loads((aside / "run.json").read_text())["split_seed"] == 2
+    assert wrong in capsys.readouterr().out
+
+
+def test_the_runner_does_not_reuse_a_run_stored_on_another_split(monkeypatch, synth_root, tmp_path):
+    from alllib.study import runner
+
+    study, d = _stored_under_the_old_name(synth_root, tmp_path)
+    (d / f"{runner.TRAIN_NOTEBOOK}.ipynb").write_text("{}")  # a finished run with its page: reusable but for its split
+    executed = []
+
+    def train_in_kernel(run, params, root, output, env, log, hashes=False):
+        executed.append(run.name)
+        return True
+
+    monkeypatch.setattr(runner, "train_in_kernel", train_in_kernel)
+    runner.run_matrix(study, {}, Path("."), [], None)
+    assert d.name in executed and not d.exists() and len(list((d.parent / ".damaged").iterdir())) == 1
 
 
 def test_cut_off_study_and_chapter_records_are_refused_by_name(small_study, tmp_path):

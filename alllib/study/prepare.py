@@ -72,9 +72,8 @@ class Study:
         return self.cfg.seeds
 
     def split_seed(self, seed: int) -> int:
-        """The seed of the subject split a run of `seed` trains on: the first seed for every run
-        (`split: fixed`, the paper's single Table 3 split) or the run's own (`split: per_seed`)."""
-        return self.seeds()[0] if self.cfg.split == "fixed" else seed
+        """The seed of the subject split a run of `seed` trains on (`Profile.split_seed`)."""
+        return self.cfg.split_seed(seed)
 
     def matrix(self) -> list[tuple[str, int, int]]:
         """(backbone, input size, seed) of every training run, seed-major so early runs complete
@@ -107,7 +106,7 @@ class Study:
         out, missing = [], []
         for bb, size, seed in self.matrix():
             d = self.run_dir(bb, size, seed)
-            (out.append(load_run(d)) if is_complete(d) else missing.append(d.name))
+            (out.append(load_run(d)) if is_complete(d, split_seed=self.split_seed(seed)) else missing.append(d.name))
         if missing and require_all:
             data = "" if self.data_info.get("synthetic") else f" --data-dir {self.data_root}"
             raise StudyError(

@@ -238,6 +238,11 @@ class Profile(_Strict):
         """Every seed of the run matrix, in order."""
         return sorted({seed for seeds in self.runs.values() for seed in seeds})
 
+    def split_seed(self, seed: int) -> int:
+        """The seed of the subject split a run of `seed` trains on: the first seed for every run
+        (`split: fixed`, the paper's single Table 3 split) or the run's own (`split: per_seed`)."""
+        return self.seeds[0] if self.split == "fixed" else seed
+
     def record(self) -> dict:
         """The profile as files store it (study.json, the book's provenance)."""
         return self.model_dump()

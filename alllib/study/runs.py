@@ -57,6 +57,13 @@ def run_key(cfg: dict, backbone: str, size: int, seed: int, data_fingerprint: st
         "split": cfg.split,
         "data": data_fingerprint,
     }
+    split_seed = cfg.split_seed(seed)
+    if split_seed != (seed if cfg.split == "per_seed" else 0):
+        # a fixed split is the first seed's (`Profile.split_seed`), so a study whose seeds start at 2 trains its
+        # seed 2 on another split than one whose seeds start at 0. Named only then, so that the runs of studies
+        # whose seeds start at 0, as every shipped profile's do, keep their names; a run stored on another split
+        # under such a name before the split was named is caught by `wrong_split`.
+        key["split_seed"] = split_seed
     if training["mixed_precision"]:  # since the output layer is float32 under mixed_float16: not the older runs
         key["mixed_precision_output"] = "float32"
     return key
@@ -75,27 +82,54 @@ def run_dir(study, backbone: str, size: int, seed: int) -> Path:
 ARTIFACTS = ("model.keras", "history.csv", "predictions.csv")  # what run.json records the size and sha256 of
 
 
-def damage(path, hashes: bool = False) -> list[str]:
+def damage(path, hashes: bool = False, split_seed: int | None = None) -> list[str]:
     """What is wrong with the finished run in `path`, one "file: problem" each (empty: sound). Its
     run.json must parse and every artifact it records must have its size, and with `hashes` its
     sha256 too. A run.json without the record (written before it existed) has its files checked for
-    presence only."""
+    presence only. With `split_seed`, the subject split its study trains the run on, a run that says
+    it trained on another is not this study's run either (`wrong_split`)."""
     path = Path(path)
     record = path / "run.json"
     if not record.is_file():
         return ["run.json: missing"]
     try:
-        artifacts = json.loads(record.read_text()).get("artifacts")
+        info = json.loads(record.read_text())
+        artifacts = info.get("artifacts")
     except (ValueError, UnicodeDecodeError, AttributeError):
         return ["run.json: cut off or overwritten (not a JSON object)"]
     if artifacts is None:
-        return [f"{name}: missing" for name in ARTIFACTS if not (path / name).is_file()]
-    return io.damaged(path, artifacts, hashes=hashes)
+        problems = [f"{name}: missing" for name in ARTIFACTS if not (path / name).is_file()]
+    else:
+        problems = io.damaged(path, artifacts, hashes=hashes)
+    return problems + (_other_split(info, split_seed) if split_seed is not None else [])
 
 
-def is_complete(path, hashes: bool = False) -> bool:
-    """A finished run, sound as far as checked (sizes always, sha256 with `hashes`)."""
-    return not damage(path, hashes)
+def _other_split(info: dict, split_seed: int) -> list[str]:
+    recorded = info.get("split_seed")
+    if recorded is None or recorded == split_seed:  # older runs do not say: their name is all there is
+        return []
+    return [
+        f"run.json: trained on the subject split of seed {recorded}; this study trains seed {info.get('seed')} "
+        f"on that of seed {split_seed}"
+    ]
+
+
+def wrong_split(path, split_seed: int) -> list[str]:
+    """Why the finished run in `path` is not the run of a study that trains it on the subject split of
+    `split_seed` (empty: it is, or it does not say): before a run's name held its split (`run_key`), a study
+    whose seeds started at 2 stored its seed-2 run, trained on seed 2's split, under the name that a study
+    whose seeds start at 0 gives its seed-2 run, trained on seed 0's."""
+    try:
+        info = json.loads((Path(path) / "run.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return []  # missing or cut off: `damage` says so
+    return _other_split(info, split_seed) if isinstance(info, dict) else []
+
+
+def is_complete(path, hashes: bool = False, split_seed: int | None = None) -> bool:
+    """A finished run, sound as far as checked (sizes always, sha256 with `hashes`), and with
+    `split_seed` trained on that subject split."""
+    return not damage(path, hashes, split_seed)
 
 
 def set_aside(path, problems: list[str]) -> Path:
@@ -168,7 +202,7 @@ def train_or_load(
         )
     with holding(out, "[train]"):
         if out.exists():
-            problems = damage(out, hashes=hashes)
+            problems = damage(out, hashes=hashes, split_seed=study.split_seed(seed))
             if not problems:
                 return out
             set_aside(out, problems)
