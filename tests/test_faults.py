@@ -264,22 +264,33 @@ def test_a_runs_name_holds_the_subject_split_it_trains_on(synth_root, tmp_path):
 
 def _stored_under_the_old_name(synth_root, tmp_path):
     """A store written before names held the split: the seed-2 run of a study of seeds [2] (its split: seed 2's)
-    under the name the seed-2 run of a study of seeds [0, 2] has (its split: seed 0's)."""
+    under the name the seed-2 run of a study of seeds [0, 2] has (its split: seed 0's), its key as it was then."""
     from_0, from_2 = _study_of_seeds(synth_root, tmp_path, [0, 2]), _study_of_seeds(synth_root, tmp_path, [2])
     d = from_0.run_dir("mobilenet", 300, 2)
     os.replace(_fake_run(from_2, seed=2), d)
+    info = json.loads((d / "run.json").read_text())
+    del info["key"]["split_seed"]
+    (d / "run.json").write_text(json.dumps(info))
     return from_0, d
+
+
+OTHER_SPLIT = (
+    "run.json: trained on the subject split of seed 2, but its name is that of the run on seed 0's split "
+    "(stored by a study of other seeds before run names held the split)"
+)
 
 
 def test_a_run_stored_on_another_split_is_set_aside_and_trained_again(synth_root, tmp_path, capsys):
     study, d = _stored_under_the_old_name(synth_root, tmp_path)
-    wrong = "run.json: trained on the subject split of seed 2; this study trains seed 2 on that of seed 0"
-    assert runs.damage(d) == [] and runs.damage(d, split_seed=0) == [wrong] and runs.damage(d, split_seed=2) == []
+    assert runs.damage(d) == [OTHER_SPLIT] and not runs.is_complete(d)
     assert d not in [r.folder for r in study.runs(require_all=False)]  # the chapters do not read it
+    [row] = runs.verify_runs(study.results).to_dict("records")
+    assert row == {"run": d.name, "state": "damaged", "problems": OTHER_SPLIT}
     assert _fake_run(study, seed=2) == d and json.loads((d / "run.json").read_text())["split_seed"] == 0
+    assert runs.damage(d) == []  # trained again on its own split, under its own name
     [aside] = (d.parent / ".damaged").iterdir()  # kept, not deleted
     assert aside.name.startswith(d.name) and json.loads((aside / "run.json").read_text())["split_seed"] == 2
-    assert wrong in capsys.readouterr().out
+    assert OTHER_SPLIT in capsys.readouterr().out
 
 
 def test_the_runner_does_not_reuse_a_run_stored_on_another_split(monkeypatch, synth_root, tmp_path):
@@ -287,6 +298,7 @@ def test_the_runner_does_not_reuse_a_run_stored_on_another_split(monkeypatch, sy
 
     study, d = _stored_under_the_old_name(synth_root, tmp_path)
     (d / f"{runner.TRAIN_NOTEBOOK}.ipynb").write_text("{}")  # a finished run with its page: reusable but for its split
+    assert not runner.reusable(d)
     executed = []
 
     def train_in_kernel(run, params, root, output, env, log, hashes=False):
@@ -294,8 +306,8 @@ def test_the_runner_does_not_reuse_a_run_stored_on_another_split(monkeypatch, sy
         return True
 
     monkeypatch.setattr(runner, "train_in_kernel", train_in_kernel)
-    runner.run_matrix(study, {}, Path("."), [], None)
-    assert d.name in executed and not d.exists() and len(list((d.parent / ".damaged").iterdir())) == 1
+    assert runner.run_matrix(study, {}, Path("."), [], None)["reused"] == 0
+    assert d.name in executed
 
 
 def test_cut_off_study_and_chapter_records_are_refused_by_name(small_study, tmp_path):

@@ -106,7 +106,7 @@ class Study:
         out, missing = [], []
         for bb, size, seed in self.matrix():
             d = self.run_dir(bb, size, seed)
-            (out.append(load_run(d)) if is_complete(d, split_seed=self.split_seed(seed)) else missing.append(d.name))
+            (out.append(load_run(d)) if is_complete(d) else missing.append(d.name))
         if missing and require_all:
             data = "" if self.data_info.get("synthetic") else f" --data-dir {self.data_root}"
             raise StudyError(

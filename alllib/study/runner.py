@@ -28,7 +28,7 @@ import yaml
 from alllib.errors import ConfigError, StudyError
 from alllib.study.cluster import JOB_ENV, run_jobs
 from alllib.study.prepare import PACKAGE_ROOT, Study
-from alllib.study.runs import LOCK_HELD, damage, holding, is_complete, set_aside, wrong_split
+from alllib.study.runs import LOCK_HELD, damage, holding, is_complete, set_aside
 
 GENERATED = Path("book") / "_generated"
 TRAIN_NOTEBOOK = "train_run"  # the per-run template: one executed copy per run of the matrix
@@ -389,9 +389,6 @@ def run_matrix(
     todo, reused = [], 0
     for bb, size, seed in study.matrix():
         d = study.run_dir(bb, size, seed)
-        if d.exists() and (other := wrong_split(d, study.split_seed(seed))):
-            with holding(d):  # stored by a study of other seeds: trained again here, kept aside
-                set_aside(d, other)
         if reusable(d, hashes):
             reused += 1
         else:

@@ -58,15 +58,21 @@ def run_key(cfg: dict, backbone: str, size: int, seed: int, data_fingerprint: st
         "data": data_fingerprint,
     }
     split_seed = cfg.split_seed(seed)
-    if split_seed != (seed if cfg.split == "per_seed" else 0):
+    if split_seed != _unnamed_split(cfg.split, seed):
         # a fixed split is the first seed's (`Profile.split_seed`), so a study whose seeds start at 2 trains its
         # seed 2 on another split than one whose seeds start at 0. Named only then, so that the runs of studies
         # whose seeds start at 0, as every shipped profile's do, keep their names; a run stored on another split
-        # under such a name before the split was named is caught by `wrong_split`.
+        # under such a name before the split was named is found by `damage`.
         key["split_seed"] = split_seed
     if training["mixed_precision"]:  # since the output layer is float32 under mixed_float16: not the older runs
         key["mixed_precision_output"] = "float32"
     return key
+
+
+def _unnamed_split(split: str, seed: int) -> int:
+    """The split seed a run's key implies when it does not name one: the run's own seed with one split per
+    seed, seed 0's split with one split for all (what every fixed-split run had before the split was named)."""
+    return seed if split == "per_seed" else 0
 
 
 def run_id(key: dict) -> str:
@@ -82,12 +88,12 @@ def run_dir(study, backbone: str, size: int, seed: int) -> Path:
 ARTIFACTS = ("model.keras", "history.csv", "predictions.csv")  # what run.json records the size and sha256 of
 
 
-def damage(path, hashes: bool = False, split_seed: int | None = None) -> list[str]:
+def damage(path, hashes: bool = False) -> list[str]:
     """What is wrong with the finished run in `path`, one "file: problem" each (empty: sound). Its
     run.json must parse and every artifact it records must have its size, and with `hashes` its
     sha256 too. A run.json without the record (written before it existed) has its files checked for
-    presence only. With `split_seed`, the subject split its study trains the run on, a run that says
-    it trained on another is not this study's run either (`wrong_split`)."""
+    presence only. A run that trained on another subject split than its name says (`other_split`) is
+    not the run of that name either."""
     path = Path(path)
     record = path / "run.json"
     if not record.is_file():
@@ -101,35 +107,29 @@ def damage(path, hashes: bool = False, split_seed: int | None = None) -> list[st
         problems = [f"{name}: missing" for name in ARTIFACTS if not (path / name).is_file()]
     else:
         problems = io.damaged(path, artifacts, hashes=hashes)
-    return problems + (_other_split(info, split_seed) if split_seed is not None else [])
+    return problems + other_split(info)
 
 
-def _other_split(info: dict, split_seed: int) -> list[str]:
-    recorded = info.get("split_seed")
-    if recorded is None or recorded == split_seed:  # older runs do not say: their name is all there is
+def other_split(info: dict) -> list[str]:
+    """A run (its run.json) that trained on another subject split than its key, and so its name, says:
+    before a run's key named its split (`run_key`), a study whose seeds started at 2 stored its seed-2 run,
+    trained on seed 2's split, under the name that a study whose seeds start at 0 gives its seed-2 run,
+    trained on seed 0's. Empty when they agree, or when an older run.json does not say."""
+    key, trained = info.get("key"), info.get("split_seed")
+    if not isinstance(key, dict) or trained is None or "seed" not in key:
+        return []
+    named = key.get("split_seed", _unnamed_split(key.get("split", "fixed"), key["seed"]))
+    if named == trained:
         return []
     return [
-        f"run.json: trained on the subject split of seed {recorded}; this study trains seed {info.get('seed')} "
-        f"on that of seed {split_seed}"
+        f"run.json: trained on the subject split of seed {trained}, but its name is that of the run on seed "
+        f"{named}'s split (stored by a study of other seeds before run names held the split)"
     ]
 
 
-def wrong_split(path, split_seed: int) -> list[str]:
-    """Why the finished run in `path` is not the run of a study that trains it on the subject split of
-    `split_seed` (empty: it is, or it does not say): before a run's name held its split (`run_key`), a study
-    whose seeds started at 2 stored its seed-2 run, trained on seed 2's split, under the name that a study
-    whose seeds start at 0 gives its seed-2 run, trained on seed 0's."""
-    try:
-        info = json.loads((Path(path) / "run.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return []  # missing or cut off: `damage` says so
-    return _other_split(info, split_seed) if isinstance(info, dict) else []
-
-
-def is_complete(path, hashes: bool = False, split_seed: int | None = None) -> bool:
-    """A finished run, sound as far as checked (sizes always, sha256 with `hashes`), and with
-    `split_seed` trained on that subject split."""
-    return not damage(path, hashes, split_seed)
+def is_complete(path, hashes: bool = False) -> bool:
+    """A finished run, sound as far as checked (sizes always, sha256 with `hashes`)."""
+    return not damage(path, hashes)
 
 
 def set_aside(path, problems: list[str]) -> Path:
@@ -202,7 +202,7 @@ def train_or_load(
         )
     with holding(out, "[train]"):
         if out.exists():
-            problems = damage(out, hashes=hashes, split_seed=study.split_seed(seed))
+            problems = damage(out, hashes=hashes)
             if not problems:
                 return out
             set_aside(out, problems)
