@@ -44,6 +44,16 @@ print("RUN", runs.train_or_load(study, "mobilenet", 300, {seed}, verbose=0))
 """
 
 
+@pytest.fixture(autouse=True)
+def _own_temp_folder(tmp_path, monkeypatch):
+    """The processes these tests kill cannot run their exit handlers, so the files they made in the temp
+    folder (TensorFlow's AutoGraph sources, about 8 a process) would stay in /tmp after every test run: the
+    processes each test starts keep them in its own folder, which pytest removes."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+
+
 def _env(fault: dict | None, marker: Path | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")])}
     env.pop("ALLLIB_FAULT", None)
