@@ -278,6 +278,19 @@ def test_a_zero_difference_reads_equal_and_signs_read_right():
     assert report.by(-2.0, up="above", down="below", unit="BA points") == "2.0 BA points below"
 
 
+def test_counts_take_the_number_of_their_noun():
+    assert [report.counted(n, "seed") for n in (0, 1, 5)] == ["0 seeds", "1 seed", "5 seeds"]
+    assert report.counted(2, "input size") == "2 input sizes"
+
+
+def test_the_gap_that_test_set_weights_make_reads_unchanged_higher_or_lower():
+    unchanged = "Measuring the weights on the test labels, as the paper does, leaves WEN-kappa's BA unchanged at 450 px"
+    assert report.weight_gap_sentence(0.0, 450) == unchanged + "."
+    assert "changes WEN-kappa's BA by less than 0.01 points at 450 px" in report.weight_gap_sentence(0.004, 450)
+    assert "makes WEN-kappa's BA 0.82 points higher at 300 px" in report.weight_gap_sentence(0.8196, 300)
+    assert "makes WEN-kappa's BA 1.23 points lower at 300 px" in report.weight_gap_sentence(-1.234, 300)
+
+
 def test_per_image_tests_are_said_to_overstate_only_when_they_do(chapter):
     s = chapter.summary.sizes[300]
     strong = s.model_copy(deep=True)

@@ -154,7 +154,7 @@ def test_the_mixture_and_crop_sentences_name_their_evidence():
     assert "The mixture of architectures is beaten by the seed ensemble" in report.mixture_sentence(s)
     var = type("V", (), {"table": [{"classifier": "WEN-kappa", "runs": 5, "SD_BA_pp": 1.5}]})()
     text = report.crop_sentence(s, var)
-    assert "This rests on 1 seed(s) at 450 px and 5 at 300 px." in text
+    assert "This rests on 1 seed at 450 px and 5 at 300 px." in text
     assert (
         "an SD of 1.50 points" in text and "smaller than about 3.0 points" in text and "5.0 points, is larger" in text
     )

@@ -306,6 +306,8 @@ def test_results_summary_uses_the_subject_level_tests(built):
     text = (root / "_build" / "html" / "book" / "_generated" / "06_results_summary.html").read_text()
     assert "subject sign-flip permutation test" in text and "test subjects" in text
     assert "per-image tests overstate the evidence" in text
+    assert "Holm-adjusted within its family of tests" in text and "intervals are each comparison\u2019s own" in text
+    assert "as the paper does, makes WEN-kappa\u2019s BA" in text or "WEN-kappa\u2019s BA unchanged" in text
 
 
 def test_run_pages_are_titled_by_their_run_and_listed(built):

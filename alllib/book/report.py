@@ -63,6 +63,25 @@ def by(d: float, digits: int = 1, up: str = "higher", down: str = "lower", unit:
     return f"{abs(d):.{digits}f} {unit} {up if d > 0 else down}"
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 seed', '5 seeds', '0 seeds': a count with its noun in the number it takes."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def weight_gap_sentence(gap_pp: float, size: int) -> str:
+    """What measuring WEN-kappa's weights on the test labels, as the paper does, changes in its test BA
+    (`gap_pp`: BA with test weights minus BA with validation weights, in points)."""
+    digits = 2
+    change = by(gap_pp, digits)
+    if abs(gap_pp) < 1e-9:
+        what = "leaves WEN-kappa's BA unchanged"
+    elif change == "equal":
+        what = f"changes WEN-kappa's BA by less than {fmt(10.0**-digits, digits)} points"
+    else:
+        what = f"makes WEN-kappa's BA {change}"
+    return f"Measuring the weights on the test labels, as the paper does, {what} at {size} px."
+
+
 SUMMARY_SECTIONS = (
     "The answer",
     "The ensemble against its baselines",
@@ -79,19 +98,19 @@ def summary_sections(ens, var, cam, study) -> dict[str, str]:
     answer = [
         f"**Test set:** {ens.test_images} preliminary-test images of "
         f"{ens.test_subjects} subjects (data fingerprint `{study.data_info['fingerprint']}`), seed {ens.seed}; "
-        "every p-value below takes the subject as its unit."
+        "every p-value below takes the subject as its unit and is Holm-adjusted within its family of tests. The "
+        f"{CI} intervals are each comparison's own and are not adjusted, so an interval can exclude zero where the "
+        f"adjusted p is above {LEVEL}."
     ]
     for size in sorted(ens.sizes, reverse=True):
         s = ens.sizes[size]
         answer.append(comparison_sentence(size, s, 2 * len(ens.sizes)))
         gap = s.weight_gap_BA_pp.get("WEN-kappa")
         if gap is not None:
-            answer.append(
-                f"Measuring the weights on the test labels, as the paper does, changes WEN-kappa's BA by "
-                f"{fmt(gap, 2, sign=True)} points at {size} px."
-            )
+            answer.append(weight_gap_sentence(gap, size))
     t5 = {r["classifier"]: r for r in var.table}
-    seeds = f"The variance chapter trained {len(var.seeds)} seed(s) at {var.size} px, so there is no spread to give."
+    trained = counted(len(var.seeds), "seed")
+    seeds = f"The variance chapter trained {trained} at {var.size} px, so there is no spread to give."
     if "WEN-kappa" in t5 and t5["WEN-kappa"]["runs"] > 1:
         r = t5["WEN-kappa"]
         singles = {k: v for k, v in t5.items() if v["kind"] == "single"}
@@ -322,7 +341,7 @@ def crop_sentence(ens, var) -> str:
     text = (
         f"**The crop against the full image** (seed {c.seed}, the same test images): WEN-kappa at 300 px minus at "
         f"450 px: {family_clause(t, 2 * len(c.tests))} (WEN-kappa and each backbone, 300 against 450 px). The crop "
-        f"{verdict} the full image here. This rests on {c.seeds_at.get(450, 0)} seed(s) at 450 px and "
+        f"{verdict} the full image here. This rests on {counted(c.seeds_at.get(450, 0), 'seed')} at 450 px and "
         f"{c.seeds_at.get(300, 0)} at 300 px."
     )
     row = next((r for r in var.table if r["classifier"] == "WEN-kappa"), None)
@@ -654,7 +673,8 @@ def landing(ens) -> str:
         verdicts.append(
             f"at {size} px WEN-kappa is {'equal in BA to' if gap == 'equal' else gap} {c.reference} "
             f"({'significant' if c.p_BA_holm < ALPHA else 'not significant'}, subject-level p = "
-            f"{p_text(c.p_BA_holm)}, {c.subjects} subjects, Holm over BA and AUC at {len(ens.sizes)} input size(s))"
+            f"{p_text(c.p_BA_holm)}, {c.subjects} subjects, Holm over BA and AUC at "
+            f"{counted(len(ens.sizes), 'input size')})"
         )
     return (
         f"On **{ens.label}**, seed {ens.seed} (one run per size; the variance chapter gives the spread over seeds): "
