@@ -311,3 +311,45 @@ def test_a_calibration_difference_whose_ci_holds_zero_is_not_called():
     d = EceDifference(first="A", second="B", dECE=Estimate(est=-0.1, lo=-0.2, hi=0.02), p_permutation=0.005)
     text = report.calibration_sentence(type("E", (), {"ece": e, "ece_bins": 10, "ece_difference": d})())
     assert "less well calibrated" not in text
+
+
+def _run_page(weights: str, recalibrated: bool) -> Run:
+    from alllib.study.profile import load_profile
+
+    return Run.of(
+        predictions=_predictions(0.1, 7),
+        display="VGG-16",
+        backbone="vgg16",
+        input_size=300,
+        input_px=75,
+        seed=0,
+        run_id="vgg16_300px_seed0_x",
+        profile="smoke",
+        weights=weights,
+        training=load_profile("smoke").training,
+        train_images=200,
+        train_images_oversampled=276,
+        steps_per_epoch=35,
+        batchnorm_recalibrated=recalibrated,
+    )
+
+
+def test_a_run_page_says_in_words_how_its_run_started_and_its_batchnorm():
+    head = report.run_header(_run_page("none", True))
+    assert "from **random initialisation**" in head and "re-estimated after each epoch." in head
+    assert "True" not in head and "none" not in head
+    head = report.run_header(_run_page("imagenet", False))
+    assert "from **ImageNet weights**" in head and "(not re-estimated)" in head and "False" not in head
+
+
+def test_a_run_pages_confusion_matrix_gives_each_count_its_share_of_the_true_class():
+    run = _run_page("none", True)
+    _, cells = report.run_evaluation(run)
+    test = run.predictions[run.predictions["split"] == "preliminary_test"]
+    y, called_all = test["y"].to_numpy(), test["p_all"].to_numpy() >= 0.5
+    for true, yv in (("Hem", 0), ("ALL", 1)):
+        for said, av in (("Hem", False), ("ALL", True)):
+            count = int(((y == yv) & (called_all == av)).sum())
+            share = 100 * count / (y == yv).sum()
+            assert cells.loc[true, said] == f"{count} ({share:.1f} %)"
+    assert cells.columns.name == "predicted (count, % of the true class)" and cells.index.name == "true"

@@ -323,6 +323,9 @@ def test_run_pages_are_titled_by_their_run_and_listed(built):
     assert all(re.fullmatch(r"[\w\-]+ · (450|300) px · seed \d", t) for t in titles), titles
     runs_page = (html / "runs.html").read_text()
     assert runs_page.count("_generated/runs/") >= 15 and "validation BA" in runs_page
+    page = next((html / "_generated" / "runs").glob("*.html")).read_text()
+    assert "<strong>random initialisation</strong>" in page and "predicted (count, % of the true class)" in page
+    assert re.search(r"<td>\d+ \(\d+\.\d %\)</td>", page), "the confusion matrix shows no shares"
 
 
 def test_no_absolute_local_path_in_the_book(built):

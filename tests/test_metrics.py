@@ -52,6 +52,15 @@ def test_confusion_layout_and_percentages():
     assert np.allclose(pct.sum(axis=1), 100)
 
 
+def test_confusion_cells_carry_each_count_with_its_share_of_the_true_class():
+    cells = metrics.confusion_cells(metrics.confusion(Y, P))
+    assert cells.loc["Hem", "Hem"] == "3 (75.0 %)" and cells.loc["Hem", "ALL"] == "1 (25.0 %)"
+    assert cells.loc["ALL", "Hem"] == "1 (16.7 %)" and cells.loc["ALL", "ALL"] == "5 (83.3 %)"
+    assert metrics.confusion_cells(metrics.confusion(Y, P), sep="\n").loc["ALL", "ALL"] == "5\n(83.3 %)"
+    no_hem = metrics.confusion_cells(metrics.confusion([1, 1], [0.9, 0.2]))
+    assert no_hem.loc["Hem"].tolist() == ["0", "0"] and no_hem.loc["ALL"].tolist() == ["1 (50.0 %)", "1 (50.0 %)"]
+
+
 def test_table6_counts_reproduce_the_papers_percentages():
     """Paper, Section 5: Xception recognises 557 of 648 Hem (85.96 %) and 1046 of 1219 ALL (85.81 %)."""
     y = np.r_[np.zeros(648), np.ones(1219)]

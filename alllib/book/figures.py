@@ -459,7 +459,7 @@ def confusion_figure(cms: dict, label: str):
     fig, axes = plt.subplots(1, len(cms), figsize=(3.8 * len(cms), 3.3), squeeze=False)
     for ax, (name, cm) in zip(axes[0], cms.items()):
         pct = metrics.confusion_percent(cm)
-        annot = cm.astype(str) + "\n(" + pct.map(lambda v: fmt(v, 1)) + "%)"
+        annot = metrics.confusion_cells(cm, sep="\n")
         sns.heatmap(pct, annot=annot, fmt="", cmap="Blues", vmin=0, vmax=100, cbar=False, ax=ax)
         ax.set_title(name, fontsize=10)
     fig.tight_layout()

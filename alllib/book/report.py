@@ -8,7 +8,7 @@ import statistics
 from typing import TYPE_CHECKING
 
 from alllib.method import metrics
-from alllib.method.models import DISPLAY_ORDER, get_backbone
+from alllib.method.models import DISPLAY_ORDER, get_backbone, initialisation
 from alllib.results import paper
 from alllib.results.stats import CI_LEVEL, p_text
 from alllib.rounding import fmt, pct, rounded
@@ -453,11 +453,15 @@ def run_header(run: Run) -> str:
     tr = run.training  # as the run recorded it
     return (
         f"## {run.display}, {run.input_size} px ({run.input_px} px tensors), seed {run.seed}\n\n"
-        f"Run `{run.run_id}` of the `{run.profile}` profile; weights: **{run.weights}**; "
+        f"Run `{run.run_id}` of the `{run.profile}` profile, from **{initialisation(run.weights)}**; "
         f"subject split of seed {run.seed if run.split_seed is None else run.split_seed}; "
         f"{run.train_images} training images ({run.train_images_oversampled} per epoch after oversampling), "
-        f"{run.steps_per_epoch} steps per epoch, batch size {tr.batch_size}; BatchNorm statistics re-estimated "
-        f"after each epoch: {run.batchnorm_recalibrated}."
+        f"{run.steps_per_epoch} steps per epoch, batch size {tr.batch_size}; "
+        + (
+            "BatchNorm statistics re-estimated after each epoch."
+            if run.batchnorm_recalibrated
+            else "BatchNorm statistics as training left them (not re-estimated)."
+        )
     )
 
 
@@ -492,7 +496,9 @@ def run_evaluation(run: Run):
     pred = run.predictions
     rows = {s: metrics.evaluate(g.y, g.p_all) for s, g in pred.groupby("split")}
     test = pred[pred["split"] == "preliminary_test"]
-    return pd.DataFrame(rows).T[metrics.HEADLINE + ["n"]], metrics.confusion(test.y, test.p_all)
+    confusion = metrics.confusion_cells(metrics.confusion(test.y, test.p_all))
+    confusion.columns.name = "predicted (count, % of the true class)"
+    return pd.DataFrame(rows).T[metrics.HEADLINE + ["n"]], confusion
 
 
 def runs_facts(runs: RunSet, cfg: Profile) -> str:

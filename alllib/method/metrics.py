@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from alllib.rounding import fmt
+
 HEADLINE = ["WP", "WR", "WFS", "ACC", "BA", "AUC", "kappa"]
 
 # What each abbreviation stands for, with the paper's equation where it gives one (the glossary page
@@ -125,6 +127,19 @@ def confusion(y_true, p_all) -> pd.DataFrame:
 def confusion_percent(cm: pd.DataFrame) -> pd.DataFrame:
     """Row percentages of a confusion matrix (share of each true class)."""
     return cm.div(cm.sum(axis=1).replace(0, np.nan), axis=0) * 100
+
+
+def confusion_cells(cm: pd.DataFrame, sep: str = " ") -> pd.DataFrame:
+    """Each count of a confusion matrix with its row percentage (its share of the true class), "26 (81.2 %)";
+    a true class with no images keeps its bare counts."""
+    pct = confusion_percent(cm)
+
+    def cell(t, q) -> str:
+        share = pct.loc[t, q]
+        return f"{int(cm.loc[t, q])}" + ("" if pd.isna(share) else f"{sep}({fmt(share, 1)} %)")
+
+    cells = [[cell(t, q) for q in cm.columns] for t in cm.index]
+    return pd.DataFrame(cells, index=cm.index, columns=cm.columns)
 
 
 def roc(y_true, p_all) -> tuple[np.ndarray, np.ndarray, float]:

@@ -154,6 +154,14 @@ def imagenet_file(bb: Backbone) -> Path:
     return path
 
 
+def initialisation(weights: str | None) -> str:
+    """How a run's backbone started, in the book's words: 'ImageNet weights', 'random initialisation'
+    or the weights file it was given."""
+    if weights in (None, "none"):
+        return "random initialisation"
+    return "ImageNet weights" if weights == "imagenet" else f"weights {weights}"
+
+
 def _resolve_weights(weights: str, bb: Backbone):
     """'imagenet' | 'none' | path to a weights file. ImageNet weights come from the Keras cache or a
     download (`imagenet_file`); when neither works, fail fast and name the alternatives (never fall

@@ -20,7 +20,7 @@ import pandas as pd
 from alllib import io
 from alllib.errors import StudyError
 from alllib.method.dataset import check_images, data_fingerprint, is_synthetic, read_cnmc
-from alllib.method.models import BACKBONES
+from alllib.method.models import BACKBONES, initialisation
 from alllib.method.preprocessing import input_pixels
 from alllib.study.profile import load_profile
 from alllib.study.runs import RunSet, is_complete, load_run, run_dir
@@ -63,8 +63,7 @@ class Study:
 
     def label(self) -> str:
         """What every table and figure says about its data."""
-        w = self.cfg.weights
-        init = "ImageNet weights" if w == "imagenet" else ("random initialisation" if w == "none" else f"weights {w}")
+        init = initialisation(self.cfg.weights)
         data = "SYNTHETIC C-NMC-like data" if self.synthetic else "C-NMC-2019 (real data)"
         return f"{data} | profile {self.cfg.name} | {init}"
 
