@@ -344,7 +344,9 @@ def test_a_run_page_says_in_words_how_its_run_started_and_its_batchnorm():
 
 def test_a_run_pages_confusion_matrix_gives_each_count_its_share_of_the_true_class():
     run = _run_page("none", True)
-    _, cells = report.run_evaluation(run)
+    evaluation, cells = report.run_evaluation(run)
+    assert evaluation.index.tolist() == ["preliminary test", "validation"]
+    assert evaluation["n"].sum() == len(run.predictions)
     test = run.predictions[run.predictions["split"] == "preliminary_test"]
     y, called_all = test["y"].to_numpy(), test["p_all"].to_numpy() >= 0.5
     for true, yv in (("Hem", 0), ("ALL", 1)):
@@ -353,3 +355,20 @@ def test_a_run_pages_confusion_matrix_gives_each_count_its_share_of_the_true_cla
             share = 100 * count / (y == yv).sum()
             assert cells.loc[true, said] == f"{count} ({share:.1f} %)"
     assert cells.columns.name == "predicted (count, % of the true class)" and cells.index.name == "true"
+
+
+def test_the_concentration_tests_read_in_words_with_the_books_p_values():
+    tests = pd.DataFrame(
+        {
+            "measure": ["energy_in_cell", "entropy"],
+            "single": ["VGG-16", "Xception"],
+            "subjects": [14, 0],
+            "median ensemble": [0.19412, np.nan],
+            "Wilcoxon p": [0.0001, np.nan],
+            "Holm p": [0.04567, np.nan],
+        }
+    )
+    shown = report.concentration_tests_table(tests)
+    assert shown["measure"].tolist() == ["energy in the cell", "entropy"]
+    assert shown["Wilcoxon p"].tolist() == ["< 0.001", "–"] and shown["Holm p"].tolist() == ["0.046", "–"]
+    assert shown["median ensemble"].iloc[0] == pytest.approx(0.194) and tests["measure"].iloc[0] == "energy_in_cell"

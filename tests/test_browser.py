@@ -11,6 +11,8 @@ CLEAN = (
 <h1>Clean</h1><div id="key-results" style="height: 100px">key results</div>
 <p><a href="other.html#there">a link</a> <a href="#here" id="here">an anchor</a></p>
 <table><tr><td>a</td><td>b</td></tr></table><img src="x.png" alt="a picture">
+<table><tr><td style="width: 40px">Inception-ResNet</td><td style="width: 20px">two words</td>
+<td style="width: 30px; overflow-wrap: anywhere"><code>a_long_setting_name</code></td></tr></table>
 </article></body></html>"""
 )
 
@@ -21,6 +23,7 @@ BROKEN = (
 <table><tr><td style="min-width: 900px">a wide cell</td></tr></table>
 <img src="x.png"><a href="missing.html">a broken link</a><a href="other.html#nowhere">a broken anchor</a>
 <pre>WARNING: something at 0x7f3a2b1c9d80</pre>
+<table><tr><th style="width: 12px; overflow-wrap: anywhere">seed</th><td>2</td></tr></table>
 <div class="alllib-scroll"><table><tr><td style="min-width: 900px">wide, scrolls on a phone</td></tr></table></div>
 </article></body></html>"""
 )
@@ -47,6 +50,8 @@ def test_a_clean_page_has_no_problem_and_a_broken_one_has_each(tmp_path):
         assert broken.images_without_alt == ["x.png"]
         assert broken.broken_links == ["missing.html", "other.html#nowhere"]
         assert {what for what, _ in broken.noise} == {"a log warning", "a memory address"}
+        # a header squeezed to a letter a line; a break after a hyphen or inside code is no fault (clean)
+        assert broken.broken_words == ['seed in "seed"'], broken.broken_words
     # the wide table overflows at both widths; the one marked alllib-scroll only counts on a desktop
     assert len([o for o in by[("broken.html", "1280 px")].overflow if o.startswith("table")]) == 2
     assert len([o for o in by[("broken.html", "414 px")].overflow if o.startswith("table")]) == 1

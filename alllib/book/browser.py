@@ -4,6 +4,7 @@ time). `inspect` loads each page at a desktop and a mobile width and reports, fr
 
 - every table, code block, equation or output wider than its container (on a phone, a container marked
   `alllib-scroll` may scroll, and says so), and a page wider than the window;
+- a word of a table cell broken inside, across two lines (a header squeezed to "s/e/e/d");
 - whether the key-results box (`#key-results`) lies within the first screen;
 - images without alt text, local links or downloads that resolve to no file, anchors that name no target;
 - log noise in the text a reader sees (a log WARNING, a memory address, a traceback), on every page but
@@ -68,6 +69,24 @@ for (const el of article.querySelectorAll(wide)) {
   if (r.right > limitOf(el) || scrolls)
     out.overflow.push(describe(el) + ' (' + width + ' px in ' + Math.round(article.clientWidth) + ' px)');
 }
+// a word of a table cell set on two lines, broken inside (a break after a hyphen, a slash or an
+// underscore is a word's own; a cell of code, a path or a setting, may break anywhere)
+out.broken = [];
+for (const cell of article.querySelectorAll('table th, table td')) {
+  if (cell.querySelector('code, pre')) continue;
+  const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+    const words = /[^\s\-\/_\u2013]+[\-\/_\u2013]?/g;
+    for (let m = words.exec(node.data); m; m = words.exec(node.data)) {
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const lines = new Set([...range.getClientRects()].filter((x) => x.width > 0).map((x) => Math.round(x.top)));
+      if (lines.size > 1 && out.broken.length < 5)
+        out.broken.push(m[0] + ' in "' + cell.innerText.trim().slice(0, 40) + '"');
+    }
+  }
+}
 for (const img of document.querySelectorAll('article img')) if (!(img.getAttribute('alt') || '').trim())
   out.noalt.push(img.getAttribute('src'));
 for (const a of document.querySelectorAll('a[href]')) out.links.push(a.getAttribute('href'));
@@ -91,6 +110,7 @@ class PageReport:
     images_without_alt: list[str] = field(default_factory=list)
     broken_links: list[str] = field(default_factory=list)
     noise: list[str] = field(default_factory=list)
+    broken_words: list[str] = field(default_factory=list)  # a table cell's word set on two lines
 
     def problems(self) -> list[str]:
         where = f"{self.page} at {self.width}"
@@ -100,6 +120,7 @@ class PageReport:
         out += [f"{where}: image without alt text: {s}" for s in self.images_without_alt]
         out += [f"{where}: link to nothing: {h}" for h in self.broken_links]
         out += [f"{where}: log noise ({what}): {text!r}" for what, text in self.noise]
+        out += [f"{where}: a word broken inside a table cell: {w}" for w in self.broken_words]
         return out
 
 
@@ -212,6 +233,7 @@ def inspect(html: Path, pages: list[Path] | None = None, screenshots: Path | Non
                     if facts["key"] is not None:
                         r.key_results = {**facts["key"], "screen": facts["height"]}
                     r.images_without_alt = facts["noalt"]
+                    r.broken_words = facts["broken"]
                     r.broken_links = _broken(html, page, facts["links"], set(facts["ids"]), id_cache)
                     for pattern, what in NOISE if SOURCE_PAGES not in page.relative_to(html).parts else ():
                         r.noise += [(what, m.group(0)) for m in re.finditer(pattern, facts["text"])][:3]

@@ -449,6 +449,19 @@ def departures(cfg: Profile) -> str:
 # ---------------------------------------------------------------- per-run and chapter sentences
 
 
+def concentration_tests_table(tests):
+    """The Grad-CAM concentration tests as the chapter shows them: each measure in words, the p-values as
+    the book prints them ("< 0.001"), medians to 3 places (the chapter's JSON summary keeps them whole)."""
+    from alllib.results.gradcam import MEASURE_NAMES
+
+    t = tests.copy()
+    t["measure"] = t["measure"].map(lambda m: MEASURE_NAMES.get(m, m))
+    for c in ("Wilcoxon p", "Holm p"):
+        if c in t:
+            t[c] = t[c].map(lambda p: "–" if p != p else p_text(p))
+    return rounded(t, 3)
+
+
 def run_header(run: Run) -> str:
     tr = run.training  # as the run recorded it
     return (
@@ -494,7 +507,7 @@ def run_evaluation(run: Run):
     import pandas as pd
 
     pred = run.predictions
-    rows = {s: metrics.evaluate(g.y, g.p_all) for s, g in pred.groupby("split")}
+    rows = {s.replace("_", " "): metrics.evaluate(g.y, g.p_all) for s, g in pred.groupby("split")}  # "preliminary test"
     test = pred[pred["split"] == "preliminary_test"]
     confusion = metrics.confusion_cells(metrics.confusion(test.y, test.p_all))
     confusion.columns.name = "predicted (count, % of the true class)"
@@ -697,20 +710,20 @@ def _num(v: float) -> str:
 
 
 def runs_table_markdown(runs: RunSet) -> str:
-    """The appendix's table of every run with a link to its page and to its run.json (which
+    """The appendix's table of every run, its backbone linked to its page, and a link to its run.json (which
     book.write_generated_pages copies into the book's downloads)."""
 
     lines = [
-        "| backbone | input | seed | epochs | validation BA | test BA | training time | page | summary |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| backbone (its page) | input | seed | epochs | validation BA | test BA | training time | summary |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(runs, key=lambda r: (-r.input_size, r.seed, DISPLAY_ORDER.index(r.display))):
         p = r.predictions
         ba = {s: metrics.evaluate(g["y"], g["p_all"])["BA"] for s, g in p.groupby("split")}
         lines.append(
-            f"| {r.display} | {r.input_size} px | {r.seed} | {r.epochs_run} | "
-            f"{fmt(ba.get('validation', float('nan')), 3)} | {fmt(ba.get('preliminary_test', float('nan')), 3)} | "
-            f"{fmt(r.train_seconds / 60, 1)} min | {{doc}}`{run_title(r)} </book/_generated/runs/{r.run_id}>` | "
+            f"| {{doc}}`{r.display} </book/_generated/runs/{r.run_id}>` | {r.input_size} px | {r.seed} | "
+            f"{r.epochs_run} | {fmt(ba.get('validation', float('nan')), 3)} | "
+            f"{fmt(ba.get('preliminary_test', float('nan')), 3)} | {fmt(r.train_seconds / 60, 1)} min | "
             f"{{download}}`run.json </book/_generated/{DOWNLOADS}/runs/{r.run_id}.json>` |"
         )
     return "\n".join(lines) + "\n"
@@ -768,6 +781,12 @@ def _counts_as_integers(frame):
     return out
 
 
+def _break_after_underscores(html: str) -> str:
+    """A header such as `images_per_second` may break after its underscores (`<wbr>`), so a table fits its
+    column without breaking a word inside (the book's CSS keeps header words whole)."""
+    return re.sub(r"(<th(?:\s[^>]*)?>)([^<]*)(</th>)", lambda m: m[1] + m[2].replace("_", "_<wbr>") + m[3], html)
+
+
 def table_html(frame, label: str = "") -> str:
     """A results table as the book shows it: no pandas position index (0, 1, ...; an index that names
     rows stays), counts as integers, each CI on a second line, and the data label as its caption."""
@@ -777,6 +796,7 @@ def table_html(frame, label: str = "") -> str:
     # pandas' own 0, 1, ... (a named index, even one that holds 0, 1, ..., such as seeds, names its rows)
     positional = isinstance(frame.index, pd.RangeIndex) and frame.index.name is None
     html = two_lines(frame.to_html(index=not positional, na_rep="–", border=0))
+    html = _break_after_underscores(html)
     if label:
         kind = "synthetic" if "SYNTHETIC" in label else "real"
         html = re.sub(r"(<table[^>]*>)", rf'\1<caption class="data-label data-{kind}">{label}</caption>', html, count=1)

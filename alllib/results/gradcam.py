@@ -151,6 +151,12 @@ def cached_maps(run: Run, images: np.ndarray, image_ids, classes, method: str, c
 # ---------------------------------------------------------------- the chapter: sample, cases, tests
 
 MEASURES = ("energy_in_cell", "energy_in_nucleus", "entropy")
+# ... as the book names them
+MEASURE_NAMES = {
+    "energy_in_cell": "energy in the cell",
+    "energy_in_nucleus": "energy in the nucleus",
+    "entropy": "entropy",
+}
 
 
 def concentration_sample(test: pd.DataFrame, n: int, seed: int) -> np.ndarray:
