@@ -179,6 +179,9 @@ def test_a_results_table_names_its_data_and_drops_only_pandas_own_index():
     assert "<td>0.50</td>" in html or "<td>0.5</td>" in html  # a metric stays a float
     seeds = pd.DataFrame({"seed": [0, 1], "dBA_pp": [1.5, -0.5]}).set_index("seed")  # a RangeIndex with a name
     assert ">seed</th>" in report.table_html(seeds, "") and "<caption" not in report.table_html(seeds, "")
+    # a header may break after its underscores, nowhere else; a cell keeps its text as it is
+    wide = report.table_html(pd.DataFrame({"images_per_second": ["a_b"]}), "")
+    assert ">images_<wbr>per_<wbr>second</th>" in wide and "<td>a_b</td>" in wide
 
 
 def test_the_study_phases_add_up_to_the_measured_total():

@@ -160,7 +160,7 @@ def test_tables_can_be_downloaded_as_the_csv_they_show(built):
             assert links, f"{page}: no link to {meta['file']}"
             csv = (html / "book" / "_generated" / Path(page).parent / links[0]).resolve()
             assert csv.read_text() == meta["text"]
-            shown = "".join(out["data"]["text/html"])
+            shown = "".join(out["data"]["text/html"]).replace("<wbr>", "")  # a header's break opportunities
             header = next(csvlib.reader(io.StringIO(meta["text"])))
             for column in filter(None, header):
                 assert f">{html_lib.escape(column, quote=False)}</th>" in shown, (page, meta["file"], column)
